@@ -1,0 +1,84 @@
+"""Config keys of yolact_d2.
+
+Everything YOLACT-specific lives under ``MODEL.YOLACT``; the few generic input keys YOLACT needs
+(square training size, mapper selection, test-time resize mode) sit next to Detectron2's own
+``INPUT.*`` keys, as Mask2Former does. Standard keys (``MODEL.BACKBONE.NAME``, ``MODEL.RESNETS.*``,
+``MODEL.PIXEL_MEAN/STD``, ``INPUT.FORMAT``, ``TEST.DETECTIONS_PER_IMAGE``, ``MODEL.DEVICE``,
+``MODEL.WEIGHTS``, ``SOLVER.*``) are re-used, never duplicated. Defaults are those of the original
+``yolact_base_config`` (YOLACT_SPEC.md §1); section numbers below refer to that spec.
+"""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_yolact_config"]
+
+
+def add_yolact_config(cfg):
+    """Add the yolact_d2 keys to a Detectron2 config (in place). Safe to call once per cfg."""
+    _C = cfg
+
+    _C.MODEL.YOLACT = CN()
+    # Number of foreground classes (COCO: 80). The classifier has NUM_CLASSES + 1 outputs, index 0
+    # being background (§0.11); predicted classes are contiguous 0..NUM_CLASSES-1.
+    _C.MODEL.YOLACT.NUM_CLASSES = 80
+    # FPN levels fed to the prediction head, finest first; the protonet and the semantic-seg head
+    # read the first one (P3, §3.3, §3.5).
+    _C.MODEL.YOLACT.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
+    # Registry names of the swappable parts.
+    _C.MODEL.YOLACT.HEAD_NAME = "YolactHead"
+    _C.MODEL.YOLACT.PROTONET_NAME = "ProtoNet"
+    # Number of prototype masks k (§3.3).
+    _C.MODEL.YOLACT.NUM_PROTOTYPES = 32
+
+    # ---- Anchors (§3.6). Scales are anchor sides in pixels of the network input, one list per
+    # level; aspect ratios are width / height (the opposite of Detectron2's h/w convention).
+    _C.MODEL.YOLACT.ANCHOR_SCALES = [[24], [48], [96], [192], [384]]
+    _C.MODEL.YOLACT.ANCHOR_ASPECT_RATIOS = [[1.0, 0.5, 2.0]]
+    # YOLACT v1 configs set h = w for every anchor ("backward compatibility with a bug", §0.1), so
+    # the three anchors per location are squares of side s, s/sqrt(2), s*sqrt(2). YOLACT++: False.
+    _C.MODEL.YOLACT.SQUARE_ANCHORS = True
+
+    # ---- Training targets (§5.1).
+    _C.MODEL.YOLACT.POSITIVE_IOU_THRESHOLD = 0.5
+    _C.MODEL.YOLACT.NEGATIVE_IOU_THRESHOLD = 0.4
+    # Non-positive anchors whose intersection-over-anchor-area with a crowd box exceeds this
+    # become neutral. 1.0 disables crowd handling.
+    _C.MODEL.YOLACT.CROWD_IOA_THRESHOLD = 0.7
+    # SSD box-coding variances (§4): weights (1/0.1, 1/0.1, 1/0.2, 1/0.2) with no dw/dh clamp.
+    _C.MODEL.YOLACT.BBOX_VARIANCES = [0.1, 0.2]
+
+    # ---- Losses (§5.2). All but the semantic-seg loss are divided by the number of positive
+    # anchors in the whole batch.
+    _C.MODEL.YOLACT.OHEM_NEG_POS_RATIO = 3
+    _C.MODEL.YOLACT.LOSS_CLS_WEIGHT = 1.0
+    _C.MODEL.YOLACT.LOSS_BOX_WEIGHT = 1.5
+    _C.MODEL.YOLACT.LOSS_MASK_WEIGHT = 6.125
+    _C.MODEL.YOLACT.LOSS_SEM_SEG_WEIGHT = 1.0
+    # At most this many positive anchors per image get a mask loss (random subset, rescaled).
+    _C.MODEL.YOLACT.MASKS_TO_TRAIN = 100
+    # Auxiliary semantic-segmentation head on P3 (training only, §3.5).
+    _C.MODEL.YOLACT.SEM_SEG_ON = True
+
+    # ---- Inference (§7).
+    # Anchors whose best foreground score is <= this are dropped before NMS. There is no second
+    # threshold after Fast NMS (§0.14), so final scores can be lower than this.
+    _C.MODEL.YOLACT.SCORE_THRESH_TEST = 0.05
+    # "fast" (per-class Fast NMS, the original's evaluation setting), "cross_class" (class-agnostic
+    # Fast NMS) or "standard" (per-class greedy NMS).
+    _C.MODEL.YOLACT.NMS_TYPE = "fast"
+    _C.MODEL.YOLACT.NMS_THRESH_TEST = 0.5
+    # Candidates per class entering NMS.
+    _C.MODEL.YOLACT.TOPK_CANDIDATES_TEST = 200
+    # Final masks are sigmoid(P C^T) upsampled to the image size and compared with this (strict >).
+    _C.MODEL.YOLACT.MASK_THRESHOLD = 0.5
+    # The original truncates final pixel boxes to integers (§0.17); False keeps sub-pixel boxes.
+    _C.MODEL.YOLACT.TRUNCATE_BOXES_TEST = True
+    # The maximum number of detections is TEST.DETECTIONS_PER_IMAGE (100, as the original).
+
+    # ---- Input. YOLACT squashes every image to a square of IMAGE_SIZE pixels (§2.1, §2.2).
+    _C.INPUT.IMAGE_SIZE = 550
+    # Which mapper train_net.py uses: "yolact" (SSD augmentation + square resize) or
+    # "detectron2" (Detectron2's stock DatasetMapper with ResizeShortestEdge).
+    _C.INPUT.DATASET_MAPPER_NAME = "yolact"
+    # Test-time resize of the YOLACT mapper and YolactPredictor: "squash" (the original protocol,
+    # IMAGE_SIZE x IMAGE_SIZE) or "keep_aspect" (longer side = IMAGE_SIZE, aspect kept).
+    _C.INPUT.TEST_RESIZE_MODE = "squash"

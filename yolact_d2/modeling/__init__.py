@@ -1,0 +1,10 @@
+"""YOLACT components; importing this module registers them with Detectron2."""
+from .anchor_generator import YolactAnchorGenerator
+from .backbone import YolactFPN, build_yolact_resnet_fpn_backbone
+from .head import YOLACT_HEAD_REGISTRY, YolactHead, build_yolact_head
+from .losses import YolactLoss
+from .meta_arch import Yolact
+from .protonet import PROTONET_REGISTRY, ProtoNet, build_protonet
+from .semantic_seg import SemanticSegHead
+
+__all__ = [k for k in globals().keys() if not k.startswith("_")]

@@ -1,0 +1,3 @@
+from .fpn import YolactFPN, build_yolact_resnet_fpn_backbone
+
+__all__ = ["YolactFPN", "build_yolact_resnet_fpn_backbone"]

@@ -1,0 +1,115 @@
+"""The YOLACT feature pyramid (YOLACT_SPEC.md §3.2) on top of Detectron2's ResNet.
+
+It differs from Detectron2's ``FPN`` + ``LastLevelP6P7`` in four ways that the released weights
+depend on: the top-down path upsamples *bilinearly to the lateral's exact size* (so a 550 input
+needs no padding to a multiple of 128 and gives 69/35/18/9/5 levels), the 3x3 output convs are
+followed by ReLU, P6 is a stride-2 conv of the ReLU'd P5 (not of C5), and there is no ReLU between
+P6 and P7.
+"""
+import math
+from typing import Dict, List
+
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone, build_resnet_backbone
+
+__all__ = ["YolactFPN", "build_yolact_resnet_fpn_backbone"]
+
+
+class YolactFPN(Backbone):
+    """Bottom-up network + YOLACT FPN. Outputs ``p<l>`` for every level, named by log2 of the
+    nominal stride (``p3``..``p7`` for C3-C5 plus two downsampled levels)."""
+
+    def __init__(
+        self,
+        bottom_up: Backbone,
+        in_features: List[str],
+        out_channels: int = 256,
+        num_downsample: int = 2,
+    ):
+        """
+        Args:
+            bottom_up: a Detectron2 backbone whose ``in_features`` outputs are C3, C4, C5 (finest first).
+            in_features: names of the bottom-up outputs used as laterals, finest first.
+            out_channels: channels of every pyramid level (256 in YOLACT).
+            num_downsample: extra stride-2 levels computed from the coarsest output (P6, P7).
+        """
+        super().__init__()
+        self.bottom_up = bottom_up
+        self.in_features = list(in_features)
+        in_shapes = bottom_up.output_shape()
+        # Stored finest first (lateral_convs[0] reads C3); the original stores them reversed,
+        # which the weight converter accounts for.
+        self.lateral_convs = nn.ModuleList(
+            nn.Conv2d(in_shapes[f].channels, out_channels, 1) for f in self.in_features
+        )
+        self.output_convs = nn.ModuleList(
+            nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in self.in_features
+        )
+        self.downsample_convs = nn.ModuleList(
+            nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1) for _ in range(num_downsample)
+        )
+        first_stride = in_shapes[self.in_features[0]].stride
+        first_level = int(math.log2(first_stride))
+        num_levels = len(self.in_features) + num_downsample
+        self._out_features = [f"p{first_level + i}" for i in range(num_levels)]
+        self._out_feature_strides = {
+            name: first_stride * 2**i for i, name in enumerate(self._out_features)
+        }
+        self._out_feature_channels = {name: out_channels for name in self._out_features}
+        for conv in [*self.lateral_convs, *self.output_convs, *self.downsample_convs]:
+            # The original initialises every non-backbone conv with Xavier-uniform, bias 0 (§6).
+            nn.init.xavier_uniform_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+    @property
+    def size_divisibility(self) -> int:
+        # Top-down upsampling goes to the lateral's exact size, so no padding is needed.
+        return 0
+
+    def forward(self, x) -> Dict[str, "torch.Tensor"]:  # noqa: F821
+        bottom_up_features = self.bottom_up(x)
+        laterals = [bottom_up_features[f] for f in self.in_features]
+        # Top-down: the *pre-3x3* sums are what gets upsampled (§3.2).
+        merged = [None] * len(laterals)
+        top = None
+        for i in range(len(laterals) - 1, -1, -1):
+            lateral = self.lateral_convs[i](laterals[i])
+            if top is not None:
+                lateral = lateral + F.interpolate(
+                    top, size=lateral.shape[-2:], mode="bilinear", align_corners=False
+                )
+            merged[i] = top = lateral
+        outputs = [F.relu(conv(m)) for conv, m in zip(self.output_convs, merged)]
+        for conv in self.downsample_convs:  # P6 from the ReLU'd P5, P7 from P6, no ReLU
+            outputs.append(conv(outputs[-1]))
+        return dict(zip(self._out_features, outputs))
+
+    def output_shape(self) -> Dict[str, ShapeSpec]:
+        return {
+            name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
+            for name in self._out_features
+        }
+
+
+@BACKBONE_REGISTRY.register()
+def build_yolact_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> YolactFPN:
+    """Detectron2 ResNet (``MODEL.RESNETS.*``; YOLACT configs use torchvision-style
+    ``STRIDE_IN_1X1: False``) + YOLACT FPN (``MODEL.FPN.IN_FEATURES``, ``MODEL.FPN.OUT_CHANNELS``).
+    The number of extra stride-2 levels follows ``MODEL.YOLACT.IN_FEATURES``."""
+    bottom_up = build_resnet_backbone(cfg, input_shape)
+    in_features = cfg.MODEL.FPN.IN_FEATURES
+    num_downsample = len(cfg.MODEL.YOLACT.IN_FEATURES) - len(in_features)
+    if num_downsample < 0:
+        raise ValueError(
+            f"MODEL.YOLACT.IN_FEATURES ({cfg.MODEL.YOLACT.IN_FEATURES}) has fewer levels than "
+            f"MODEL.FPN.IN_FEATURES ({in_features})"
+        )
+    return YolactFPN(
+        bottom_up=bottom_up,
+        in_features=in_features,
+        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+        num_downsample=num_downsample,
+    )

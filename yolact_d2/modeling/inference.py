@@ -1,0 +1,169 @@
+"""YOLACT detection and post-processing (YOLACT_SPEC.md §7).
+
+``detect`` turns one image's raw head outputs into at most ``max_detections`` detections in
+relative coordinates (tensors only, so it can be traced), and ``detections_to_instances`` pastes
+them into a Detectron2 ``Instances`` at the requested output size. YOLACT's masks are full-image
+masks assembled from prototypes, so Detectron2's ``detector_postprocess`` (made for ROI masks) is
+deliberately not used.
+"""
+from typing import Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import batched_nms
+
+from detectron2.structures import Boxes, Instances
+
+from .box_ops import box_iou
+from .mask_ops import assemble_masks, crop_masks
+
+__all__ = ["fast_nms", "cross_class_fast_nms", "standard_nms", "detect", "detections_to_instances"]
+
+
+def fast_nms(boxes, scores, coefficients, iou_threshold: float, top_k: int, max_detections: int):
+    """Per-class Fast NMS (§7.1): for every class keep its ``top_k`` highest-scored candidates and
+    drop a box if its IoU with *any* higher-scored box of the same class, suppressed or not,
+    exceeds ``iou_threshold``; then keep the ``max_detections`` best over all classes. No score
+    threshold is applied after NMS (the original's ``second_threshold=False``).
+
+    Args:
+        boxes (P, 4), scores (C, P) per-class scores, coefficients (P, k).
+    Returns:
+        boxes (N, 4), scores (N,), classes (N,), coefficients (N, k), sorted by score.
+    """
+    num_classes = scores.shape[0]
+    scores, idx = scores.sort(dim=1, descending=True)
+    idx, scores = idx[:, :top_k], scores[:, :top_k]
+    cand_boxes = boxes[idx.reshape(-1)].reshape(num_classes, -1, 4)
+    cand_coeffs = coefficients[idx.reshape(-1)].reshape(num_classes, idx.shape[1], -1)
+    iou = box_iou(cand_boxes, cand_boxes).triu(diagonal=1)
+    keep = iou.max(dim=1)[0] <= iou_threshold
+    classes = torch.arange(num_classes, device=boxes.device)[:, None].expand_as(keep)[keep]
+    boxes, coefficients, scores = cand_boxes[keep], cand_coeffs[keep], scores[keep]
+    scores, order = scores.sort(dim=0, descending=True)
+    order, scores = order[:max_detections], scores[:max_detections]
+    return boxes[order], scores, classes[order], coefficients[order]
+
+
+def cross_class_fast_nms(boxes, scores, coefficients, iou_threshold: float, top_k: int, max_detections: int):
+    """Class-agnostic Fast NMS: every anchor keeps only its best class (the original's
+    ``--cross_class_nms``). The original applies no final cap; we apply ``max_detections`` so that
+    ``TEST.DETECTIONS_PER_IMAGE`` holds for every NMS type."""
+    scores, classes = scores.max(dim=0)
+    idx = scores.sort(dim=0, descending=True)[1][:top_k]
+    cand_boxes = boxes[idx]
+    iou = box_iou(cand_boxes, cand_boxes).triu(diagonal=1)
+    idx = idx[iou.max(dim=0)[0] <= iou_threshold][:max_detections]
+    return boxes[idx], scores[idx], classes[idx], coefficients[idx]
+
+
+def standard_nms(
+    boxes, scores, coefficients, iou_threshold: float, top_k: int, max_detections: int, score_threshold: float,
+    image_size: Tuple[int, int],
+):
+    """Per-class greedy NMS (the original's ``--fast_nms=False``): per-class score threshold,
+    greedy NMS on pixel boxes, at most ``top_k`` per class, then the ``max_detections`` best."""
+    class_idx, anchor_idx = torch.nonzero(scores > score_threshold, as_tuple=True)
+    cand_scores = scores[class_idx, anchor_idx]
+    scale = boxes.new_tensor([image_size[1], image_size[0], image_size[1], image_size[0]])
+    keep = batched_nms(boxes[anchor_idx] * scale, cand_scores, class_idx, iou_threshold)  # by score
+    # rank of each kept box within its class, to apply the per-class top_k
+    kept_classes = class_idx[keep]
+    same_class_before = (kept_classes[None, :] == kept_classes[:, None]).tril(diagonal=-1).sum(dim=1)
+    keep = keep[same_class_before < top_k][:max_detections]
+    return boxes[anchor_idx[keep]], cand_scores[keep], class_idx[keep], coefficients[anchor_idx[keep]]
+
+
+def detect(
+    class_probs: torch.Tensor,
+    boxes: torch.Tensor,
+    coefficients: torch.Tensor,
+    *,
+    score_threshold: float,
+    nms_type: str,
+    iou_threshold: float,
+    top_k: int,
+    max_detections: int,
+    image_size: Tuple[int, int],
+) -> Dict[str, torch.Tensor]:
+    """Detections of one image.
+
+    Args:
+        class_probs: (P, K+1) softmax probabilities, index 0 background.
+        boxes: (P, 4) decoded relative point-form boxes; coefficients: (P, k).
+    Returns:
+        dict with relative ``boxes`` (N, 4), ``scores`` (N,), ``classes`` (N,) in [0, K) and
+        ``coefficients`` (N, k), sorted by decreasing score.
+    """
+    scores = class_probs[:, 1:].t()  # (K, P)
+    keep = scores.max(dim=0)[0] > score_threshold  # on each anchor's best foreground score
+    boxes, scores, coefficients = boxes[keep], scores[:, keep], coefficients[keep]
+    if nms_type == "fast":
+        out = fast_nms(boxes, scores, coefficients, iou_threshold, top_k, max_detections)
+    elif nms_type == "cross_class":
+        out = cross_class_fast_nms(boxes, scores, coefficients, iou_threshold, top_k, max_detections)
+    elif nms_type == "standard":
+        out = standard_nms(
+            boxes, scores, coefficients, iou_threshold, top_k, max_detections, score_threshold, image_size
+        )
+    else:
+        raise ValueError(f"MODEL.YOLACT.NMS_TYPE must be 'fast', 'cross_class' or 'standard', got {nms_type!r}")
+    return dict(zip(("boxes", "scores", "classes", "coefficients"), out))
+
+
+def detections_to_instances(
+    detections: Dict[str, torch.Tensor],
+    prototypes: torch.Tensor,
+    image_size: Tuple[int, int],
+    padded_size: Tuple[int, int],
+    output_size: Tuple[int, int],
+    mask_threshold: float = 0.5,
+    truncate_boxes: bool = True,
+) -> Instances:
+    """Boxes and full-image binary masks at ``output_size`` (§7.2).
+
+    Masks are ``sigmoid(P C^T)`` cropped by the predicted box at prototype resolution with one
+    pixel of padding, then upsampled bilinearly *straight* to the output size and thresholded
+    (strict ``>``). The network input may have been padded (``image_size`` inside
+    ``padded_size``): the mask is then upsampled to the padded canvas at the output scale and the
+    image region cut out, which reduces to the original's single resize when there is no padding.
+
+    Args:
+        prototypes: (k, H', W') of this image.
+        image_size: (h, w) of the resized image inside the network input.
+        padded_size: (H, W) of the network input (relative coordinates refer to it).
+        output_size: (height, width) requested, usually the original image size.
+        truncate_boxes: truncate box coordinates to integers as the original does (§0.17).
+    """
+    out_h, out_w = output_size
+    img_h, img_w = image_size
+    pad_h, pad_w = padded_size
+    boxes = detections["boxes"]
+    # relative-to-padded -> relative-to-image; factors are exactly 1 without padding
+    rel = boxes * boxes.new_tensor([pad_w / img_w, pad_h / img_h, pad_w / img_w, pad_h / img_h])
+    x1, x2 = rel[:, 0] * out_w, rel[:, 2] * out_w
+    y1, y2 = rel[:, 1] * out_h, rel[:, 3] * out_h
+    # sort each pair; clamp x1/y1 from below and x2/y2 from above (the original's sanitize)
+    x1, x2 = torch.min(x1, x2).clamp(min=0), torch.max(x1, x2).clamp(max=out_w)
+    y1, y2 = torch.min(y1, y2).clamp(min=0), torch.max(y1, y2).clamp(max=out_h)
+    pixel_boxes = torch.stack([x1, y1, x2, y2], dim=1)
+    if truncate_boxes:
+        pixel_boxes = pixel_boxes.trunc()
+
+    masks = crop_masks(assemble_masks(prototypes, detections["coefficients"]), boxes)
+    if (img_h, img_w) == (pad_h, pad_w):
+        canvas = (out_h, out_w)
+    else:
+        canvas = (round(out_h * pad_h / img_h), round(out_w * pad_w / img_w))
+    if masks.shape[0] > 0:
+        masks = F.interpolate(masks[None], size=canvas, mode="bilinear", align_corners=False)[0]
+        masks = masks[:, :out_h, :out_w] > mask_threshold
+    else:
+        masks = masks.new_zeros((0, out_h, out_w), dtype=torch.bool)
+
+    result = Instances((out_h, out_w))
+    result.pred_boxes = Boxes(pixel_boxes)
+    result.scores = detections["scores"]
+    result.pred_classes = detections["classes"]
+    result.pred_masks = masks
+    return result

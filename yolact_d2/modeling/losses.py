@@ -1,0 +1,179 @@
+"""YOLACT training losses (YOLACT_SPEC.md §5.2).
+
+``loss_cls`` (OHEM 3:1 softmax cross-entropy), ``loss_box_reg`` (smooth-L1 x 1.5) and ``loss_mask``
+(BCE of GT-box-cropped prototype masks, each divided by its GT box area in prototype pixels,
+x 6.125) are divided by the number of positive anchors in the whole batch; ``loss_sem_seg``
+(per-class BCE on P3) by the batch size and the P3 area.
+"""
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.config import configurable
+
+from .mask_ops import assemble_masks, crop_masks
+from .matcher import match_anchors
+
+__all__ = ["YolactLoss", "ohem_negatives", "downsample_masks"]
+
+
+def ohem_negatives(cls_logits: torch.Tensor, labels: torch.Tensor, neg_pos_ratio: float) -> torch.Tensor:
+    """Online hard negative mining. For every image, the ``neg_pos_ratio * num_pos`` background
+    anchors (at most ``P - 1``) with the highest background loss ``logsumexp(x) - x_0`` are
+    selected. Positives and neutrals are never selected.
+
+    Args:
+        cls_logits: (B, P, K+1); labels: (B, P) with -1 neutral, 0 background, > 0 foreground.
+    Returns:
+        (B, P) bool mask of the selected negatives.
+    """
+    with torch.no_grad():
+        positive, neutral = labels > 0, labels < 0
+        mining_loss = torch.logsumexp(cls_logits, dim=-1) - cls_logits[..., 0]
+        mining_loss = mining_loss.masked_fill(positive | neutral, 0)
+        order = mining_loss.sort(dim=1, descending=True)[1]
+        rank = order.sort(dim=1)[1]
+        num_neg = (neg_pos_ratio * positive.sum(dim=1, keepdim=True)).clamp(max=labels.shape[1] - 1)
+        return (rank < num_neg) & ~positive & ~neutral
+
+
+def downsample_masks(masks: torch.Tensor, size) -> torch.Tensor:
+    """Binary (N, H, W) masks -> bilinear (align_corners=False) resize to ``size`` -> ``> 0.5``
+    (``mask_proto_binarize_downsampled_gt``)."""
+    if masks.shape[0] == 0:
+        return masks.new_zeros((0, *size), dtype=torch.float32)
+    resized = F.interpolate(masks[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0]
+    return (resized > 0.5).float()
+
+
+class YolactLoss(nn.Module):
+    """Matches anchors to ground truth and computes the four YOLACT losses.
+
+    Each target is a dict with relative point-form ``boxes`` (N, 4), ``classes`` (N,), binary
+    ``masks`` (N, H, W) at the padded input resolution and ``crowd_boxes`` (M, 4).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        positive_iou_threshold: float,
+        negative_iou_threshold: float,
+        crowd_ioa_threshold: float,
+        bbox_variances: Sequence[float],
+        neg_pos_ratio: float,
+        masks_to_train: int,
+        loss_weights: Dict[str, float],
+    ):
+        super().__init__()
+        self.num_classes = num_classes
+        self.positive_iou_threshold = positive_iou_threshold
+        self.negative_iou_threshold = negative_iou_threshold
+        self.crowd_ioa_threshold = crowd_ioa_threshold
+        self.bbox_variances = tuple(bbox_variances)
+        self.neg_pos_ratio = neg_pos_ratio
+        self.masks_to_train = masks_to_train
+        self.loss_weights = dict(loss_weights)
+
+    @classmethod
+    def from_config(cls, cfg):
+        y = cfg.MODEL.YOLACT
+        return {
+            "num_classes": y.NUM_CLASSES,
+            "positive_iou_threshold": y.POSITIVE_IOU_THRESHOLD,
+            "negative_iou_threshold": y.NEGATIVE_IOU_THRESHOLD,
+            "crowd_ioa_threshold": y.CROWD_IOA_THRESHOLD,
+            "bbox_variances": y.BBOX_VARIANCES,
+            "neg_pos_ratio": y.OHEM_NEG_POS_RATIO,
+            "masks_to_train": y.MASKS_TO_TRAIN,
+            "loss_weights": {
+                "loss_cls": y.LOSS_CLS_WEIGHT,
+                "loss_box_reg": y.LOSS_BOX_WEIGHT,
+                "loss_mask": y.LOSS_MASK_WEIGHT,
+                "loss_sem_seg": y.LOSS_SEM_SEG_WEIGHT,
+            },
+        }
+
+    def forward(
+        self,
+        cls_logits: torch.Tensor,
+        box_deltas: torch.Tensor,
+        coefficients: torch.Tensor,
+        prototypes: torch.Tensor,
+        sem_seg_logits: Optional[torch.Tensor],
+        anchors: torch.Tensor,
+        targets: List[Dict[str, torch.Tensor]],
+    ) -> Dict[str, torch.Tensor]:
+        matches = [
+            match_anchors(
+                t["boxes"],
+                t["classes"],
+                t["crowd_boxes"],
+                anchors,
+                self.positive_iou_threshold,
+                self.negative_iou_threshold,
+                self.crowd_ioa_threshold,
+                self.bbox_variances,
+            )
+            for t in targets
+        ]
+        labels = torch.stack([m.labels for m in matches])
+        positive = labels > 0
+        # Normalised by the positives of the whole batch (§5.2); an all-empty batch gives 0 losses.
+        normalizer = positive.sum().clamp(min=1).float()
+
+        box_targets = torch.stack([m.box_targets for m in matches])
+        loss_box = F.smooth_l1_loss(box_deltas[positive], box_targets[positive], reduction="sum", beta=1.0)
+
+        selected = positive | ohem_negatives(cls_logits, labels, self.neg_pos_ratio)
+        loss_cls = F.cross_entropy(cls_logits[selected], labels[selected], reduction="sum")
+
+        loss_mask = self.mask_loss(coefficients, prototypes, matches, targets)
+        losses = {
+            "loss_cls": loss_cls / normalizer,
+            "loss_box_reg": loss_box / normalizer,
+            "loss_mask": loss_mask / normalizer,
+        }
+        if sem_seg_logits is not None:
+            losses["loss_sem_seg"] = self.sem_seg_loss(sem_seg_logits, targets)
+        return {k: v * self.loss_weights[k] for k, v in losses.items()}
+
+    def mask_loss(self, coefficients, prototypes, matches, targets) -> torch.Tensor:
+        """Sum over images and positives of ``sum_pixels BCE / (GT box area in prototype pixels)``."""
+        proto_h, proto_w = prototypes.shape[-2:]
+        total = prototypes.new_zeros(())
+        for i, (match, target) in enumerate(zip(matches, targets)):
+            pos_idx = torch.nonzero(match.labels > 0).squeeze(1)
+            num_pos = pos_idx.numel()
+            if num_pos == 0:
+                continue
+            scale = 1.0
+            if num_pos > self.masks_to_train:
+                pos_idx = pos_idx[torch.randperm(num_pos, device=pos_idx.device)[: self.masks_to_train]]
+                scale = num_pos / self.masks_to_train
+            gt_idx = match.matched_idx[pos_idx]
+            gt_boxes = target["boxes"][gt_idx]
+            gt_masks = downsample_masks(target["masks"], (proto_h, proto_w))[gt_idx]
+            pred = crop_masks(assemble_masks(prototypes[i], coefficients[i, pos_idx]), gt_boxes)
+            bce = F.binary_cross_entropy(pred.clamp(0, 1), gt_masks, reduction="none").sum(dim=(1, 2))
+            box_w = (gt_boxes[:, 2] - gt_boxes[:, 0]) * proto_w
+            box_h = (gt_boxes[:, 3] - gt_boxes[:, 1]) * proto_h
+            total = total + (bce / box_w / box_h).sum() * scale
+        return total
+
+    def sem_seg_loss(self, sem_seg_logits: torch.Tensor, targets) -> torch.Tensor:
+        """Per-class BCE-with-logits against the union of that class's GT masks, summed, divided
+        by the logit map area and the batch size."""
+        batch, num_classes, h, w = sem_seg_logits.shape
+        total = sem_seg_logits.new_zeros(())
+        for logits, target in zip(sem_seg_logits, targets):
+            with torch.no_grad():
+                masks = downsample_masks(target["masks"], (h, w))
+                semantic = masks.new_zeros((num_classes, h, w)).index_reduce_(
+                    0, target["classes"], masks, "amax", include_self=True
+                )
+            total = total + F.binary_cross_entropy_with_logits(logits, semantic, reduction="sum")
+        return total / (h * w) / batch

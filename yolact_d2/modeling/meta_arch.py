@@ -1,0 +1,228 @@
+"""The ``Yolact`` meta-architecture: backbone + FPN, shared prediction head, protonet and, in
+training, the semantic-segmentation head and the YOLACT losses (Bolya et al., ICCV 2019).
+
+It follows Detectron2's model contract: ``forward(list[dict])`` returns a loss dict in training and
+``[{"instances": Instances}]`` at each input's ``height`` x ``width`` in inference. Images of
+different sizes are padded into one batch; anchors and prototype crops are computed from the
+padded size, which for YOLACT's square 550 input is exactly the original model (YOLACT_SPEC.md).
+"""
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from detectron2.structures import BitMasks, ImageList, Instances, PolygonMasks
+
+from .anchor_generator import YolactAnchorGenerator
+from .box_ops import decode
+from .head import build_yolact_head
+from .inference import detect, detections_to_instances
+from .losses import YolactLoss
+from .protonet import build_protonet
+from .semantic_seg import SemanticSegHead
+
+__all__ = ["Yolact"]
+
+# The original's Resize drops GT boxes whose width or height is <= 4/550 *pixels* of the network
+# input (a unit slip that leaves only degenerate boxes, §0.23); they cannot be encoded (log 0).
+_MIN_GT_BOX_SIDE = 4 / 550
+
+
+@META_ARCH_REGISTRY.register()
+class Yolact(nn.Module):
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        head: nn.Module,
+        protonet: nn.Module,
+        sem_seg_head: nn.Module = None,
+        anchor_generator: YolactAnchorGenerator,
+        criterion: YolactLoss,
+        in_features: Sequence[str],
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        input_format: str = "RGB",
+        bbox_variances: Sequence[float] = (0.1, 0.2),
+        score_threshold: float = 0.05,
+        nms_type: str = "fast",
+        nms_threshold: float = 0.5,
+        topk_candidates: int = 200,
+        max_detections_per_image: int = 100,
+        mask_threshold: float = 0.5,
+        truncate_boxes: bool = True,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.protonet = protonet
+        self.sem_seg_head = sem_seg_head
+        self.anchor_generator = anchor_generator
+        self.criterion = criterion
+        self.in_features = list(in_features)
+        self.input_format = input_format
+        self.bbox_variances = tuple(bbox_variances)
+        self.score_threshold = score_threshold
+        self.nms_type = nms_type
+        self.nms_threshold = nms_threshold
+        self.topk_candidates = topk_candidates
+        self.max_detections_per_image = max_detections_per_image
+        self.mask_threshold = mask_threshold
+        self.truncate_boxes = truncate_boxes
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        y = cfg.MODEL.YOLACT
+        backbone = build_backbone(cfg)
+        shapes = backbone.output_shape()
+        missing = [f for f in y.IN_FEATURES if f not in shapes]
+        if missing:
+            raise ValueError(
+                f"MODEL.YOLACT.IN_FEATURES {list(y.IN_FEATURES)}: {missing} not produced by backbone "
+                f"{cfg.MODEL.BACKBONE.NAME}, which outputs {list(shapes)}"
+            )
+        level_shapes = [shapes[f] for f in y.IN_FEATURES]
+        return {
+            "backbone": backbone,
+            "head": build_yolact_head(cfg, level_shapes),
+            "protonet": build_protonet(cfg, level_shapes[0]),
+            "sem_seg_head": SemanticSegHead(cfg, level_shapes[0]) if y.SEM_SEG_ON else None,
+            "anchor_generator": YolactAnchorGenerator(cfg),
+            "criterion": YolactLoss(cfg),
+            "in_features": y.IN_FEATURES,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "input_format": cfg.INPUT.FORMAT,
+            "bbox_variances": y.BBOX_VARIANCES,
+            "score_threshold": y.SCORE_THRESH_TEST,
+            "nms_type": y.NMS_TYPE,
+            "nms_threshold": y.NMS_THRESH_TEST,
+            "topk_candidates": y.TOPK_CANDIDATES_TEST,
+            "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "mask_threshold": y.MASK_THRESHOLD,
+            "truncate_boxes": y.TRUNCATE_BOXES_TEST,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    # ------------------------------------------------------------------ tensor-only core
+    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
+        """Normalise (``(x - mean) / std`` in ``INPUT.FORMAT`` order) and pad into one batch."""
+        images = [(x["image"].to(self.device).float() - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        return ImageList.from_tensors(images, self.backbone.size_divisibility)
+
+    def predict_raw(self, images: torch.Tensor):
+        """Network outputs for a normalised (B, 3, H, W) batch.
+
+        Returns ``(class_logits (B, P, K+1), box_deltas (B, P, 4), coefficients (B, P, k),
+        prototypes (B, k, H', W'), anchors (P, 4), p3 features)``.
+        """
+        features = self.backbone(images)
+        features = [features[f] for f in self.in_features]
+        class_logits, box_deltas, coefficients = self.head(features)
+        prototypes = self.protonet(features[0])
+        anchors = self.anchor_generator(
+            [tuple(f.shape[-2:]) for f in features], tuple(images.shape[-2:]), device=images.device
+        )
+        return class_logits, box_deltas, coefficients, prototypes, anchors, features[0]
+
+    def inference_tensors(self, images: torch.Tensor):
+        """Tensor-in, tensors-out core for export: a normalised (B, 3, H, W) batch ->
+        ``(class_probs (B, P, K+1), boxes (B, P, 4) relative point form, coefficients (B, P, k),
+        prototypes (B, k, H', W'))``."""
+        class_logits, box_deltas, coefficients, prototypes, anchors, _ = self.predict_raw(images)
+        boxes = decode(box_deltas, anchors[None], self.bbox_variances)
+        return F.softmax(class_logits, dim=-1), boxes, coefficients, prototypes
+
+    # ------------------------------------------------------------------ Detectron2 contract
+    def forward(self, batched_inputs: List[Dict]):
+        images = self.preprocess_image(batched_inputs)
+        if not self.training:
+            return self.inference(batched_inputs, images)
+        if not all("instances" in x for x in batched_inputs):
+            raise ValueError("Yolact training needs 'instances' in every input dict")
+        class_logits, box_deltas, coefficients, prototypes, anchors, p3 = self.predict_raw(images.tensor)
+        targets = [
+            self.prepare_targets(x["instances"].to(self.device), size, tuple(images.tensor.shape[-2:]))
+            for x, size in zip(batched_inputs, images.image_sizes)
+        ]
+        sem_seg_logits = self.sem_seg_head(p3) if self.sem_seg_head is not None else None
+        return self.criterion(class_logits, box_deltas, coefficients, prototypes, sem_seg_logits, anchors, targets)
+
+    def inference(self, batched_inputs: List[Dict], images: ImageList = None) -> List[Dict[str, Instances]]:
+        if images is None:
+            images = self.preprocess_image(batched_inputs)
+        class_probs, boxes, coefficients, prototypes = self.inference_tensors(images.tensor)
+        padded_size = tuple(images.tensor.shape[-2:])
+        results = []
+        for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
+            detections = detect(
+                class_probs[i],
+                boxes[i],
+                coefficients[i],
+                score_threshold=self.score_threshold,
+                nms_type=self.nms_type,
+                iou_threshold=self.nms_threshold,
+                top_k=self.topk_candidates,
+                max_detections=self.max_detections_per_image,
+                image_size=padded_size,
+            )
+            output_size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
+            instances = detections_to_instances(
+                detections,
+                prototypes[i],
+                image_size=tuple(image_size),
+                padded_size=padded_size,
+                output_size=output_size,
+                mask_threshold=self.mask_threshold,
+                truncate_boxes=self.truncate_boxes,
+            )
+            results.append({"instances": instances})
+        return results
+
+    # ------------------------------------------------------------------ training targets
+    @staticmethod
+    def prepare_targets(
+        instances: Instances, image_size: Tuple[int, int], padded_size: Tuple[int, int]
+    ) -> Dict[str, torch.Tensor]:
+        """Relative boxes, classes and padded binary masks of the non-crowd instances, plus the
+        crowd boxes (``gt_is_crowd``, kept by YolactDatasetMapper; Detectron2's stock mapper drops
+        crowds, in which case there are none)."""
+        pad_h, pad_w = padded_size
+        boxes = instances.gt_boxes.tensor
+        device = boxes.device
+        scale = boxes.new_tensor([pad_w, pad_h, pad_w, pad_h])
+        if instances.has("gt_is_crowd"):
+            crowd = instances.gt_is_crowd.to(torch.bool)
+        else:
+            crowd = torch.zeros(len(instances), dtype=torch.bool, device=device)
+        widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        valid = (widths > _MIN_GT_BOX_SIDE) & (heights > _MIN_GT_BOX_SIDE)
+        keep = valid & ~crowd
+        masks = _masks_to_tensor(instances.gt_masks, image_size, device) if instances.has("gt_masks") else None
+        if masks is None:
+            raise ValueError("Yolact training needs instance masks ('gt_masks'); set MODEL.MASK_ON / check the mapper")
+        masks = F.pad(masks[keep], (0, pad_w - masks.shape[-1], 0, pad_h - masks.shape[-2]))
+        return {
+            "boxes": boxes[keep] / scale,
+            "classes": instances.gt_classes[keep].to(torch.int64),
+            "masks": masks,
+            "crowd_boxes": boxes[valid & crowd] / scale,
+        }
+
+
+def _masks_to_tensor(gt_masks, image_size: Tuple[int, int], device) -> torch.Tensor:
+    """PolygonMasks / BitMasks / tensor -> (N, h, w) uint8 tensor at the resized image size."""
+    h, w = image_size
+    if isinstance(gt_masks, PolygonMasks):
+        gt_masks = BitMasks.from_polygon_masks(gt_masks, h, w)
+    tensor = gt_masks.tensor if isinstance(gt_masks, BitMasks) else torch.as_tensor(gt_masks)
+    return tensor[:, :h, :w].to(device=device, dtype=torch.uint8)
