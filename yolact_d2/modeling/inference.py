@@ -35,7 +35,7 @@ def fast_nms(boxes, scores, coefficients, iou_threshold: float, top_k: int, max_
     scores, idx = scores.sort(dim=1, descending=True)
     idx, scores = idx[:, :top_k], scores[:, :top_k]
     cand_boxes = boxes[idx.reshape(-1)].reshape(num_classes, -1, 4)
-    cand_coeffs = coefficients[idx.reshape(-1)].reshape(num_classes, idx.shape[1], -1)
+    cand_coeffs = coefficients[idx.reshape(-1)].reshape(num_classes, idx.shape[1], coefficients.shape[1])
     iou = box_iou(cand_boxes, cand_boxes).triu(diagonal=1)
     keep = iou.max(dim=1)[0] <= iou_threshold
     classes = torch.arange(num_classes, device=boxes.device)[:, None].expand_as(keep)[keep]
@@ -98,7 +98,9 @@ def detect(
     scores = class_probs[:, 1:].t()  # (K, P)
     keep = scores.max(dim=0)[0] > score_threshold  # on each anchor's best foreground score
     boxes, scores, coefficients = boxes[keep], scores[:, keep], coefficients[keep]
-    if nms_type == "fast":
+    if boxes.shape[0] == 0:
+        out = (boxes, scores.new_zeros(0), torch.zeros(0, dtype=torch.int64, device=boxes.device), coefficients)
+    elif nms_type == "fast":
         out = fast_nms(boxes, scores, coefficients, iou_threshold, top_k, max_detections)
     elif nms_type == "cross_class":
         out = cross_class_fast_nms(boxes, scores, coefficients, iou_threshold, top_k, max_detections)

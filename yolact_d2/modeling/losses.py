@@ -171,9 +171,9 @@ class YolactLoss(nn.Module):
         total = sem_seg_logits.new_zeros(())
         for logits, target in zip(sem_seg_logits, targets):
             with torch.no_grad():
-                masks = downsample_masks(target["masks"], (h, w))
-                semantic = masks.new_zeros((num_classes, h, w)).index_reduce_(
-                    0, target["classes"], masks, "amax", include_self=True
-                )
+                masks = downsample_masks(target["masks"], (h, w)).reshape(-1, h * w)
+                index = target["classes"][:, None].expand(-1, h * w)
+                semantic = masks.new_zeros((num_classes, h * w)).scatter_reduce_(0, index, masks, "amax")
+                semantic = semantic.reshape(num_classes, h, w)
             total = total + F.binary_cross_entropy_with_logits(logits, semantic, reduction="sum")
         return total / (h * w) / batch

@@ -57,6 +57,8 @@ class Yolact(nn.Module):
         truncate_boxes: bool = True,
     ):
         super().__init__()
+        if nms_type not in ("fast", "cross_class", "standard"):
+            raise ValueError(f"MODEL.YOLACT.NMS_TYPE must be 'fast', 'cross_class' or 'standard', got {nms_type!r}")
         self.backbone = backbone
         self.head = head
         self.protonet = protonet

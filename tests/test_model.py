@@ -1,0 +1,175 @@
+"""Parameter counts, config loading, training step and inference of the assembled model."""
+import glob
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import CONFIG_DIR, tiny_cfg, yolact_cfg
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
+
+from yolact_d2 import add_yolact_config
+
+
+def _count(module):
+    """Parameters, counting FrozenBN's frozen affine weight and bias like BatchNorm's."""
+    from detectron2.layers import FrozenBatchNorm2d
+
+    n = sum(p.numel() for p in module.parameters())
+    n += sum(m.weight.numel() + m.bias.numel() for m in module.modules() if isinstance(m, FrozenBatchNorm2d))
+    return n
+
+
+@pytest.mark.parametrize(
+    "config,total,backbone",
+    [
+        ("COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml", 50_157_071, 42_500_160),
+        ("COCO-InstanceSegmentation/yolact_R_50_FPN_550.yaml", 31_164_943, 23_508_032),
+    ],
+)
+def test_parameter_counts_match_the_original(config, total, backbone):
+    model = build_model(yolact_cfg(config))
+    assert sum(p.numel() for p in model.parameters()) == total
+    assert _count(model.backbone.bottom_up) == backbone
+    # per-component figures of the seed table / spec §10.1
+    assert [_count(c) for c in model.backbone.lateral_convs] == [131_328, 262_400, 524_544]  # C3, C4, C5
+    assert [_count(c) for c in model.backbone.output_convs] == [590_080] * 3
+    assert [_count(c) for c in model.backbone.downsample_convs] == [590_080] * 2
+    head = model.head
+    assert [_count(head.conv), _count(head.bbox_pred), _count(head.cls_score), _count(head.coeff_pred)] == [
+        590_080, 27_660, 560_115, 221_280]
+    assert [_count(c) for c in model.protonet.convs_before_upsample] == [590_080] * 3
+    assert _count(model.protonet.convs_after_upsample[0]) == 590_080 and _count(model.protonet.predictor) == 8_224
+    assert _count(model.sem_seg_head) == 20_560
+
+
+def test_frozen_bn_count_is_unchanged():
+    model = build_model(yolact_cfg("COCO-InstanceSegmentation/yolact_R_50_FPN_550.yaml", ["MODEL.RESNETS.NORM", "FrozenBN"]))
+    assert sum(p.numel() for p in model.parameters()) == 31_164_943 - 53_120  # BN affine now buffers
+    assert _count(model) == 31_164_943
+
+
+def test_feature_and_prototype_sizes_at_550():
+    model = build_model(yolact_cfg("COCO-InstanceSegmentation/yolact_R_50_FPN_550.yaml")).eval()
+    with torch.no_grad():
+        logits, deltas, coeffs, protos, anchors, p3 = model.predict_raw(torch.zeros(1, 3, 550, 550))
+    assert p3.shape == (1, 256, 69, 69)
+    assert protos.shape == (1, 32, 138, 138) and protos.min() >= 0  # ReLU prototypes
+    assert logits.shape == (1, 19248, 81) and deltas.shape == (1, 19248, 4) and coeffs.shape == (1, 19248, 32)
+    assert coeffs.abs().max() <= 1  # tanh
+    assert anchors.shape == (19248, 4)
+    feats = model.backbone(torch.zeros(1, 3, 550, 550))
+    assert [tuple(f.shape[-2:]) for f in feats.values()] == [(69, 69), (35, 35), (18, 18), (9, 9), (5, 5)]
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(CONFIG_DIR, "**", "*.yaml"), recursive=True)))
+def test_every_config_loads_and_builds(path):
+    cfg = yolact_cfg(os.path.relpath(path, CONFIG_DIR))
+    if cfg.MODEL.RESNETS.DEPTH >= 50:  # keep the suite fast: build the heads on a small trunk
+        cfg.MODEL.RESNETS.DEPTH = 50
+    model = build_model(cfg)
+    assert model.head.num_classes == cfg.MODEL.YOLACT.NUM_CLASSES
+
+
+def test_unknown_key_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('_BASE_: "%s"\nMODEL:\n  YOLACT:\n    NUM_CLASSE: 3\n' % os.path.join(CONFIG_DIR, "Base-YOLACT.yaml"))
+    cfg = get_cfg()
+    add_yolact_config(cfg)
+    with pytest.raises(KeyError, match="NUM_CLASSE"):
+        cfg.merge_from_file(str(bad))
+
+
+def test_no_cuda_calls_in_package():
+    root = os.path.join(os.path.dirname(CONFIG_DIR))
+    for path in glob.glob(os.path.join(root, "yolact_d2", "**", "*.py"), recursive=True) + [
+        os.path.join(root, "train_net.py")
+    ]:
+        if os.path.exists(path):
+            text = open(path).read()
+            assert ".cuda()" not in text and "device=\"cuda\"" not in text and "'cuda'" not in text, path
+
+
+def _instances(h, w, boxes, classes, crowd=None, polygons=False):
+    inst = Instances((h, w))
+    inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    inst.gt_classes = torch.tensor(classes, dtype=torch.int64)
+    if polygons:
+        inst.gt_masks = PolygonMasks([[np.array([b[0], b[1], b[2], b[1], b[2], b[3], b[0], b[3]], dtype=np.float64)]
+                                      for b in boxes])
+    else:
+        masks = torch.zeros(len(boxes), h, w, dtype=torch.bool)
+        for k, b in enumerate(boxes):
+            masks[k, int(b[1]):int(b[3]), int(b[0]):int(b[2])] = True
+        inst.gt_masks = BitMasks(masks)
+    if crowd is not None:
+        inst.gt_is_crowd = torch.tensor(crowd, dtype=torch.bool)
+    return inst
+
+
+def test_training_step_edge_cases_finite_losses_and_all_gradients():
+    model = build_model(tiny_cfg())
+    model.train()
+    batch = [
+        {"image": torch.rand(3, 128, 128) * 255,
+         "instances": _instances(128, 128, [[10, 10, 80, 90], [50, 60, 120, 125]], [0, 2], [False, False])},
+        {"image": torch.rand(3, 128, 128) * 255, "instances": _instances(128, 128, [], [], [])},  # no instance
+        {"image": torch.rand(3, 128, 128) * 255,
+         "instances": _instances(128, 128, [[0, 0, 100, 100]], [1], [True])},  # only a crowd
+        {"image": torch.rand(3, 128, 128) * 255,  # a box of zero width, polygon masks, no crowd field
+         "instances": _instances(128, 128, [[30, 30, 30, 90], [20, 20, 120, 70]], [1, 1], polygons=True)},
+    ]
+    losses = model(batch)
+    assert set(losses) == {"loss_cls", "loss_box_reg", "loss_mask", "loss_sem_seg"}
+    for k, v in losses.items():
+        assert torch.isfinite(v) and v > 0, k
+    sum(losses.values()).backward()
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert [n for n, p in params if p.grad is None or not torch.isfinite(p.grad).all()] == []
+    # every parameter is reached; all but the coarsest levels' convs (no anchor of P6/P7 is
+    # selected on 128-px images) get a non-zero gradient
+    zero = [n for n, p in params if not p.grad.abs().sum() > 0]
+    assert all(n.startswith("backbone.downsample_convs") for n in zero), zero
+
+
+def test_training_with_non_square_padded_batch():
+    model = build_model(tiny_cfg())
+    model.train()
+    batch = [
+        {"image": torch.rand(3, 96, 128) * 255, "instances": _instances(96, 128, [[10, 10, 60, 50]], [0])},
+        {"image": torch.rand(3, 128, 80) * 255, "instances": _instances(128, 80, [[5, 40, 70, 120]], [1])},
+    ]
+    losses = model(batch)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+@pytest.mark.parametrize("nms_type", ["fast", "cross_class", "standard"])
+def test_inference_non_square_sizes(nms_type):
+    model = build_model(tiny_cfg(opts=["MODEL.YOLACT.NMS_TYPE", nms_type])).eval()
+    inputs = [
+        {"image": torch.randint(0, 255, (3, 128, 128), dtype=torch.uint8), "height": 300, "width": 500},
+        {"image": torch.randint(0, 255, (3, 96, 128), dtype=torch.uint8), "height": 240, "width": 320},
+        {"image": torch.randint(0, 255, (3, 128, 72), dtype=torch.uint8)},
+    ]
+    with torch.no_grad():
+        outputs = model(inputs)
+    expected_sizes = [(300, 500), (240, 320), (128, 72)]
+    for out, (h, w) in zip(outputs, expected_sizes):
+        inst = out["instances"]
+        assert inst.image_size == (h, w)
+        n = len(inst)
+        assert 0 < n <= 100
+        assert inst.pred_boxes.tensor.shape == (n, 4) and inst.pred_boxes.tensor.dtype == torch.float32
+        assert inst.pred_masks.shape == (n, h, w) and inst.pred_masks.dtype == torch.bool
+        assert inst.pred_classes.dtype == torch.int64 and inst.pred_classes.max() < 3
+        assert torch.all(inst.scores[:-1] >= inst.scores[1:])
+        b = inst.pred_boxes.tensor
+        assert b[:, 0].min() >= 0 and b[:, 2].max() <= w and b[:, 1].min() >= 0 and b[:, 3].max() <= h
+
+
+def test_bad_nms_type_is_rejected():
+    with pytest.raises(ValueError, match="NMS_TYPE"):
+        build_model(tiny_cfg(opts=["MODEL.YOLACT.NMS_TYPE", "soft"]))
