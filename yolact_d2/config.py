@@ -82,3 +82,9 @@ def add_yolact_config(cfg):
     # Test-time resize of the YOLACT mapper and YolactPredictor: "squash" (the original protocol,
     # IMAGE_SIZE x IMAGE_SIZE) or "keep_aspect" (longer side = IMAGE_SIZE, aspect kept).
     _C.INPUT.TEST_RESIZE_MODE = "squash"
+
+    # COCO-format datasets to register by name before training, so that custom data needs no code:
+    # a list of [name, json_file, image_root], e.g. on the command line
+    #   DATASETS.COCO_INSTANCES "[['my_train', 'train.json', 'images/'], ['my_val', 'val.json', 'images/']]"
+    # then use the names in DATASETS.TRAIN / DATASETS.TEST.
+    _C.DATASETS.COCO_INSTANCES = []

@@ -48,6 +48,13 @@ def downsample_masks(masks: torch.Tensor, size) -> torch.Tensor:
     return (resized > 0.5).float()
 
 
+def _binary_cross_entropy(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``F.binary_cross_entropy(reduction="none")`` (logs clamped at -100), except that a NaN
+    probability propagates to a NaN loss, which the trainer reports, instead of raising inside
+    the loss."""
+    return -(target * prob.log().clamp(min=-100) + (1 - target) * (1 - prob).log().clamp(min=-100))
+
+
 class YolactLoss(nn.Module):
     """Matches anchors to ground truth and computes the four YOLACT losses.
 
@@ -158,7 +165,7 @@ class YolactLoss(nn.Module):
             gt_boxes = target["boxes"][gt_idx]
             gt_masks = downsample_masks(target["masks"], (proto_h, proto_w))[gt_idx]
             pred = crop_masks(assemble_masks(prototypes[i], coefficients[i, pos_idx]), gt_boxes)
-            bce = F.binary_cross_entropy(pred.clamp(0, 1), gt_masks, reduction="none").sum(dim=(1, 2))
+            bce = _binary_cross_entropy(pred.clamp(0, 1), gt_masks).sum(dim=(1, 2))
             box_w = (gt_boxes[:, 2] - gt_boxes[:, 0]) * proto_w
             box_h = (gt_boxes[:, 3] - gt_boxes[:, 1]) * proto_h
             total = total + (bce / box_w / box_h).sum() * scale

@@ -1,0 +1,15 @@
+"""Datasets shipped with yolact_d2: the synthetic shapes dataset (COCO format) and registration of
+user COCO datasets from the config."""
+from .coco_from_config import register_datasets_from_config
+from .synthetic import (
+    SYNTHETIC_CATEGORIES,
+    SYNTHETIC_CLASSES,
+    ensure_synthetic_dataset,
+    generate_synthetic_dataset,
+    load_synthetic_dataset,
+    register_synthetic_datasets,
+    render_synthetic_sample,
+)
+
+# Register the default synthetic splits (cheap: the data is generated on first use).
+register_synthetic_datasets()

@@ -1,0 +1,46 @@
+"""PNG visualisations of predictions next to the ground truth, for a quick look after training."""
+import logging
+import os
+from typing import List
+
+import cv2
+import numpy as np
+import torch
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import detection_utils as utils
+from detectron2.utils.visualizer import ColorMode, Visualizer
+
+from ..data.dataset_mapper import YolactDatasetMapper
+
+__all__ = ["save_prediction_visualizations"]
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def save_prediction_visualizations(
+    cfg, model, dataset_name: str, output_dir: str, num_images: int = 8, score_threshold: float = 0.3
+) -> List[str]:
+    """Runs ``model`` on the first ``num_images`` images of ``dataset_name`` and writes, for each,
+    a PNG with the ground truth (left) and the predictions scoring above ``score_threshold`` (right).
+    Returns the written paths."""
+    os.makedirs(output_dir, exist_ok=True)
+    metadata = MetadataCatalog.get(dataset_name)
+    mapper = YolactDatasetMapper(cfg, is_train=False)
+    was_training = model.training
+    model.eval()
+    paths = []
+    for record in DatasetCatalog.get(dataset_name)[:num_images]:
+        rgb = utils.read_image(record["file_name"], format="RGB")
+        gt = Visualizer(rgb, metadata, scale=2.0).draw_dataset_dict(record).get_image()
+        instances = model([mapper(dict(record))])[0]["instances"].to("cpu")
+        instances = instances[instances.scores > score_threshold]
+        pred = Visualizer(rgb, metadata, scale=2.0, instance_mode=ColorMode.IMAGE).draw_instance_predictions(instances)
+        canvas = np.concatenate([gt, pred.get_image()], axis=1)
+        path = os.path.join(output_dir, f"{os.path.splitext(os.path.basename(record['file_name']))[0]}.png")
+        cv2.imwrite(path, canvas[:, :, ::-1])
+        paths.append(path)
+    model.train(was_training)
+    logger.info(f"Wrote {len(paths)} visualisations (ground truth | prediction) to {output_dir}")
+    return paths
