@@ -4,25 +4,52 @@
 #   bash tools/setup_env.sh            # or: make setup
 #
 # Steps (each skipped when already satisfied, so a second run takes a few seconds):
-#   1. PyTorch + torchvision, if `import torch, torchvision` fails (install the build for your
-#      platform/CUDA yourself first if you want a specific one; this step then does nothing).
-#   2. Detectron2, if `import detectron2` fails. Official detectron2 is not on PyPI; we install the
+#   1. PyTorch + torchvision, if they cannot be imported (install the build for your platform/CUDA
+#      yourself first if you want a specific one; this step then does nothing).
+#   2. Detectron2, if it cannot be imported. Official detectron2 is not on PyPI; we install the
 #      pure-Python sources of the `sal-detectron2` wheel (a build of detectron2 main) without its
 #      compiled extension, which was built for Python 3.10 only. A user with a source build of
 #      detectron2 keeps theirs (see README, "Installing the official detectron2").
-#   3. yolact_d2 itself (`pip install -e .`) with its runtime and test dependencies.
+#   3. yolact_d2 itself (`pip install -e .`) with its runtime and test dependencies, if it is not
+#      installed from this checkout or a dependency is missing.
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
 cd "$(dirname "$0")/.."
+here=$(pwd -P)
 
 say() { echo "[setup] $*"; }
 
-if ! "$PYTHON" -c "import torch, torchvision" 2>/dev/null; then
+# One interpreter start reports what is missing (run from / so this checkout does not shadow an install).
+status() {
+    (cd / && "$PYTHON" - <<'PY' 2>/dev/null
+import importlib, os
+def ok(*mods):
+    try:
+        for m in mods:
+            importlib.import_module(m)
+        return True
+    except Exception:
+        return False
+print("torch" if ok("torch", "torchvision") else "")
+print("detectron2" if ok("detectron2") else "")
+deps = ok("detectron2.engine", "pytest", "pytest_timeout", "cv2", "pycocotools", "tensorboard", "fvcore")
+try:
+    import yolact_d2
+    where = os.path.dirname(os.path.dirname(os.path.realpath(yolact_d2.__file__)))
+except Exception:
+    where = ""
+print(where if deps else "")
+PY
+    ) || true
+}
+
+mapfile -t state < <(status)
+if [ "${state[0]:-}" != "torch" ]; then
     say "installing torch + torchvision"
     "$PYTHON" -m pip install --quiet "torch>=2.1" "torchvision>=0.16"
 fi
 
-if ! "$PYTHON" -c "import detectron2" 2>/dev/null; then
+if [ "${state[1]:-}" != "detectron2" ]; then
     say "installing detectron2 (pure-Python sources of sal-detectron2==0.7.2)"
     site=$("$PYTHON" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
     tmp=$(mktemp -d)
@@ -36,9 +63,8 @@ if ! "$PYTHON" -c "import detectron2" 2>/dev/null; then
     rm -rf "$tmp"
 fi
 
-if ! "$PYTHON" -c "import yolact_d2, detectron2.engine, pytest, onnxruntime" 2>/dev/null \
-        || [ setup.py -nt "$("$PYTHON" -c 'import yolact_d2,os;print(os.path.dirname(yolact_d2.__file__))' 2>/dev/null || echo setup.py)" ]; then
-    say "installing yolact_d2 and its dependencies"
+if [ "${state[2]:-}" != "$here" ]; then
+    say "installing yolact_d2 (editable, from $here) and its dependencies"
     "$PYTHON" -m pip install --quiet -e ".[dev]"
 fi
-say "ok: $("$PYTHON" -c 'import torch, detectron2, yolact_d2; print("torch", torch.__version__, "| detectron2", detectron2.__version__, "| yolact_d2", yolact_d2.__version__)')"
+say "ok: yolact_d2 from $here, detectron2 and torch importable"

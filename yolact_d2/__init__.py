@@ -7,6 +7,7 @@ from .config import add_yolact_config
 from .modeling import Yolact
 from . import data  # noqa: F401  (registers datasets)
 from .engine import YolactTrainer
+from .predictor import YolactPredictor
 
 __version__ = "0.1.0"
-__all__ = ["add_yolact_config", "Yolact", "YolactTrainer"]
+__all__ = ["add_yolact_config", "Yolact", "YolactTrainer", "YolactPredictor"]

@@ -76,6 +76,10 @@ def add_yolact_config(cfg):
 
     # ---- Input. YOLACT squashes every image to a square of IMAGE_SIZE pixels (§2.1, §2.2).
     _C.INPUT.IMAGE_SIZE = 550
+    # Training augmentations of the YOLACT mapper, applied in the original order (§2.2) before the
+    # square resize; the original's augment_* flags. Small images (e.g. the synthetic dataset) may
+    # drop "expand", which shrinks objects up to 4x.
+    _C.INPUT.YOLACT_AUGMENTATIONS = ["photometric_distort", "expand", "random_sample_crop", "mirror"]
     # Which mapper train_net.py uses: "yolact" (SSD augmentation + square resize) or
     # "detectron2" (Detectron2's stock DatasetMapper with ResizeShortestEdge).
     _C.INPUT.DATASET_MAPPER_NAME = "yolact"

@@ -57,17 +57,26 @@ def build_yolact_train_augmentation(cfg) -> List[Union[T.Augmentation, T.Transfo
         -> RandomFlip(0.5, horizontal) -> SquashResize(IMAGE_SIZE)
 
     ``cfg.MODEL.PIXEL_MEAN`` is in ``cfg.INPUT.FORMAT`` channel order, like the mapper's image, so
-    the expand canvas has the mean colour whatever the format. The degenerate-box rule of the
-    original ``Resize`` is applied by the mapper (``degenerate_box_threshold``).
+    the expand canvas has the mean colour whatever the format. ``cfg.INPUT.YOLACT_AUGMENTATIONS``
+    selects which of the four random steps run (the original's ``augment_*`` flags); the order
+    stays the original's. The degenerate-box rule of the original ``Resize`` is applied by the
+    mapper (``degenerate_box_threshold``).
     """
     size = _image_size(cfg)
-    return [
-        RandomPhotometricDistort(image_format=cfg.INPUT.FORMAT),
-        RandomExpand(mean=list(cfg.MODEL.PIXEL_MEAN)),
-        RandomSSDCrop(),
-        T.RandomFlip(prob=0.5, horizontal=True, vertical=False),
-        SquashResize(size),
-    ]
+    available = {
+        "photometric_distort": lambda: RandomPhotometricDistort(image_format=cfg.INPUT.FORMAT),
+        "expand": lambda: RandomExpand(mean=list(cfg.MODEL.PIXEL_MEAN)),
+        "random_sample_crop": lambda: RandomSSDCrop(),
+        "mirror": lambda: T.RandomFlip(prob=0.5, horizontal=True, vertical=False),
+    }
+    names = list(cfg.INPUT.YOLACT_AUGMENTATIONS)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ValueError(
+            f"INPUT.YOLACT_AUGMENTATIONS: unknown {unknown}; choose from {list(available)}"
+        )
+    # Always in the original order, whatever the order of the list.
+    return [available[n]() for n in available if n in names] + [SquashResize(size)]
 
 
 def build_yolact_test_augmentation(cfg) -> List[Union[T.Augmentation, T.Transform]]:

@@ -51,7 +51,12 @@ class ProtoNet(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec):
-        return {"in_channels": input_shape.channels, "num_prototypes": cfg.MODEL.YOLACT.NUM_PROTOTYPES}
+        # The original's protonet width equals the FPN width (256).
+        return {
+            "in_channels": input_shape.channels,
+            "num_prototypes": cfg.MODEL.YOLACT.NUM_PROTOTYPES,
+            "conv_dim": input_shape.channels,
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.convs_before_upsample:

@@ -1,0 +1,85 @@
+#!/usr/bin/env python
+"""Convert a torchvision ImageNet ResNet (18/34/50/101/152, e.g. ``resnet50-19c8e357.pth``) to
+backbone weights for yolact_d2 (``backbone.bottom_up.*``), to start YOLACT training from.
+
+    python tools/convert_torchvision_backbone.py resnet101-5d3b4d8f.pth R-101_torchvision.pth
+    python train_net.py --config-file configs/COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml \\
+        MODEL.WEIGHTS R-101_torchvision.pth
+
+The classifier (``fc.*``) is dropped; only the ResNet is loaded, the FPN and heads keep their
+initialisation. torchvision puts the stride in the 3x3 conv: the model needs
+``MODEL.RESNETS.STRIDE_IN_1X1 False`` (as in all yolact_d2 configs). Exit code 1 on errors.
+"""
+import argparse
+import importlib.util
+import os
+import sys
+
+AUTHOR = "yolact_d2 convert_torchvision_backbone"
+
+
+def _converter():
+    """Import yolact_d2/checkpoint/yolact_converter.py (which needs only torch) without importing
+    the yolact_d2 package and Detectron2, to keep this tool fast; fall back to the installed package."""
+    path = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "yolact_d2", "checkpoint", "yolact_converter.py"
+    )
+    if os.path.isfile(path):
+        spec = importlib.util.spec_from_file_location("_yolact_d2_converter", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    from yolact_d2.checkpoint import yolact_converter
+
+    return yolact_converter
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", help="torchvision ResNet state dict (.pth)")
+    parser.add_argument("output", help="where to write the converted checkpoint (.pth)")
+    parser.add_argument(
+        "--drop-num-batches-tracked",
+        action="store_true",
+        help="omit the BN num_batches_tracked counters (for MODEL.RESNETS.NORM FrozenBN)",
+    )
+    args = parser.parse_args(argv)
+
+    def fail(message: str) -> int:
+        print(f"error: {args.input}: {message}", file=sys.stderr)
+        return 1
+
+    if not os.path.isfile(args.input):
+        return fail("no such file")
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir):
+        return fail(f"output directory {out_dir} does not exist")
+
+    conv = _converter()
+    try:
+        checkpoint = conv.load_checkpoint_file(args.input, warn=lambda m: print(m, file=sys.stderr))
+        state_dict, depth = conv.convert_torchvision_resnet_state_dict(
+            checkpoint, drop_num_batches_tracked=args.drop_num_batches_tracked
+        )
+    except (ValueError, OSError) as e:
+        return fail(" ".join(str(e).split()))
+
+    dropped = [k for k in conv.unwrap_state_dict(checkpoint) if k.startswith("fc.")]
+    print(f"Detected: torchvision ResNet-{depth} ({len(state_dict)} backbone tensors)")
+    if dropped:
+        print(f"Dropped the ImageNet classifier: {', '.join(dropped)}")
+    overrides = f"MODEL.RESNETS.DEPTH {depth} MODEL.RESNETS.STRIDE_IN_1X1 False"
+    if depth < 50:
+        overrides += " MODEL.RESNETS.RES2_OUT_CHANNELS 64"
+    print(f"Use with: {overrides} MODEL.WEIGHTS {args.output}")
+    try:
+        conv.save_converted_checkpoint(state_dict, args.output, AUTHOR)
+    except OSError as e:
+        print(f"error: {args.output}: cannot write: {e}", file=sys.stderr)
+        return 1
+    print(f"Wrote {len(state_dict)} tensors ({conv.count_parameters(state_dict):,} parameters) to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

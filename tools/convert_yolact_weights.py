@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""Convert an original YOLACT checkpoint (dbolya/yolact, e.g. ``yolact_base_54_800000.pth``) to a
+yolact_d2 / Detectron2 checkpoint.
+
+    python tools/convert_yolact_weights.py yolact_base_54_800000.pth yolact_base_d2.pth
+    python train_net.py --config-file configs/COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml \\
+        --eval-only MODEL.WEIGHTS yolact_base_d2.pth
+
+Prints the detected model (backbone depth, number of classes and prototypes) and the config that
+matches it. The input size (400/550/700) cannot be detected from the weights; it is taken from the
+file name when it says (``yolact_im700_...``). YOLACT++ and DarkNet-53 checkpoints are detected and
+rejected (not supported yet). Exit code 1 on errors.
+"""
+import argparse
+import importlib.util
+import os
+import sys
+
+AUTHOR = "yolact_d2 convert_yolact_weights"
+
+
+def _converter():
+    """Import yolact_d2/checkpoint/yolact_converter.py (which needs only torch) without importing
+    the yolact_d2 package and Detectron2, to keep this tool fast; fall back to the installed package."""
+    path = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "yolact_d2", "checkpoint", "yolact_converter.py"
+    )
+    if os.path.isfile(path):
+        spec = importlib.util.spec_from_file_location("_yolact_d2_converter", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    from yolact_d2.checkpoint import yolact_converter
+
+    return yolact_converter
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", help="original YOLACT checkpoint (.pth)")
+    parser.add_argument("output", help="where to write the converted checkpoint (.pth)")
+    parser.add_argument(
+        "--drop-num-batches-tracked",
+        action="store_true",
+        help="omit the BN num_batches_tracked counters; use for MODEL.RESNETS.NORM FrozenBN, which has "
+        "no such buffer and would otherwise warn about unexpected keys (harmless)",
+    )
+    args = parser.parse_args(argv)
+
+    def fail(message: str) -> int:
+        print(f"error: {args.input}: {message}", file=sys.stderr)
+        return 1
+
+    if not os.path.isfile(args.input):
+        return fail("no such file")
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir):
+        return fail(f"output directory {out_dir} does not exist")
+
+    conv = _converter()
+    try:
+        checkpoint = conv.load_checkpoint_file(args.input, warn=lambda m: print(m, file=sys.stderr))
+        state_dict, info = conv.convert_yolact_state_dict(
+            checkpoint, filename=args.input, drop_num_batches_tracked=args.drop_num_batches_tracked
+        )
+    except conv.UnsupportedCheckpointError as e:
+        if e.info.get("backbone"):
+            print(conv.format_yolact_info(e.info, short=False).splitlines()[0])
+        return fail(str(e))
+    except (ValueError, OSError) as e:
+        return fail(" ".join(str(e).split()))
+
+    print(conv.format_yolact_info(info))
+    for note in info["notes"]:
+        if not note.startswith("the input size cannot be detected"):  # already printed above
+            print(f"Note: {note}")
+    if not args.drop_num_batches_tracked:
+        print(
+            "Note: with MODEL.RESNETS.NORM FrozenBN, convert with --drop-num-batches-tracked "
+            "(otherwise the BN counters are reported as unused keys; harmless)"
+        )
+    try:
+        conv.save_converted_checkpoint(state_dict, args.output, AUTHOR)
+    except OSError as e:
+        print(f"error: {args.output}: cannot write: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"Wrote {len(state_dict)} tensors ({conv.count_parameters(state_dict):,} parameters) to {args.output}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

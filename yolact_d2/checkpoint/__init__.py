@@ -1,0 +1,26 @@
+"""Conversion of third-party weights (original YOLACT checkpoints, torchvision ResNets) to
+yolact_d2 parameter names. See ``tools/convert_yolact_weights.py`` and
+``tools/convert_torchvision_backbone.py`` for the command-line front ends."""
+from .yolact_converter import (
+    UnsupportedCheckpointError,
+    convert_torchvision_resnet_state_dict,
+    convert_yolact_state_dict,
+    count_parameters,
+    format_yolact_info,
+    inspect_yolact_state_dict,
+    load_checkpoint_file,
+    save_converted_checkpoint,
+    unwrap_state_dict,
+)
+
+__all__ = [
+    "UnsupportedCheckpointError",
+    "convert_torchvision_resnet_state_dict",
+    "convert_yolact_state_dict",
+    "count_parameters",
+    "format_yolact_info",
+    "inspect_yolact_state_dict",
+    "load_checkpoint_file",
+    "save_converted_checkpoint",
+    "unwrap_state_dict",
+]

@@ -1,0 +1,140 @@
+"""Single-image inference with YOLACT's own test-time resize.
+
+:class:`YolactPredictor` follows the contract of Detectron2's ``DefaultPredictor`` (cfg in,
+BGR ``np.ndarray`` in, ``{"instances": Instances}`` out), but resizes the image the way the
+YOLACT test mapper does (``build_yolact_test_augmentation``: squash to ``INPUT.IMAGE_SIZE``
+square, or ``keep_aspect`` per ``INPUT.TEST_RESIZE_MODE``) instead of ``ResizeShortestEdge``, so
+a predictor result equals the model's output on ``YolactDatasetMapper(cfg, is_train=False)``'s
+dict for the same pixels.
+"""
+from typing import Any, Dict
+
+import numpy as np
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+
+from .data.dataset_mapper import build_yolact_test_augmentation
+
+__all__ = ["YolactPredictor"]
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, np.ndarray):
+        return f"a numpy array of shape {tuple(x.shape)} and dtype {x.dtype}"
+    return f"an object of type {type(x).__module__}.{type(x).__qualname__}"
+
+
+def _as_bgr_image(image: Any) -> np.ndarray:
+    """Validate a predictor input and return it as an H x W x 3 array (same dtype, BGR).
+
+    Accepted: H x W x 3 (BGR), H x W (grayscale, replicated to 3 channels), H x W x 1 (same),
+    H x W x 4 (BGRA as ``cv2.imread(..., cv2.IMREAD_UNCHANGED)`` returns: the alpha channel is
+    dropped, the colours are used as they are, not composited onto a background).
+    """
+    if image is None:
+        raise ValueError(
+            "YolactPredictor expects an H x W x 3 BGR image (numpy array, as returned by "
+            "cv2.imread), got None (cv2.imread returns None when it cannot read a file)."
+        )
+    if not isinstance(image, np.ndarray):
+        raise ValueError(
+            "YolactPredictor expects an H x W x 3 BGR image as a numpy array (as returned by "
+            f"cv2.imread), got {_describe(image)}."
+        )
+    if image.dtype == bool or not (
+        np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)
+    ):
+        raise ValueError(
+            "YolactPredictor expects a numeric image (uint8 0..255, as returned by cv2.imread), "
+            f"got {_describe(image)}."
+        )
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3:
+        raise ValueError(
+            "YolactPredictor expects an H x W x 3 BGR image (or H x W grayscale), got "
+            f"{_describe(image)}."
+        )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"YolactPredictor got an empty image: {_describe(image)}.")
+    channels = image.shape[2]
+    if channels == 1:
+        return np.repeat(image, 3, axis=2)
+    if channels == 3:
+        return image
+    if channels == 4:
+        return image[:, :, :3]
+    raise ValueError(
+        "YolactPredictor expects 3 (BGR), 1 (grayscale) or 4 (BGRA) channels, got "
+        f"{_describe(image)}."
+    )
+
+
+class YolactPredictor:
+    """End-to-end YOLACT inference on one image, like Detectron2's ``DefaultPredictor``.
+
+    ``__init__`` clones ``cfg``, builds the model (``build_model``) in eval mode, loads
+    ``cfg.MODEL.WEIGHTS`` with ``DetectionCheckpointer`` (an empty string keeps the random
+    initialisation) and builds the YOLACT test-time resize
+    (:func:`~yolact_d2.data.dataset_mapper.build_yolact_test_augmentation`).
+
+    ``__call__(original_image)`` takes an image in **BGR** order, as ``cv2.imread`` returns it:
+
+    * H x W x 3 (BGR), normally uint8 0..255. Other integer / float dtypes are converted to
+      float32 without rescaling, so their values must be in 0..255 too;
+    * H x W or H x W x 1 grayscale: replicated to 3 channels;
+    * H x W x 4 (BGRA, ``cv2.IMREAD_UNCHANGED``): the alpha channel is dropped (the colour
+      channels are used as they are, nothing is composited);
+    * anything else (not a numpy array, other number of dimensions or channels, an empty image,
+      a non-numeric dtype) raises ``ValueError`` describing what was received.
+
+    The image is converted to ``cfg.INPUT.FORMAT``, resized by the YOLACT test augmentation,
+    turned into a float32 CHW tensor and run under ``torch.inference_mode()`` with
+    ``height``/``width`` of the original, so the returned ``{"instances": Instances}`` (on
+    ``cfg.MODEL.DEVICE``) has ``pred_boxes``, ``scores``, ``pred_classes`` and ``pred_masks``
+    (bool, N x H x W) at the original image size.
+
+    Scores are not re-thresholded after NMS (``MODEL.YOLACT.SCORE_THRESH_TEST`` is applied
+    before it), so filter ``instances[instances.scores > t]`` for display.
+
+    Attributes:
+        cfg: the cloned config. model: the ``Yolact`` model. aug: the test-time augmentations.
+        metadata: ``MetadataCatalog.get(cfg.DATASETS.TEST[0])`` when ``DATASETS.TEST`` is not
+            empty (as ``DefaultPredictor``), else None.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg.clone()  # the model may modify its cfg
+        self.model = build_model(self.cfg)
+        self.model.eval()
+        test_sets = self.cfg.DATASETS.TEST
+        self.metadata = MetadataCatalog.get(test_sets[0]) if len(test_sets) else None
+        DetectionCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
+        self.aug = T.AugmentationList(build_yolact_test_augmentation(self.cfg))
+        self.input_format = self.cfg.INPUT.FORMAT
+        if self.input_format not in ("RGB", "BGR"):
+            raise ValueError(
+                f"YolactPredictor supports INPUT.FORMAT 'RGB' or 'BGR', got {self.input_format!r}."
+            )
+
+    def preprocess(self, original_image: np.ndarray) -> Dict[str, Any]:
+        """The model input dict (``image``, ``height``, ``width``) for one BGR image."""
+        image = _as_bgr_image(original_image)
+        if self.input_format == "RGB":
+            image = image[:, :, ::-1]
+        height, width = image.shape[:2]
+        aug_input = T.AugInput(image)
+        self.aug(aug_input)
+        resized = np.asarray(aug_input.image).astype(np.float32, copy=False)
+        tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+        return {"image": tensor.to(self.model.device), "height": height, "width": width}
+
+    def __call__(self, original_image: np.ndarray) -> Dict[str, Any]:
+        """Predictions for one BGR image; see the class docstring."""
+        with torch.inference_mode():
+            inputs = self.preprocess(original_image)
+            return self.model([inputs])[0]
