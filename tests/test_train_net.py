@@ -51,7 +51,7 @@ def test_train_checkpoint_resume_and_eval_only(coco_dirs, tmp_path):
     out = tmp_path / "run"
     log = _run(coco_dirs, out, "--num-vis", "2", opts=["SOLVER.MAX_ITER", "6"])
     assert "Starting training from iteration 0" in log
-    for name in ("model_0002.pth", "model_0005.pth", "model_final.pth", "last_checkpoint", "metrics.json"):
+    for name in ("model_0000002.pth", "model_0000005.pth", "model_final.pth", "last_checkpoint", "metrics.json"):
         assert (out / name).exists(), name
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(out))  # tensorboard
     metrics = _final_metrics(out)
@@ -59,7 +59,8 @@ def test_train_checkpoint_resume_and_eval_only(coco_dirs, tmp_path):
         assert 0 <= metrics[key] <= 100
     assert len(os.listdir(out / "visualizations")) == 2
     trained = _eval_results(log)
-    assert len(trained) == 4  # bbox and segm: header + values each
+    assert [line for line in trained if line.startswith("Task")] == ["Task: bbox", "Task: segm"]
+    assert len(trained) == 6  # per task: name, header, values
 
     # resume: continues at iteration 6 from last_checkpoint and runs to the new MAX_ITER
     log = _run(coco_dirs, out, "--resume", opts=["SOLVER.MAX_ITER", "8"])
