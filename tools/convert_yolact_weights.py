@@ -12,27 +12,10 @@ file name when it says (``yolact_im700_...``). YOLACT++ and DarkNet-53 checkpoin
 rejected (not supported yet). Exit code 1 on errors.
 """
 import argparse
-import importlib.util
 import os
 import sys
 
 AUTHOR = "yolact_d2 convert_yolact_weights"
-
-
-def _converter():
-    """Import yolact_d2/checkpoint/yolact_converter.py (which needs only torch) without importing
-    the yolact_d2 package and Detectron2, to keep this tool fast; fall back to the installed package."""
-    path = os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "yolact_d2", "checkpoint", "yolact_converter.py"
-    )
-    if os.path.isfile(path):
-        spec = importlib.util.spec_from_file_location("_yolact_d2_converter", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    from yolact_d2.checkpoint import yolact_converter
-
-    return yolact_converter
 
 
 def main(argv=None) -> int:
@@ -57,7 +40,7 @@ def main(argv=None) -> int:
     if not os.path.isdir(out_dir):
         return fail(f"output directory {out_dir} does not exist")
 
-    conv = _converter()
+    from yolact_d2.checkpoint import yolact_converter as conv
     try:
         checkpoint = conv.load_checkpoint_file(args.input, warn=lambda m: print(m, file=sys.stderr))
         state_dict, info = conv.convert_yolact_state_dict(
