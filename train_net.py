@@ -8,27 +8,54 @@
 Standard Detectron2 flags (``--resume``, ``--num-machines``, ``--machine-rank``, ``--dist-url``,
 ``KEY VALUE`` overrides) work as usual. Own data: see ``DATASETS.COCO_INSTANCES`` in the README.
 """
+import difflib
 import os
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from yolact_d2 import YolactTrainer, add_yolact_config
+from yolact_d2.checkpoint import AtomicDetectionCheckpointer
 from yolact_d2.data.datasets import register_datasets_from_config
 from yolact_d2.utils.visualization import save_prediction_visualizations
+
+
+def _all_keys(node, prefix=""):
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from _all_keys(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+def _merge(cfg, merge, source):
+    """``merge()`` (a yacs merge); an unknown key becomes a KeyError naming the key, where it came
+    from and the closest existing keys."""
+    try:
+        merge()
+    except (KeyError, AssertionError) as e:
+        message = e.args[0] if e.args else str(e)
+        if not isinstance(message, str) or "Non-existent" not in message:
+            raise
+        key = message.split(":", 1)[1].strip()
+        close = difflib.get_close_matches(key, list(_all_keys(cfg)), n=3, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        raise KeyError(f"Non-existent config key: {key} (in {source}).{hint}") from None
 
 
 def setup(args):
     cfg = get_cfg()
     add_yolact_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    _merge(cfg, lambda: cfg.merge_from_file(args.config_file), args.config_file)
+    _merge(cfg, lambda: cfg.merge_from_list(args.opts), "the command line")
     register_datasets_from_config(cfg)
     cfg.freeze()
     default_setup(cfg, args)
+    # yolact_d2's own messages (skipped images, dropped annotations, ...) in the console and log.txt
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="yolact_d2")
     return cfg
 
 
@@ -44,7 +71,8 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = YolactTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        # Same checkpointer as training: clear errors for unreadable or mismatched weights.
+        AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = YolactTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)

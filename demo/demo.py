@@ -338,15 +338,17 @@ def run_images(demo: VisualizationDemo, paths, missing, outputs) -> int:
     import cv2
     from tqdm import tqdm
 
-    from detectron2.data.detection_utils import read_image
+    # Detectron2's read_image plus 16-bit grayscale rescaling and errors naming the file.
+    from yolact_d2.data.dataset_mapper import read_image_file
 
     failed = list(missing)
     succeeded = 0
     for path, out in tqdm(list(zip(paths, outputs)), desc="images", unit="img", dynamic_ncols=True):
         try:
-            image = read_image(path, format="BGR")
-        except Exception as e:  # noqa: BLE001 (PIL raises several types for bad files)
-            logger.error(f"Cannot read image {path}: {type(e).__name__}: {e}")
+            image = read_image_file(path, "BGR")
+        except Exception as e:  # noqa: BLE001 (BadImageError, or anything unexpected)
+            message = str(e)  # BadImageError names the file and the cause
+            logger.error(message if path in message else f"Cannot read image {path}: {type(e).__name__}: {e}")
             failed.append(path)
             continue
         try:

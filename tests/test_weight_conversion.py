@@ -29,6 +29,8 @@ YOLACT_TOOL = os.path.join(REPO, "tools", "convert_yolact_weights.py")
 TORCHVISION_TOOL = os.path.join(REPO, "tools", "convert_torchvision_backbone.py")
 R50_CONFIG = "COCO-InstanceSegmentation/yolact_R_50_FPN_550.yaml"
 R101_CONFIG = "COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml"
+R101_PLUS_CONFIG = "COCO-InstanceSegmentation/yolact_plus_R_101_FPN_550.yaml"
+R50_PLUS_CONFIG = "COCO-InstanceSegmentation/yolact_plus_R_50_FPN_550.yaml"
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -38,10 +40,14 @@ torch.set_num_threads(1)  # the machine is shared; nothing here needs more
 # ----------------------------------------------------------------------------------------------
 # synthetic original-format checkpoints (key names and shapes from YOLACT_SPEC.md §10.3)
 # ----------------------------------------------------------------------------------------------
-def original_shapes(depth, width=64, fpn=256, num_classes=81, num_anchors=3, num_prototypes=32, plus=False):
+def original_shapes(depth, width=64, fpn=256, num_classes=81, num_anchors=3, num_prototypes=32, plus=False,
+                    dcn_interval=None):
     """Key -> shape of an original YOLACT state dict, in the original order, including the
     unused fpn.downsample_layers.2 of the released checkpoints. `plus` adds the YOLACT++ keys
-    (DCN offsets on every third block of C3-C5, maskiou_net)."""
+    (DCN on every `dcn_interval`-th block of C3-C5 -- 3 for R-101, 1 for R-50 by default --
+    and maskiou_net)."""
+    if dcn_interval is None:
+        dcn_interval = 3 if depth == 101 else 1
     shapes = {}
 
     def bn(prefix, c):
@@ -59,7 +65,7 @@ def original_shapes(depth, width=64, fpn=256, num_classes=81, num_anchors=3, num
             shapes[pre + "conv1.weight"] = (p, in_ch if b == 0 else 4 * p, 1, 1)
             bn(pre + "bn1.", p)
             shapes[pre + "conv2.weight"] = (p, p, 3, 3)
-            if plus and s > 0 and b % 3 == 0:
+            if plus and s > 0 and b % dcn_interval == 0:
                 shapes[pre + "conv2.bias"] = (p,)
                 shapes[pre + "conv2.conv_offset_mask.weight"] = (27, p, 3, 3)
                 shapes[pre + "conv2.conv_offset_mask.bias"] = (27,)
@@ -135,6 +141,8 @@ def expected_name(original):
     module, _, param = original.rpartition(".")
     if module in fixed:
         return f"{fixed[module]}.{param}"
+    if original.startswith("maskiou_net.maskiou_net."):
+        return original.replace("maskiou_net.maskiou_net.", "maskiou_net.layers.")
     if original.startswith("backbone.conv1."):
         return original.replace("backbone.", "backbone.bottom_up.stem.")
     if original.startswith("backbone.bn1."):
@@ -197,6 +205,16 @@ def r101_converted(r101_original):
 @pytest.fixture(scope="module")
 def r101_model():
     return build_model(yolact_cfg(R101_CONFIG))
+
+
+@pytest.fixture(scope="module")
+def r101_plus_original():
+    return make_original(101, num_anchors=9, plus=True)
+
+
+@pytest.fixture(scope="module")
+def r101_plus_model():
+    return build_model(yolact_cfg(R101_PLUS_CONFIG))
 
 
 @pytest.fixture(scope="module")
@@ -328,13 +346,71 @@ def test_legacy_keys_dropped_and_num_batches_tracked_option(small_original):
     assert any("104 BN num_batches_tracked" in n for n in info["notes"])
 
 
-def test_yolact_plus_is_detected_and_rejected():
+def test_yolact_plus_is_detected():
     sd = make_original(101, width=4, fpn=8, num_anchors=9, plus=True)
-    info = inspect_yolact_state_dict(sd)
+    info = inspect_yolact_state_dict(sd, filename="yolact_plus_base_54_800000.pth")
     assert info["variant"] == "YOLACT++" and info["backbone"] == "R-101"
     assert (info["dcn_blocks"], info["has_maskiou_net"], info["num_anchors"]) == (11, True, 9)
-    with pytest.raises(UnsupportedCheckpointError, match=r"YOLACT\+\+ checkpoints are not supported yet "
-                       r"\(needs the YOLACT\+\+ model\)"):
+    assert (info["deform_on_per_stage"], info["deform_interval"]) == ([False, True, True, True], 3)
+    assert info["config_file"].endswith("yolact_plus_R_101_FPN_550.yaml")
+    assert info["config_overrides"] == ["MODEL.FPN.OUT_CHANNELS", 8]
+    info = inspect_yolact_state_dict(make_original(50, width=4, fpn=8, num_anchors=9, plus=True))
+    assert (info["dcn_blocks"], info["deform_interval"]) == (13, 1)
+    assert info["config_file"].endswith("yolact_plus_R_50_FPN_550.yaml")
+    # another placement is expressed with the config keys
+    info = inspect_yolact_state_dict(make_original(50, width=4, fpn=8, num_anchors=9, plus=True, dcn_interval=2))
+    assert info["config_overrides"][:2] == ["MODEL.YOLACT.DEFORM_INTERVAL", 2]
+
+
+def test_yolact_plus_unexpressible_dcn_placement_is_rejected():
+    sd = make_original(50, width=4, fpn=8, num_anchors=9, plus=True)
+    sd = {k: v for k, v in sd.items() if not k.startswith("backbone.layers.2.4.conv2.")}
+    sd["backbone.layers.2.4.conv2.weight"] = torch.zeros(16, 16, 3, 3)  # res4.4 plain, res4.5 DCN
+    with pytest.raises(UnsupportedCheckpointError, match="DEFORM_ON_PER_STAGE"):
+        convert_yolact_state_dict(sd)
+
+
+def test_yolact_plus_r101_round_trip(r101_plus_original, r101_plus_model):
+    """Every tensor of a full-size YOLACT++ R-101 checkpoint lands where expected, and the result
+    loads strictly into the model built from the YOLACT++ config."""
+    new_sd, info = convert_yolact_state_dict(r101_plus_original, filename="yolact_plus_base_54_800000.pth")
+    assert info["variant"] == "YOLACT++" and info["config_overrides"] == []
+    assert info["config_file"].endswith("yolact_plus_R_101_FPN_550.yaml")
+    dropped = {"fpn.downsample_layers.2.weight", "fpn.downsample_layers.2.bias"}
+    assert set(info["dropped_keys"]) == dropped
+    expected = {expected_name(k): k for k in r101_plus_original if k not in dropped}
+    assert set(new_sd) == set(expected)
+    keys = list(r101_plus_original)
+    for new_key, old_key in expected.items():
+        assert torch.equal(new_sd[new_key], r101_plus_original[old_key]), new_key
+        assert keys[source_index(new_sd[new_key])] == old_key
+    for ours, theirs in [
+        ("backbone.bottom_up.res3.3.conv2.conv_offset_mask.weight", "backbone.layers.1.3.conv2.conv_offset_mask.weight"),
+        ("backbone.bottom_up.res4.21.conv2.bias", "backbone.layers.2.21.conv2.bias"),
+        ("backbone.bottom_up.res5.0.conv2.conv_offset_mask.bias", "backbone.layers.3.0.conv2.conv_offset_mask.bias"),
+        ("backbone.bottom_up.res5.0.conv2.norm.running_var", "backbone.layers.3.0.bn2.running_var"),
+        ("maskiou_net.layers.0.weight", "maskiou_net.maskiou_net.0.weight"),
+        ("maskiou_net.layers.10.bias", "maskiou_net.maskiou_net.10.bias"),
+        ("head.cls_score.weight", "prediction_layers.0.conf_layer.weight"),
+    ]:
+        assert torch.equal(new_sd[ours], r101_plus_original[theirs]), ours
+    assert new_sd["head.cls_score.weight"].shape == (729, 256, 3, 3)
+    assert count_parameters(new_sd) == 52_571_142  # §10.1
+    model_sd = r101_plus_model.state_dict()
+    assert {k: tuple(v.shape) for k, v in model_sd.items()} == {k: tuple(v.shape) for k, v in new_sd.items()}
+    r101_plus_model.load_state_dict(new_sd, strict=True)
+    assert torch.equal(r101_plus_model.backbone.bottom_up.res4[3].conv2.conv_offset_mask.weight,
+                       r101_plus_original["backbone.layers.2.3.conv2.conv_offset_mask.weight"])
+
+
+def test_yolact_plus_incomplete_maskiou_net_is_rejected():
+    sd = make_original(50, width=4, fpn=8, num_anchors=9, plus=True)
+    del sd["maskiou_net.maskiou_net.4.bias"]
+    with pytest.raises(ValueError, match="maskiou_net.layers.4.bias"):
+        convert_yolact_state_dict(sd)
+    sd = make_original(50, width=4, fpn=8, num_anchors=9, plus=True)
+    sd["maskiou_net.maskiou_net.2.weight"] = torch.zeros(16, 8, 1, 1)
+    with pytest.raises(ValueError, match=r"maskiou_net.maskiou_net.2.weight has shape \(16, 8, 1, 1\)"):
         convert_yolact_state_dict(sd)
 
 
@@ -472,14 +548,27 @@ def test_cli_missing_file(tmp_path):
         assert result.stderr.strip() == f"error: {tmp_path / 'nope.pth'}: no such file"
 
 
-def test_cli_reports_yolact_plus(tmp_path):
-    src = tmp_path / "yolact_plus_base_54_800000.pth"
-    torch.save(make_original(101, width=4, fpn=8, num_anchors=9, plus=True), src)
-    result = run_tool(YOLACT_TOOL, src, tmp_path / "out.pth")
-    assert result.returncode == 1
-    assert "Detected: YOLACT++ R-101 (11 DCN blocks, maskiou_net)" in result.stdout
-    assert "YOLACT++ checkpoints are not supported yet (needs the YOLACT++ model)" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_cli_converts_yolact_plus_r50(tmp_path, caplog):
+    """A full-size synthetic yolact_plus_resnet50 checkpoint through the command-line tool, then
+    DetectionCheckpointer into the model of the matching config: nothing missing or unexpected."""
+    original = make_original(50, num_anchors=9, plus=True)
+    src, out = tmp_path / "yolact_plus_resnet50_54_800000.pth", tmp_path / "out.pth"
+    torch.save(original, src)
+    result = run_tool(YOLACT_TOOL, src, out)
+    assert result.returncode == 0, result.stderr
+    assert "Detected: YOLACT++ R-50 (13 DCN blocks, maskiou_net)" in result.stdout
+    assert "Matching config: configs/COCO-InstanceSegmentation/yolact_plus_R_50_FPN_550.yaml" in result.stdout
+    saved = torch.load(out, map_location="cpu", weights_only=True)["model"]
+    assert count_parameters(saved) == 33_766_460  # §10.1
+    model = build_model(yolact_cfg(R50_PLUS_CONFIG))
+    checkpointer = RecordingCheckpointer(model)
+    with caplog.at_level(logging.WARNING):
+        checkpointer.load(str(out))
+    inc = checkpointer.incompatible
+    assert (inc.missing_keys, inc.unexpected_keys, inc.incorrect_shapes) == ([], [], [])
+    model_sd = model.state_dict()
+    assert set(model_sd) == set(saved) and all(torch.equal(model_sd[k], saved[k]) for k in saved)
+    assert torch.equal(model.maskiou_net.layers[10].weight, original["maskiou_net.maskiou_net.10.weight"])
 
 
 def test_load_checkpoint_file(tmp_path):

@@ -8,8 +8,9 @@ yolact_d2 / Detectron2 checkpoint.
 
 Prints the detected model (backbone depth, number of classes and prototypes) and the config that
 matches it. The input size (400/550/700) cannot be detected from the weights; it is taken from the
-file name when it says (``yolact_im700_...``). YOLACT++ and DarkNet-53 checkpoints are detected and
-rejected (not supported yet). Exit code 1 on errors.
+file name when it says (``yolact_im700_...``). YOLACT++ checkpoints (``yolact_plus_*``: DCN
+backbone, mask re-scoring net) convert to the ``yolact_plus_*`` configs; DarkNet-53 checkpoints are
+detected and rejected (no DarkNet backbone yet). Exit code 1 on errors.
 """
 import argparse
 import os

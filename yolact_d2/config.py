@@ -74,6 +74,22 @@ def add_yolact_config(cfg):
     _C.MODEL.YOLACT.TRUNCATE_BOXES_TEST = True
     # The maximum number of detections is TEST.DETECTIONS_PER_IMAGE (100, as the original).
 
+    # ---- YOLACT++ (§1.4): deformable backbone, mask re-scoring. The ++ configs also set
+    # MODEL.RESNETS.DEFORM_ON_PER_STAGE [False, True, True, True], MODEL.RESNETS.DEFORM_MODULATED
+    # True, three anchor scales per level and SQUARE_ANCHORS False.
+    # In a stage with deform on (MODEL.RESNETS.DEFORM_ON_PER_STAGE), bottleneck i gets a DCNv2
+    # 3x3 conv iff i % DEFORM_INTERVAL == 0 (original: 3 for R-101, 1 for R-50).
+    _C.MODEL.YOLACT.DEFORM_INTERVAL = 1
+    # Mask re-scoring network (FastMaskIoUNet, §3.8): predicts the IoU of every mask with its
+    # object; at inference the mask score is class score x predicted IoU (Instances.mask_scores,
+    # used for mask AP; box AP keeps the class score, §8).
+    _C.MODEL.YOLACT.MASK_IOU_ON = False
+    _C.MODEL.YOLACT.MASK_IOU_NET_NAME = "FastMaskIoUNet"
+    # loss_mask_iou: smooth-L1 x this weight, divided by the number of positives (§5.2 I).
+    _C.MODEL.YOLACT.LOSS_MASK_IOU_WEIGHT = 25.0
+    # Only positives whose GT mask covers more than this many prototype pixels train the net.
+    _C.MODEL.YOLACT.MASK_IOU_MIN_AREA = 25
+
     # ---- Input. YOLACT squashes every image to a square of IMAGE_SIZE pixels (§2.1, §2.2).
     _C.INPUT.IMAGE_SIZE = 550
     # Training augmentations of the YOLACT mapper, applied in the original order (§2.2) before the
@@ -92,3 +108,11 @@ def add_yolact_config(cfg):
     #   DATASETS.COCO_INSTANCES "[['my_train', 'train.json', 'images/'], ['my_val', 'val.json', 'images/']]"
     # then use the names in DATASETS.TRAIN / DATASETS.TEST.
     _C.DATASETS.COCO_INSTANCES = []
+
+    # ---- reliability: bad inputs and faults (docs/RELIABILITY.md).
+    # A training image that cannot be used (missing, empty, truncated, not an image, or a size that
+    # differs from the dataset's height/width): False stops training with an error naming the file;
+    # True skips it with a warning naming the file, and the trainer logs a running count of the
+    # skipped images and the total at the end (also in metrics.json as "bad_images_skipped").
+    # Evaluation never skips images (that would change the metrics).
+    _C.DATALOADER.SKIP_BAD_IMAGES = False

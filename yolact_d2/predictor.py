@@ -12,12 +12,13 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
+from .checkpoint.atomic import AtomicDetectionCheckpointer
 from .data.dataset_mapper import build_yolact_test_augmentation
+from .engine.trainer import check_yolact_config
 
 __all__ = ["YolactPredictor"]
 
@@ -61,6 +62,16 @@ def _as_bgr_image(image: Any) -> np.ndarray:
         )
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"YolactPredictor got an empty image: {_describe(image)}.")
+    if image.dtype != np.uint8:
+        low, high = float(np.min(image)), float(np.max(image))
+        if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > 255:
+            hint = ""
+            if np.issubdtype(image.dtype, np.integer) and image.dtype.itemsize >= 2:
+                hint = " A 16-bit image needs converting first, e.g. (image / 257).astype(np.uint8)."
+            raise ValueError(
+                "YolactPredictor expects pixel values in 0..255, got values from "
+                f"{low:g} to {high:g} in {_describe(image)}.{hint}"
+            )
     channels = image.shape[2]
     if channels == 1:
         return np.repeat(image, 3, axis=2)
@@ -78,14 +89,15 @@ class YolactPredictor:
     """End-to-end YOLACT inference on one image, like Detectron2's ``DefaultPredictor``.
 
     ``__init__`` clones ``cfg``, builds the model (``build_model``) in eval mode, loads
-    ``cfg.MODEL.WEIGHTS`` with ``DetectionCheckpointer`` (an empty string keeps the random
-    initialisation) and builds the YOLACT test-time resize
+    ``cfg.MODEL.WEIGHTS`` with ``AtomicDetectionCheckpointer`` (an empty string keeps the random
+    initialisation; weights of another architecture raise) and builds the YOLACT test-time resize
     (:func:`~yolact_d2.data.dataset_mapper.build_yolact_test_augmentation`).
 
     ``__call__(original_image)`` takes an image in **BGR** order, as ``cv2.imread`` returns it:
 
     * H x W x 3 (BGR), normally uint8 0..255. Other integer / float dtypes are converted to
-      float32 without rescaling, so their values must be in 0..255 too;
+      float32 without rescaling, so their values must be in 0..255 too (values outside, e.g. a
+      16-bit image, or NaN raise ``ValueError``);
     * H x W or H x W x 1 grayscale: replicated to 3 channels;
     * H x W x 4 (BGRA, ``cv2.IMREAD_UNCHANGED``): the alpha channel is dropped (the colour
       channels are used as they are, nothing is composited);
@@ -109,11 +121,14 @@ class YolactPredictor:
 
     def __init__(self, cfg):
         self.cfg = cfg.clone()  # the model may modify its cfg
+        check_yolact_config(self.cfg)
         self.model = build_model(self.cfg)
+        check_yolact_config(self.cfg, self.model)
         self.model.eval()
         test_sets = self.cfg.DATASETS.TEST
         self.metadata = MetadataCatalog.get(test_sets[0]) if len(test_sets) else None
-        DetectionCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
+        # Errors naming the file for unreadable weights or weights of another architecture.
+        AtomicDetectionCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
         self.aug = T.AugmentationList(build_yolact_test_augmentation(self.cfg))
         self.input_format = self.cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):

@@ -1,6 +1,10 @@
 """Conversion of third-party weights (original YOLACT checkpoints, torchvision ResNets) to
 yolact_d2 parameter names. See ``tools/convert_yolact_weights.py`` and
-``tools/convert_torchvision_backbone.py`` for the command-line front ends."""
+``tools/convert_torchvision_backbone.py`` for the command-line front ends.
+
+:class:`AtomicDetectionCheckpointer` (``atomic.py``) writes checkpoints atomically and rejects
+weights of another architecture (docs/RELIABILITY.md)."""
+from .atomic import AtomicDetectionCheckpointer, IncompatibleCheckpointError, atomic_open
 from .yolact_converter import (
     UnsupportedCheckpointError,
     convert_torchvision_resnet_state_dict,
@@ -14,6 +18,9 @@ from .yolact_converter import (
 )
 
 __all__ = [
+    "AtomicDetectionCheckpointer",
+    "IncompatibleCheckpointError",
+    "atomic_open",
     "UnsupportedCheckpointError",
     "convert_torchvision_resnet_state_dict",
     "convert_yolact_state_dict",

@@ -23,7 +23,14 @@ Original YOLACT -> yolact_d2:
                                             ``protonet.convs_after_upsample.0`` / ``protonet.predictor``
 ``semantic_seg_conv``                       ``sem_seg_head.predictor``
 ``backbone.layer*`` (not ``layers``)        dropped (legacy keys; the original loader drops them)
+YOLACT++ only:
+``backbone.layers.{s}.{b}.conv2.bias``      ``backbone.bottom_up.res{s+2}.{b}.conv2.bias`` (DCN)
+``...conv2.conv_offset_mask``               ``backbone.bottom_up.res{s+2}.{b}.conv2.conv_offset_mask``
+``maskiou_net.maskiou_net.{0,2,...,10}``    ``maskiou_net.layers.{0,2,...,10}``
 ==========================================  ===========================================
+
+YOLACT++ checkpoints get the ``yolact_plus_*`` configs; the DCN placement found in the weights is
+checked against (or expressed as) ``MODEL.RESNETS.DEFORM_ON_PER_STAGE`` + ``MODEL.YOLACT.DEFORM_INTERVAL``.
 
 torchvision ResNet -> yolact_d2: ``conv1``/``bn1`` -> ``backbone.bottom_up.stem.conv1``(``.norm``),
 ``layer{s}.{b}.`` -> ``backbone.bottom_up.res{s+1}.{b}.`` with the same conv/bn/downsample renames;
@@ -80,11 +87,18 @@ _YOLACT_HEAD = {
     "semantic_seg_conv": "sem_seg_head.predictor",
 }
 _OPTIONAL_MODULES = ("semantic_seg_conv",)
+# YOLACT++ (§1.4): DCN placement of the released configs (deform on per stage res2..res5, interval)
+# and the mask re-scoring net's convs (§3.8): original index -> (out, in, kernel); the last one
+# has num_classes outputs.
+_PLUS_DCN = {50: ([False, True, True, True], 1), 101: ([False, True, True, True], 3)}
+_MASKIOU_CONVS = {0: (8, 1, 3), 2: (16, 8, 3), 4: (32, 16, 3), 6: (64, 32, 3), 8: (128, 64, 3), 10: (None, 128, 1)}
+_DCN_OFFSET_CHANNELS = 27  # 3 x 3x3 taps (dy, dx, mask), one deformable group
 _NUM_FPN_DOWNSAMPLE = 2  # P6, P7; the released checkpoints carry a third, unused one
 
 
 class UnsupportedCheckpointError(ValueError):
-    """A recognised checkpoint of a variant this project cannot load yet (YOLACT++, DarkNet-53)."""
+    """A recognised checkpoint of a variant this project cannot load (DarkNet-53, or YOLACT++ with
+    a DCN placement that the config keys cannot express)."""
 
     def __init__(self, message: str, info: Optional[Dict[str, Any]] = None):
         super().__init__(message)
@@ -149,10 +163,12 @@ def count_parameters(state_dict: Mapping) -> int:
 # --------------------------------------------------------------------------------------------
 def _rename_resnet_layer(stage: int, block: str, module: str, suffix: str) -> Optional[str]:
     """``stage`` is 0-based (res2 = 0). ``module`` is ``conv{k}``, ``bn{k}`` or
-    ``downsample.{0,1}``. Returns the Detectron2 name or None if the suffix is not valid."""
+    ``downsample.{0,1}``, or for YOLACT++'s DCN ``conv2`` also ``conv2.conv_offset_mask`` and a
+    ``bias``. Returns the Detectron2 name or None if the suffix is not valid."""
     prefix = f"backbone.bottom_up.res{stage + 2}.{block}."
     if module.startswith("conv"):
-        return prefix + f"{module}.weight" if suffix == "weight" else None
+        # a conv bias exists only in DCN blocks; _resnet_structure checks where it may appear
+        return prefix + f"{module}.{suffix}" if suffix in ("weight", "bias") else None
     if module.startswith("bn"):
         return prefix + f"conv{module[2:]}.norm.{suffix}" if suffix in _BN_SUFFIXES else None
     if module == "downsample.0":
@@ -170,9 +186,12 @@ def _rename_resnet_stem(module: str, suffix: str) -> Optional[str]:
     return None
 
 
-def _resnet_structure(renamed: Mapping[str, torch.Tensor], source_name: str) -> Tuple[int, Tuple[int, ...], bool]:
+def _resnet_structure(
+    renamed: Mapping[str, torch.Tensor], source_name: str, allow_dcn: bool = False
+) -> Tuple[int, Tuple[int, ...], bool]:
     """Detect the depth from already renamed backbone keys and check that nothing is missing
-    and that the channel widths are those of a standard ResNet."""
+    and that the channel widths are those of a standard ResNet. With ``allow_dcn``, bottlenecks
+    whose ``conv2`` has a ``conv_offset_mask`` are YOLACT++ DCN blocks (plus a ``conv2.bias``)."""
     blocks: Dict[int, set] = {}
     for key in renamed:
         m = re.match(r"backbone\.bottom_up\.res([2-5])\.(\d+)\.", key)
@@ -220,6 +239,10 @@ def _resnet_structure(renamed: Mapping[str, torch.Tensor], source_name: str) -> 
                 name = prefix + ("shortcut" if k == "shortcut" else f"conv{k}")
                 expected[name + ".weight"] = shape
                 expected.update({f"{name}.norm.{s}": (shape[0],) for s in _BN_REQUIRED})
+            if allow_dcn and bottleneck and prefix + "conv2.conv_offset_mask.weight" in renamed:
+                expected[prefix + "conv2.bias"] = (planes,)
+                expected[prefix + "conv2.conv_offset_mask.weight"] = (_DCN_OFFSET_CHANNELS, planes, 3, 3)
+                expected[prefix + "conv2.conv_offset_mask.bias"] = (_DCN_OFFSET_CHANNELS,)
         in_ch = out_ch
 
     missing = [k for k in expected if k not in renamed]
@@ -334,8 +357,22 @@ def _input_size_from_filename(filename: Optional[str]) -> Optional[int]:
     return None
 
 
+def _dcn_placement(dcn_blocks, blocks_per_stage) -> Optional[Tuple[List[bool], int]]:
+    """``(deform_on_per_stage, interval)`` that reproduces the set of DCN ``(stage, block)`` pairs
+    (stage 0 = res2) with the rule "block i of a deform stage iff i % interval == 0", or None."""
+    on = [any(s == stage for s, _ in dcn_blocks) for stage in range(len(blocks_per_stage))]
+    for interval in range(1, max(blocks_per_stage) + 1):
+        placed = {(s, i) for s, n in enumerate(blocks_per_stage) if on[s] for i in range(0, n, interval)}
+        if placed == set(dcn_blocks):
+            return on, interval
+    return None
+
+
 def _suggest_config(info: Dict[str, Any]) -> None:
     """Fill ``config_file`` and ``config_overrides`` of ``info``."""
+    if info["variant"] == "YOLACT++":
+        _suggest_plus_config(info)
+        return
     depth = info["depth"]
     size = info["input_size"] or 550
     overrides: List[Any] = []
@@ -348,6 +385,12 @@ def _suggest_config(info: Dict[str, Any]) -> None:
         if size != 550:
             scales = [[int(s / 550 * size)] for s in _BASE_ANCHOR_SCALES]
             overrides += ["INPUT.IMAGE_SIZE", size, "MODEL.YOLACT.ANCHOR_SCALES", str(scales)]
+    _common_overrides(info, overrides)
+    info["config_file"] = f"{CONFIG_DIR}/{config}"
+    info["config_overrides"] = overrides
+
+
+def _common_overrides(info: Dict[str, Any], overrides: List[Any]) -> None:
     if info["num_classes"] != 80:
         overrides += ["MODEL.YOLACT.NUM_CLASSES", info["num_classes"]]
     if info["num_prototypes"] != 32:
@@ -356,6 +399,37 @@ def _suggest_config(info: Dict[str, Any]) -> None:
         overrides += ["MODEL.FPN.OUT_CHANNELS", info["fpn_channels"]]
     if not info["has_semantic_seg"]:
         overrides += ["MODEL.YOLACT.SEM_SEG_ON", False]
+
+
+def _suggest_plus_config(info: Dict[str, Any]) -> None:
+    """YOLACT++: the yolact_plus config of the depth, with overrides where the weights differ."""
+    depth = info["depth"]
+    size = info["input_size"] or 550
+    base = 50 if depth == 50 else 101
+    config = f"yolact_plus_R_{base}_FPN_550.yaml"
+    overrides: List[Any] = []
+    if depth != base:
+        overrides += ["MODEL.RESNETS.DEPTH", depth]
+    if size != 550:
+        overrides += ["INPUT.IMAGE_SIZE", size]
+        info["notes"].append(
+            f"input size {size}: set MODEL.YOLACT.ANCHOR_SCALES to the anchor scales of the original "
+            "config (the YOLACT++ configs are for 550)"
+        )
+    deform_on, interval = info["deform_on_per_stage"], info["deform_interval"]
+    config_on, config_interval = _PLUS_DCN[base]
+    if deform_on != config_on:
+        overrides += ["MODEL.RESNETS.DEFORM_ON_PER_STAGE", str(deform_on)]
+    if any(deform_on) and interval != config_interval:
+        overrides += ["MODEL.YOLACT.DEFORM_INTERVAL", interval]
+    if not info["has_maskiou_net"]:
+        overrides += ["MODEL.YOLACT.MASK_IOU_ON", False]
+    _common_overrides(info, overrides)
+    if info["num_anchors"] != 9:
+        info["notes"].append(
+            f"{info['num_anchors']} anchors per location (the YOLACT++ configs have 9): set "
+            "MODEL.YOLACT.ANCHOR_SCALES / ANCHOR_ASPECT_RATIOS / SQUARE_ANCHORS to match the original config"
+        )
     info["config_file"] = f"{CONFIG_DIR}/{config}"
     info["config_overrides"] = overrides
 
@@ -369,8 +443,9 @@ def _require(sd: Mapping, key: str) -> torch.Tensor:
 def inspect_yolact_state_dict(state_dict: Mapping, filename: Optional[str] = None) -> Dict[str, Any]:
     """Detect which original YOLACT model a state dict belongs to, without converting it.
 
-    Works for YOLACT++ and DarkNet-53 checkpoints too (which :func:`convert_yolact_state_dict`
-    refuses). See :func:`convert_yolact_state_dict` for the returned fields.
+    Works for DarkNet-53 checkpoints too (which :func:`convert_yolact_state_dict` refuses). See
+    :func:`convert_yolact_state_dict` for the returned fields; for YOLACT++ also
+    ``deform_on_per_stage`` / ``deform_interval`` (the DCN placement as config values).
 
     Raises:
         ValueError: if it is not an original YOLACT checkpoint.
@@ -407,6 +482,24 @@ def inspect_yolact_state_dict(state_dict: Mapping, filename: Optional[str] = Non
                 "(expected 6 for ResNet-50 or 23 for ResNet-101)"
             )
         info["backbone"], info["depth"] = f"R-{depth}", depth
+        info["deform_on_per_stage"], info["deform_interval"] = [False] * 4, 1
+        if dcn_blocks:
+            pairs = set()
+            for name in dcn_blocks:
+                m = re.fullmatch(r"backbone\.layers\.(\d+)\.(\d+)", name)
+                if m is None:
+                    raise ValueError(f"unexpected deformable conv at {name!r}")
+                pairs.add((int(m.group(1)), int(m.group(2))))
+            blocks = next(c for (c, bottleneck), d in _RESNET_DEPTHS.items() if d == depth and bottleneck)
+            placement = _dcn_placement(pairs, blocks)
+            if placement is None:
+                raise UnsupportedCheckpointError(
+                    f"the DCN blocks of this YOLACT++ checkpoint ({_short_list(dcn_blocks)}) are not "
+                    "'every n-th block of whole stages' (MODEL.RESNETS.DEFORM_ON_PER_STAGE + "
+                    "MODEL.YOLACT.DEFORM_INTERVAL)",
+                    info,
+                )
+            info["deform_on_per_stage"], info["deform_interval"] = placement
 
     # Head and protonet.
     bbox = _require(sd, "prediction_layers.0.bbox_layer.weight")
@@ -452,6 +545,12 @@ def inspect_yolact_state_dict(state_dict: Mapping, filename: Optional[str] = Non
         _suggest_config(info)
     else:
         info["config_file"], info["config_overrides"] = None, []
+    maskiou_out = sd.get("maskiou_net.maskiou_net.10.weight")
+    if maskiou_out is not None and maskiou_out.shape[0] != info["num_classes"]:
+        raise ValueError(
+            f"inconsistent checkpoint: maskiou_net predicts {maskiou_out.shape[0]} classes, conf_layer "
+            f"{info['num_classes']} (+ background)"
+        )
     if info["variant"] == "YOLACT" and num_anchors != 3:
         info["notes"].append(
             f"{num_anchors} anchors per location (the YOLACT configs have 3): set "
@@ -489,19 +588,14 @@ def convert_yolact_state_dict(
         ``config_overrides`` (a config that matches the weights), ``dropped_keys`` and ``notes``.
 
     Raises:
-        UnsupportedCheckpointError: for YOLACT++ or DarkNet-53 checkpoints (a ``ValueError``,
-            with the detected ``info`` attached).
+        UnsupportedCheckpointError: for DarkNet-53 checkpoints, or YOLACT++ ones whose DCN
+            placement the config keys cannot express (a ``ValueError``, with the detected
+            ``info`` attached).
         ValueError: if it is not an original YOLACT checkpoint, or has keys this converter does
             not know.
     """
     sd = unwrap_state_dict(state_dict)
     info = inspect_yolact_state_dict(sd, filename)
-    if info["variant"] == "YOLACT++":
-        raise UnsupportedCheckpointError(
-            "YOLACT++ checkpoints are not supported yet (needs the YOLACT++ model): detected "
-            f"{format_yolact_info(info, short=True)}",
-            info,
-        )
     if info["depth"] is None:
         raise UnsupportedCheckpointError(
             "YOLACT checkpoints with a DarkNet-53 backbone are not supported (yolact_d2 has ResNet backbones only)",
@@ -516,7 +610,9 @@ def convert_yolact_state_dict(
         new_key = None
         if key.startswith("backbone."):
             rest = key[len("backbone."):]
-            m = re.fullmatch(r"layers\.(\d+)\.(\d+)\.(conv\d|bn\d|downsample\.[01])\.(\w+)", rest)
+            m = re.fullmatch(
+                r"layers\.(\d+)\.(\d+)\.(conv\d(?:\.conv_offset_mask)?|bn\d|downsample\.[01])\.(\w+)", rest
+            )
             if m:
                 new_key = _rename_resnet_layer(int(m.group(1)), m.group(2), m.group(3), m.group(4))
             elif rest.startswith("layer") and not rest.startswith("layers."):
@@ -538,6 +634,10 @@ def convert_yolact_state_dict(
                 elif i < num_lat:
                     ours = "lateral_convs" if kind == "lat_layers" else "output_convs"
                     new_key = f"backbone.{ours}.{num_lat - 1 - i}.{suffix}"
+        elif key.startswith("maskiou_net."):
+            m = re.fullmatch(r"maskiou_net\.maskiou_net\.(\d+)\.(weight|bias)", key)
+            if m and int(m.group(1)) in _MASKIOU_CONVS:
+                new_key = f"maskiou_net.layers.{m.group(1)}.{m.group(2)}"
         else:
             module, _, suffix = key.rpartition(".")
             if module in _YOLACT_HEAD and suffix in ("weight", "bias"):
@@ -559,10 +659,21 @@ def convert_yolact_state_dict(
     expected = [f"backbone.{m}.{i}" for m in ("lateral_convs", "output_convs") for i in range(num_lat)]
     expected += [f"backbone.downsample_convs.{i}" for i in range(_NUM_FPN_DOWNSAMPLE)]
     expected += [v for k, v in _YOLACT_HEAD.items() if k not in _OPTIONAL_MODULES]
+    if info["has_maskiou_net"]:
+        expected += [f"maskiou_net.layers.{i}" for i in _MASKIOU_CONVS]
     missing = [f"{m}.{s}" for m in expected for s in ("weight", "bias") if f"{m}.{s}" not in new_sd]
     if missing:
         raise ValueError(f"not a complete YOLACT checkpoint: no source for {_short_list(missing)}")
-    depth, _, bottleneck = _resnet_structure(new_sd, "YOLACT backbone")
+    if info["has_maskiou_net"]:
+        for i, (out_ch, in_ch, k) in _MASKIOU_CONVS.items():
+            shape = (info["num_classes"] if out_ch is None else out_ch, in_ch, k, k)
+            got = tuple(new_sd[f"maskiou_net.layers.{i}.weight"].shape)
+            if got != shape or tuple(new_sd[f"maskiou_net.layers.{i}.bias"].shape) != shape[:1]:
+                raise ValueError(
+                    f"unsupported YOLACT++ checkpoint: maskiou_net.maskiou_net.{i}.weight has shape {got}, "
+                    f"expected {shape} (the FastMaskIoUNet of yolact_plus_base / yolact_plus_resnet50)"
+                )
+    depth, _, bottleneck = _resnet_structure(new_sd, "YOLACT backbone", allow_dcn=True)
     if not bottleneck or depth != info["depth"]:
         raise ValueError(f"unexpected YOLACT backbone: ResNet-{depth}")
     stage_channels = [new_sd[f"backbone.bottom_up.res{s}.0.conv3.weight"].shape[0] for s in (3, 4, 5)]

@@ -11,18 +11,23 @@ Differences from Detectron2's stock ``DatasetMapper``:
 """
 import copy
 import logging
-from typing import List, Optional, Union
+import math
+import os
+from typing import List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
+from PIL import Image
 
 from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, BoxMode, PolygonMasks
+from detectron2.utils.file_io import PathManager
 
+from .annotation_checks import AnnotationError, check_box_xyxy, check_segmentation, format_annotation
 from .transforms import (
     RandomExpand,
     RandomPhotometricDistort,
@@ -33,12 +38,117 @@ from .transforms import (
 )
 
 __all__ = [
+    "BadImageError",
+    "SKIPPED_IMAGES_KEY",
     "YolactDatasetMapper",
     "build_yolact_train_augmentation",
     "build_yolact_test_augmentation",
+    "check_image_size",
+    "read_image_file",
 ]
 
 logger = logging.getLogger(__name__)
+
+# Smallest side fraction kept by RandomSSDCrop (its min_scale); see max_input_size.
+_MIN_CROP_SCALE = 0.3
+
+# Key of the list of image files the training mapper skipped (DATALOADER.SKIP_BAD_IMAGES) before
+# producing this dict; the trainer pops it in the main process to count them.
+SKIPPED_IMAGES_KEY = "yolact_skipped_images"
+
+# Pillow modes of 16-bit (or wider integer) single-channel images. ``Image.convert("RGB")``
+# clips them to 255 instead of rescaling, so read_image_file rescales them itself.
+_WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+class BadImageError(ValueError):
+    """An image file that cannot be used: missing, empty, truncated, not an image, an
+    unsupported pixel format, or a size that differs from the dataset's ``height``/``width``.
+    The message always names the file."""
+
+
+def _pil_to_array(image: Image.Image, image_format: str) -> np.ndarray:
+    if image.mode in _WIDE_INTEGER_MODES:
+        # 16-bit grayscale (PNG / TIFF): scale 0..65535 to 0..255 (Pillow's own conversion clips).
+        wide = np.asarray(image).astype(np.float64)
+        eight_bit = np.clip(np.round(wide * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+        image = Image.fromarray(eight_bit, mode="L")
+    elif image.mode == "F":
+        raise ValueError("floating-point (mode 'F') images are not supported; save it as 8-bit")
+    return utils.convert_PIL_to_numpy(image, image_format)
+
+
+def read_image_file(file_name: str, image_format: str) -> np.ndarray:
+    """Read an image like Detectron2's ``read_image`` (Pillow, EXIF orientation applied, HWC uint8
+    in ``image_format``), with two differences:
+
+    * 16-bit grayscale images are rescaled to 8 bits (``read_image`` clips them to 255);
+    * every failure (missing or empty file, truncated data, not an image, unsupported format, an
+      image too large for Pillow's decompression-bomb limit) raises :class:`BadImageError` naming
+      the file and the cause.
+    """
+    try:
+        with PathManager.open(file_name, "rb") as f:
+            image = Image.open(f)
+            image = utils._apply_exif_orientation(image)
+            array = _pil_to_array(image, image_format)
+    except FileNotFoundError:
+        raise BadImageError(f"Image file not found: {file_name}") from None
+    except Exception as e:  # noqa: BLE001 (Pillow raises OSError, SyntaxError, ValueError, ...)
+        if isinstance(e, OSError) and "truncated" in str(e).lower():
+            cause = f"the file is truncated ({e})"
+        elif isinstance(e, Image.UnidentifiedImageError):
+            size = _file_size(file_name)
+            cause = "the file is empty (0 bytes)" if size == 0 else "not an image format Pillow can read"
+        else:
+            cause = f"{type(e).__name__}: {e}"
+        raise BadImageError(f"Cannot read image {file_name}: {cause}") from e
+    if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise BadImageError(f"Cannot read image {file_name}: decoded to an array of shape {array.shape}")
+    return array
+
+
+def _file_size(file_name: str) -> Optional[int]:
+    try:
+        return os.path.getsize(file_name)
+    except OSError:
+        return None
+
+
+def _exif_orientation(file_name: str) -> Optional[int]:
+    """The EXIF orientation tag (1..8) of an image file, or None."""
+    try:
+        with PathManager.open(file_name, "rb") as f:
+            return Image.open(f).getexif().get(0x0112, None)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def check_image_size(dataset_dict: dict, image: np.ndarray) -> None:
+    """Like Detectron2's ``check_image_size`` (fills in missing ``height``/``width``), but a
+    mismatch raises :class:`BadImageError` naming the file, both sizes and, when the image has an
+    EXIF rotation that explains the difference, that rotation."""
+    h, w = image.shape[:2]
+    expected_h = dataset_dict.get("height", h)
+    expected_w = dataset_dict.get("width", w)
+    if (expected_h, expected_w) != (h, w):
+        file_name = dataset_dict.get("file_name", "<no file_name>")
+        message = (
+            f"Image {file_name} (image_id {dataset_dict.get('image_id')}) is {w}x{h} (w x h) but "
+            f"the dataset says width {expected_w}, height {expected_h}."
+        )
+        orientation = _exif_orientation(file_name) if "file_name" in dataset_dict else None
+        if orientation in (5, 6, 7, 8) and (expected_h, expected_w) == (w, h):
+            message += (
+                f" The file has EXIF orientation {orientation} (a 90-degree rotation), which is "
+                "applied when reading (as Detectron2 does): the json has the size before rotation. "
+                "Check which orientation the annotations were drawn in, then fix the json's "
+                "width/height (and the annotations) or remove the EXIF tag."
+            )
+        else:
+            message += " Fix the width/height (and the annotations) of this image in the dataset."
+        raise BadImageError(message)
+    dataset_dict["height"], dataset_dict["width"] = h, w
 
 
 def _image_size(cfg) -> int:
@@ -161,6 +271,28 @@ class YolactDatasetMapper:
 
     Keypoint annotations are ignored (removed). Per-annotation ``segmentation`` may be polygons,
     COCO RLE (compressed or uncompressed) or a HxW binary ndarray.
+
+    Bad inputs (docs/RELIABILITY.md):
+
+    * images are read with :func:`read_image_file`; an unreadable image or one whose size differs
+      from the dict's ``height``/``width`` raises :class:`BadImageError` naming the file. In
+      training with ``skip_bad_images=True`` (``DATALOADER.SKIP_BAD_IMAGES``) the image is
+      skipped instead: a warning names it, ``__call__`` returns None (the loader draws another
+      image) and ``(file name, message)`` is reported under :data:`SKIPPED_IMAGES_KEY` in the next
+      dict returned, so that the trainer counts it. Inference never skips (it would change the metrics).
+    * training annotations are checked before augmentation (:mod:`.annotation_checks`): boxes
+      outside the image are clipped, invalid polygons removed, and annotations with an invalid
+      box or no usable mask dropped, each with a warning (once per annotation) naming the file,
+      the image id and the annotation id. A ``category_id`` outside ``[0, num_classes)`` raises
+      :class:`~.annotation_checks.AnnotationError`. Annotations dropped this way count as removed
+      for the resampling rule above.
+    * with ``dataset_size`` set (the trainer does), if that many images in a row give None the
+      mapper raises instead of letting ``MapDataset`` run out of images to try.
+    * very large training images (longer side > ``max_input_size``) are downscaled before the
+      augmentation. ``from_config`` sets ``ceil(IMAGE_SIZE / 0.3)``: the SSD crop keeps at least
+      0.3 of each side, so every output pixel still comes from at least one input pixel, while
+      the expand step (up to 4x per side) on e.g. a 6000x4000 photo would otherwise allocate
+      gigabytes. COCO-sized images (640 px) are unaffected at 550.
     """
 
     @configurable
@@ -173,6 +305,9 @@ class YolactDatasetMapper:
         instance_mask_format: str = "polygon",
         degenerate_box_threshold: Optional[float] = None,
         resample_if_empty: bool = True,
+        skip_bad_images: bool = False,
+        num_classes: Optional[int] = None,
+        max_input_size: Optional[int] = None,
     ):
         """
         Args:
@@ -185,6 +320,13 @@ class YolactDatasetMapper:
                 the augmented image); None disables.
             resample_if_empty: return None (loader resamples) when augmentation removed every
                 non-crowd instance of an image that had some.
+            skip_bad_images: training only: skip unreadable images (warning + count) instead of
+                raising :class:`BadImageError`.
+            num_classes: when set, training annotations must have ``0 <= category_id <
+                num_classes``.
+            max_input_size: training only: images whose longer side is larger are first
+                downscaled to it (``from_config``: ``ceil(IMAGE_SIZE / 0.3)``, see the class
+                docstring); None disables.
         """
         if instance_mask_format not in ("polygon", "bitmask"):
             raise ValueError(
@@ -197,6 +339,16 @@ class YolactDatasetMapper:
         self.instance_mask_format = instance_mask_format
         self.degenerate_box_threshold = degenerate_box_threshold
         self.resample_if_empty = resample_if_empty
+        self.skip_bad_images = bool(skip_bad_images)
+        self.num_classes = num_classes
+        self.max_input_size = max_input_size
+        # Number of images of the dataset; set by the trainer (see the class docstring).
+        self.dataset_size: Optional[int] = None
+        self.num_skipped = 0  # bad images skipped by this copy of the mapper (one per process)
+        self._pending_skipped: List[str] = []
+        self._consecutive_none = 0
+        self._last_none_reason = ""
+        self._warned = set()
         mode = "training" if is_train else "inference"
         logger.info(f"[YolactDatasetMapper] Augmentations used in {mode}: {augmentations}")
 
@@ -212,6 +364,9 @@ class YolactDatasetMapper:
             "image_format": cfg.INPUT.FORMAT,
             "instance_mask_format": cfg.INPUT.MASK_FORMAT,
             "degenerate_box_threshold": 4.0 / _image_size(cfg),
+            "skip_bad_images": bool(cfg.DATALOADER.get("SKIP_BAD_IMAGES", False)),
+            "num_classes": cfg.MODEL.YOLACT.NUM_CLASSES if "YOLACT" in cfg.MODEL else None,
+            "max_input_size": int(math.ceil(_image_size(cfg) / _MIN_CROP_SCALE)) if is_train else None,
         }
 
     # ------------------------------------------------------------------------------------------
@@ -233,30 +388,135 @@ class YolactDatasetMapper:
             return anno
         return utils.transform_instance_annotations(anno, transforms, image_shape)
 
+    def _warn_once(self, key, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(message)
+
+    def _check_annotations(self, annos: List[dict], dataset_dict: dict, image_hw: Tuple[int, int]) -> List[dict]:
+        """The annotations to use, validated and fixed (see the class docstring)."""
+        file_name = dataset_dict.get("file_name", "<no file_name>")
+        image_id = dataset_dict.get("image_id", None)
+        height, width = image_hw
+        kept = []
+        for index, anno in enumerate(annos):
+            ann_id = anno.get("id", None)
+            where = format_annotation(f"Image {file_name}", image_id, ann_id, index)
+            key = (file_name, ann_id if ann_id is not None else index)
+            category = anno.get("category_id", None)
+            if self.num_classes is not None and (
+                isinstance(category, bool)
+                or not isinstance(category, (int, np.integer))
+                or not 0 <= int(category) < self.num_classes
+            ):
+                raise AnnotationError(
+                    f"{where}: category_id {category!r} is not a class index in [0, "
+                    f"{self.num_classes}) (MODEL.YOLACT.NUM_CLASSES {self.num_classes}). Dataset "
+                    "dicts need contiguous category ids (COCO jsons registered with "
+                    "DATASETS.COCO_INSTANCES are mapped automatically)."
+                )
+            if "bbox" not in anno or "bbox_mode" not in anno:
+                raise AnnotationError(f"{where}: needs 'bbox' and 'bbox_mode' (Detectron2 dataset format)")
+            try:
+                xyxy = BoxMode.convert(list(anno["bbox"]), anno["bbox_mode"], BoxMode.XYXY_ABS)
+            except Exception:  # noqa: BLE001 (a malformed box: reported by check_box_xyxy)
+                xyxy = anno["bbox"]
+            box, note, drop = check_box_xyxy(xyxy, height, width)
+            if drop is None:
+                segm, notes, drop = check_segmentation(anno.get("segmentation", None), height, width)
+                for n in notes:
+                    self._warn_once(key + (n,), f"{where}: {n}")
+            if drop is not None:
+                self._warn_once(key, f"{where}: {drop}: annotation dropped")
+                continue
+            if note is not None:
+                self._warn_once(key + ("clip",), f"{where}: {note}")
+            anno = dict(anno, bbox=box, bbox_mode=BoxMode.XYXY_ABS, segmentation=segm)
+            kept.append(anno)
+        return kept
+
+    def _shrink(self, image: np.ndarray):
+        """Downscale a training image whose longer side exceeds ``max_input_size`` (area
+        interpolation); returns the image and the resize transform for the annotations."""
+        h, w = image.shape[:2]
+        scale = self.max_input_size / float(max(h, w))
+        new_h, new_w = max(int(round(h * scale)), 1), max(int(round(w * scale)), 1)
+        small = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+        return small, T.ResizeTransform(h, w, new_h, new_w)
+
+    def _skip_bad_image(self, file_name: str, error: BadImageError) -> None:
+        self.num_skipped += 1
+        self._pending_skipped.append((str(file_name), str(error)))
+        logger.warning(
+            f"DATALOADER.SKIP_BAD_IMAGES: skipping a bad training image ({self.num_skipped} "
+            f"skipped so far by this loader process): {error}"
+        )
+        return None
+
     def __call__(self, dataset_dict):
         """
         Args:
             dataset_dict (dict): one image in Detectron2 Dataset format.
 
         Returns:
-            dict, or None when the image must be resampled (see the class docstring).
+            dict, or None when the image must be resampled or is skipped (see the class docstring).
         """
+        try:
+            result = self._map(dataset_dict)
+        except BadImageError as e:
+            if not (self.is_train and self.skip_bad_images):
+                if self.is_train:
+                    raise BadImageError(
+                        f"{e} To skip such images in training (with a warning and a count in "
+                        "the log), set DATALOADER.SKIP_BAD_IMAGES True."
+                    ) from e
+                raise
+            result = self._skip_bad_image(dataset_dict.get("file_name"), e)
+            self._last_none_reason = str(e)
+        if result is None:
+            self._consecutive_none += 1
+            if self.dataset_size is not None and self._consecutive_none >= self.dataset_size:
+                raise RuntimeError(
+                    f"{self._consecutive_none} training images in a row could not be used, as "
+                    f"many as the dataset has ({self.dataset_size} images): every image is bad "
+                    "or has no usable annotation. Last problem: "
+                    f"{self._last_none_reason or 'no usable instance left'}"
+                )
+            return None
+        self._consecutive_none = 0
+        if self._pending_skipped:
+            result[SKIPPED_IMAGES_KEY] = self._pending_skipped
+            self._pending_skipped = []
+        return result
+
+    def _map(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)
-        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
-        utils.check_image_size(dataset_dict, image)  # also sets height/width if missing
+        self._last_none_reason = ""
+        image = read_image_file(dataset_dict["file_name"], self.image_format)
+        check_image_size(dataset_dict, image)  # also sets height/width if missing
 
         annos = dataset_dict.pop("annotations", None) if self.is_train else None
+        original_hw = image.shape[:2]
+        shrink = None
+        if self.is_train and self.max_input_size and max(original_hw) > self.max_input_size:
+            image, shrink = self._shrink(image)
         is_crowd = None
         if annos is not None:
+            had_non_crowd = any(not a.get("iscrowd", 0) for a in annos)
+            annos = self._check_annotations(annos, dataset_dict, original_hw)
             boxes = np.array(
                 [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos],
                 dtype=np.float64,
             ).reshape(-1, 4)
+            if shrink is not None:
+                boxes = shrink.apply_box(boxes).astype(np.float64).reshape(-1, 4)
             is_crowd = np.array([bool(a.get("iscrowd", 0)) for a in annos], dtype=bool)
             aug_input = YolactAugInput(image, boxes=boxes, is_crowd=is_crowd)
         else:
             aug_input = YolactAugInput(image)
         transforms = self.augmentations(aug_input)
+        if shrink is not None:  # annotations are still in the coordinates of the file
+            transforms = T.TransformList([shrink]) + transforms
         image = np.asarray(aug_input.image).astype(np.float32, copy=False)
         image_shape = image.shape[:2]
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
@@ -295,8 +555,11 @@ class YolactDatasetMapper:
                 empty = torch.zeros((0,) + tuple(image_shape), dtype=torch.bool)
                 instances.gt_masks = BitMasks(empty)
 
-        had_non_crowd = bool(np.any(~is_crowd))
         if self.resample_if_empty and had_non_crowd and not bool((~instances.gt_is_crowd).any()):
+            self._last_none_reason = (
+                f"no non-crowd instance of image {dataset_dict.get('file_name')} left after the "
+                "annotation checks and augmentation"
+            )
             return None
         dataset_dict["instances"] = instances
         return dataset_dict

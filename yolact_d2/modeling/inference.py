@@ -6,10 +6,11 @@ them into a Detectron2 ``Instances`` at the requested output size. YOLACT's mask
 masks assembled from prototypes, so Detectron2's ``detector_postprocess`` (made for ROI masks) is
 deliberately not used.
 """
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torchvision.ops import batched_nms
 
 from detectron2.structures import Boxes, Instances
@@ -121,6 +122,7 @@ def detections_to_instances(
     output_size: Tuple[int, int],
     mask_threshold: float = 0.5,
     truncate_boxes: bool = True,
+    maskiou_net: Optional[nn.Module] = None,
 ) -> Instances:
     """Boxes and full-image binary masks at ``output_size`` (§7.2).
 
@@ -136,6 +138,10 @@ def detections_to_instances(
         padded_size: (H, W) of the network input (relative coordinates refer to it).
         output_size: (height, width) requested, usually the original image size.
         truncate_boxes: truncate box coordinates to integers as the original does (§0.17).
+        maskiou_net: YOLACT++ mask re-scoring net. When given, it predicts the IoU of every
+            cropped soft mask at prototype resolution, gathered at the predicted class, and the
+            result gets ``mask_scores = scores * predicted IoU`` (§7.2 step 4); ``scores`` stays the
+            class score (the original's ``rescore_mask=True, rescore_bbox=False``).
     """
     out_h, out_w = output_size
     img_h, img_w = image_size
@@ -153,6 +159,13 @@ def detections_to_instances(
         pixel_boxes = pixel_boxes.trunc()
 
     masks = crop_masks(assemble_masks(prototypes, detections["coefficients"]), boxes)
+    mask_scores = None
+    if maskiou_net is not None:
+        if masks.shape[0] > 0:
+            predicted_iou = maskiou_net(masks[:, None]).gather(1, detections["classes"][:, None]).squeeze(1)
+            mask_scores = detections["scores"] * predicted_iou
+        else:
+            mask_scores = detections["scores"].new_zeros(0)
     if (img_h, img_w) == (pad_h, pad_w):
         canvas = (out_h, out_w)
     else:
@@ -168,4 +181,6 @@ def detections_to_instances(
     result.scores = detections["scores"]
     result.pred_classes = detections["classes"]
     result.pred_masks = masks
+    if mask_scores is not None:
+        result.mask_scores = mask_scores
     return result

@@ -3,7 +3,8 @@
 ``loss_cls`` (OHEM 3:1 softmax cross-entropy), ``loss_box_reg`` (smooth-L1 x 1.5) and ``loss_mask``
 (BCE of GT-box-cropped prototype masks, each divided by its GT box area in prototype pixels,
 x 6.125) are divided by the number of positive anchors in the whole batch; ``loss_sem_seg``
-(per-class BCE on P3) by the batch size and the P3 area.
+(per-class BCE on P3) by the batch size and the P3 area. YOLACT++ adds ``loss_mask_iou``
+(smooth-L1 of the mask re-scoring net's IoU prediction x 25, also divided by the positives).
 """
 from typing import Dict, List, Optional, Sequence
 
@@ -16,7 +17,7 @@ from detectron2.config import configurable
 from .mask_ops import assemble_masks, crop_masks
 from .matcher import match_anchors
 
-__all__ = ["YolactLoss", "ohem_negatives", "downsample_masks"]
+__all__ = ["YolactLoss", "ohem_negatives", "downsample_masks", "binary_mask_iou"]
 
 
 def ohem_negatives(cls_logits: torch.Tensor, labels: torch.Tensor, neg_pos_ratio: float) -> torch.Tensor:
@@ -48,6 +49,18 @@ def downsample_masks(masks: torch.Tensor, size) -> torch.Tensor:
     return (resized > 0.5).float()
 
 
+def binary_mask_iou(masks: torch.Tensor, gt_masks: torch.Tensor) -> torch.Tensor:
+    """IoU of binary (0/1) masks ``(N, H, W)`` with binary GT masks ``(N, H, W)``, pairwise by index.
+
+    The training target of the mask re-scoring net (§5.2 I), at prototype resolution. Only GT masks
+    larger than ``MASK_IOU_MIN_AREA`` reach it, so the union is never empty there; an empty union
+    (possible with ``MASK_IOU_MIN_AREA < 0``) gives 0 rather than NaN.
+    """
+    inter = (masks * gt_masks).sum(dim=(1, 2))
+    union = masks.sum(dim=(1, 2)) + gt_masks.sum(dim=(1, 2)) - inter
+    return inter / union.clamp(min=1)
+
+
 def _binary_cross_entropy(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``F.binary_cross_entropy(reduction="none")`` (logs clamped at -100), except that a NaN
     probability propagates to a NaN loss, which the trainer reports, instead of raising inside
@@ -74,6 +87,7 @@ class YolactLoss(nn.Module):
         neg_pos_ratio: float,
         masks_to_train: int,
         loss_weights: Dict[str, float],
+        mask_iou_min_area: float = 25,
     ):
         super().__init__()
         self.num_classes = num_classes
@@ -84,6 +98,7 @@ class YolactLoss(nn.Module):
         self.neg_pos_ratio = neg_pos_ratio
         self.masks_to_train = masks_to_train
         self.loss_weights = dict(loss_weights)
+        self.mask_iou_min_area = mask_iou_min_area
 
     @classmethod
     def from_config(cls, cfg):
@@ -101,7 +116,9 @@ class YolactLoss(nn.Module):
                 "loss_box_reg": y.LOSS_BOX_WEIGHT,
                 "loss_mask": y.LOSS_MASK_WEIGHT,
                 "loss_sem_seg": y.LOSS_SEM_SEG_WEIGHT,
+                "loss_mask_iou": y.LOSS_MASK_IOU_WEIGHT,
             },
+            "mask_iou_min_area": y.MASK_IOU_MIN_AREA,
         }
 
     def forward(
@@ -113,7 +130,9 @@ class YolactLoss(nn.Module):
         sem_seg_logits: Optional[torch.Tensor],
         anchors: torch.Tensor,
         targets: List[Dict[str, torch.Tensor]],
+        maskiou_net: Optional[nn.Module] = None,
     ) -> Dict[str, torch.Tensor]:
+        """``maskiou_net``: the YOLACT++ mask re-scoring net; when given, ``loss_mask_iou`` is added."""
         matches = [
             match_anchors(
                 t["boxes"],
@@ -138,18 +157,28 @@ class YolactLoss(nn.Module):
         selected = positive | ohem_negatives(cls_logits, labels, self.neg_pos_ratio)
         loss_cls = F.cross_entropy(cls_logits[selected], labels[selected], reduction="sum")
 
-        loss_mask = self.mask_loss(coefficients, prototypes, matches, targets)
+        maskiou_samples = [] if maskiou_net is not None else None
+        loss_mask = self.mask_loss(coefficients, prototypes, matches, targets, maskiou_samples)
         losses = {
             "loss_cls": loss_cls / normalizer,
             "loss_box_reg": loss_box / normalizer,
             "loss_mask": loss_mask / normalizer,
         }
+        if maskiou_net is not None:
+            losses["loss_mask_iou"] = self.mask_iou_loss(maskiou_net, maskiou_samples) / normalizer
         if sem_seg_logits is not None:
             losses["loss_sem_seg"] = self.sem_seg_loss(sem_seg_logits, targets)
         return {k: v * self.loss_weights[k] for k, v in losses.items()}
 
-    def mask_loss(self, coefficients, prototypes, matches, targets) -> torch.Tensor:
-        """Sum over images and positives of ``sum_pixels BCE / (GT box area in prototype pixels)``."""
+    def mask_loss(self, coefficients, prototypes, matches, targets, maskiou_samples: Optional[list] = None) -> torch.Tensor:
+        """Sum over images and positives of ``sum_pixels BCE / (GT box area in prototype pixels)``.
+
+        If ``maskiou_samples`` is a list, the training samples of the mask re-scoring net are
+        appended to it, one ``(soft_masks (n, H', W'), iou_targets (n,), classes (n,))`` per image:
+        the GT-box-cropped soft masks of the positives whose GT mask has more than
+        ``mask_iou_min_area`` prototype pixels (after the ``masks_to_train`` subsampling), the IoU
+        of their ``> 0.5`` binarisation with the GT mask, and the GT class (§5.2 I).
+        """
         proto_h, proto_w = prototypes.shape[-2:]
         total = prototypes.new_zeros(())
         for i, (match, target) in enumerate(zip(matches, targets)):
@@ -169,7 +198,29 @@ class YolactLoss(nn.Module):
             box_w = (gt_boxes[:, 2] - gt_boxes[:, 0]) * proto_w
             box_h = (gt_boxes[:, 3] - gt_boxes[:, 1]) * proto_h
             total = total + (bce / box_w / box_h).sum() * scale
+            if maskiou_samples is not None:
+                # The soft masks keep their graph: as in the original, loss_mask_iou also trains
+                # the prototypes and coefficients.
+                keep = gt_masks.sum(dim=(1, 2)) > self.mask_iou_min_area
+                with torch.no_grad():
+                    iou = binary_mask_iou((pred[keep] > 0.5).to(pred.dtype), gt_masks[keep])
+                maskiou_samples.append((pred[keep], iou, target["classes"][gt_idx][keep]))
         return total
+
+    @staticmethod
+    def mask_iou_loss(maskiou_net: nn.Module, samples) -> torch.Tensor:
+        """``sum smooth_l1(maskiou_net(mask)[gt class], IoU target)`` over the samples collected by
+        :meth:`mask_loss` (not yet weighted or normalised)."""
+        masks = torch.cat([m for m, _, _ in samples]) if samples else None
+        if masks is None or masks.shape[0] == 0:
+            # No sample in the batch: a zero that still reaches every parameter of the net, so
+            # that DistributedDataParallel sees the same parameters used in every iteration.
+            return sum(p.sum() for p in maskiou_net.parameters()) * 0.0
+        targets = torch.cat([t for _, t, _ in samples])
+        classes = torch.cat([c for _, _, c in samples])
+        predicted = maskiou_net(masks[:, None])
+        predicted = predicted.gather(1, classes[:, None]).squeeze(1)
+        return F.smooth_l1_loss(predicted, targets, reduction="sum", beta=1.0)
 
     def sem_seg_loss(self, sem_seg_logits: torch.Tensor, targets) -> torch.Tensor:
         """Per-class BCE-with-logits against the union of that class's GT masks, summed, divided

@@ -5,8 +5,12 @@ It follows Detectron2's model contract: ``forward(list[dict])`` returns a loss d
 ``[{"instances": Instances}]`` at each input's ``height`` x ``width`` in inference. Images of
 different sizes are padded into one batch; anchors and prototype crops are computed from the
 padded size, which for YOLACT's square 550 input is exactly the original model (YOLACT_SPEC.md).
+
+YOLACT++ (``MODEL.YOLACT.MASK_IOU_ON``) adds the mask re-scoring net: ``loss_mask_iou`` in
+training and, in inference, ``Instances.mask_scores`` = class score x predicted mask IoU (used for
+mask AP by :class:`yolact_d2.evaluation.YolactCOCOEvaluator`; ``scores`` stays the class score).
 """
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +25,7 @@ from .box_ops import decode
 from .head import build_yolact_head
 from .inference import detect, detections_to_instances
 from .losses import YolactLoss
+from .maskiou import build_maskiou_net
 from .protonet import build_protonet
 from .semantic_seg import SemanticSegHead
 
@@ -41,6 +46,7 @@ class Yolact(nn.Module):
         head: nn.Module,
         protonet: nn.Module,
         sem_seg_head: nn.Module = None,
+        maskiou_net: Optional[nn.Module] = None,
         anchor_generator: YolactAnchorGenerator,
         criterion: YolactLoss,
         in_features: Sequence[str],
@@ -63,6 +69,7 @@ class Yolact(nn.Module):
         self.head = head
         self.protonet = protonet
         self.sem_seg_head = sem_seg_head
+        self.maskiou_net = maskiou_net
         self.anchor_generator = anchor_generator
         self.criterion = criterion
         self.in_features = list(in_features)
@@ -95,6 +102,7 @@ class Yolact(nn.Module):
             "head": build_yolact_head(cfg, level_shapes),
             "protonet": build_protonet(cfg, level_shapes[0]),
             "sem_seg_head": SemanticSegHead(cfg, level_shapes[0]) if y.SEM_SEG_ON else None,
+            "maskiou_net": build_maskiou_net(cfg) if y.MASK_IOU_ON else None,
             "anchor_generator": YolactAnchorGenerator(cfg),
             "criterion": YolactLoss(cfg),
             "in_features": y.IN_FEATURES,
@@ -157,7 +165,10 @@ class Yolact(nn.Module):
             for x, size in zip(batched_inputs, images.image_sizes)
         ]
         sem_seg_logits = self.sem_seg_head(p3) if self.sem_seg_head is not None else None
-        return self.criterion(class_logits, box_deltas, coefficients, prototypes, sem_seg_logits, anchors, targets)
+        return self.criterion(
+            class_logits, box_deltas, coefficients, prototypes, sem_seg_logits, anchors, targets,
+            maskiou_net=self.maskiou_net,
+        )
 
     def inference(self, batched_inputs: List[Dict], images: ImageList = None) -> List[Dict[str, Instances]]:
         if images is None:
@@ -186,6 +197,7 @@ class Yolact(nn.Module):
                 output_size=output_size,
                 mask_threshold=self.mask_threshold,
                 truncate_boxes=self.truncate_boxes,
+                maskiou_net=self.maskiou_net,
             )
             results.append({"instances": instances})
         return results

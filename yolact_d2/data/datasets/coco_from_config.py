@@ -1,11 +1,30 @@
 """Register COCO-format datasets listed in ``DATASETS.COCO_INSTANCES`` (name, json, image root),
-so a user trains on their own data from the command line without writing code."""
+so a user trains on their own data from the command line without writing code.
+
+The json is read by :func:`load_coco_instances`, which produces the same dataset dicts as
+Detectron2's ``load_coco_json`` (images sorted by id, contiguous category ids in the order of the
+sorted dataset ids, ``bbox`` in XYWH_ABS) but checks every annotation first and says what it does
+with each bad one, naming the json file, the image and the annotation id (docs/RELIABILITY.md).
+"""
+import functools
+import json
+import logging
 import os
+from collections import defaultdict
+from typing import Any, Dict, List, Optional
 
-from detectron2.data import DatasetCatalog
-from detectron2.data.datasets import register_coco_instances
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
 
-__all__ = ["register_datasets_from_config"]
+from ..annotation_checks import AnnotationError, check_box_xyxy, check_segmentation, format_annotation
+
+__all__ = ["register_datasets_from_config", "load_coco_instances"]
+
+logger = logging.getLogger(__name__)
+
+# Per json file, this many annotation problems are logged one by one at WARNING level; the rest
+# at DEBUG level. A summary with the counts is always logged.
+MAX_LOGGED_PROBLEMS = 100
 
 
 def register_datasets_from_config(cfg) -> list:
@@ -23,6 +42,187 @@ def register_datasets_from_config(cfg) -> list:
         if not os.path.isdir(image_root):
             raise ValueError(f"DATASETS.COCO_INSTANCES[{i}] ('{name}'): image root not found: {image_root}")
         if name not in DatasetCatalog.list():
-            register_coco_instances(name, {}, json_file, image_root)
+            DatasetCatalog.register(name, functools.partial(load_coco_instances, json_file, image_root, name))
+            MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco")
         names.append(name)
     return names
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+class _ProblemLog:
+    """Logs annotation problems of one json file (the first MAX_LOGGED_PROBLEMS at WARNING)."""
+
+    def __init__(self, json_file: str):
+        self.json_file = json_file
+        self.counts: Dict[str, int] = defaultdict(int)
+        self.logged = 0
+
+    def add(self, kind: str, message: str) -> None:
+        self.counts[kind] += 1
+        level = logging.WARNING if self.logged < MAX_LOGGED_PROBLEMS else logging.DEBUG
+        self.logged += 1
+        logger.log(level, message)
+
+    def summary(self) -> None:
+        if not self.counts:
+            return
+        parts = ", ".join(f"{n} {kind}" for kind, n in sorted(self.counts.items()))
+        more = ""
+        if self.logged > MAX_LOGGED_PROBLEMS:
+            more = (
+                f" The first {MAX_LOGGED_PROBLEMS} problems are logged above; set the 'yolact_d2' "
+                "logger to DEBUG to see all of them."
+            )
+        logger.warning(f"{self.json_file}: annotation problems: {parts}.{more}")
+
+
+def _read_json(json_file: str) -> dict:
+    try:
+        with open(json_file, "r") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{json_file} is not valid JSON: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{json_file} is not a UTF-8 text (JSON) file: {e}") from e
+    if not isinstance(data, dict) or not isinstance(data.get("images", None), list):
+        raise ValueError(f"{json_file} is not a COCO instances file: it needs an 'images' list")
+    return data
+
+
+def _categories(json_file: str, data: dict):
+    cats = data.get("categories", None)
+    if not isinstance(cats, list) or not cats:
+        raise ValueError(f"{json_file} has no 'categories' list: COCO instance annotations need one")
+    names = {}
+    for c in cats:
+        if not isinstance(c, dict) or not _is_int(c.get("id", None)) or "name" not in c:
+            raise ValueError(f"{json_file}: category {c!r} needs an integer 'id' and a 'name'")
+        if c["id"] in names:
+            raise ValueError(f"{json_file}: category id {c['id']} appears twice in 'categories'")
+        names[c["id"]] = str(c["name"])
+    ids = sorted(names)
+    return {cid: i for i, cid in enumerate(ids)}, [names[cid] for cid in ids]
+
+
+def _images(json_file: str, data: dict, image_root: str) -> Dict[Any, dict]:
+    images = {}
+    for entry in data["images"]:
+        if not isinstance(entry, dict) or "id" not in entry or not isinstance(entry.get("file_name"), str):
+            raise ValueError(f"{json_file}: image entry {entry!r} needs an 'id' and a 'file_name'")
+        if entry["id"] in images:
+            raise ValueError(f"{json_file}: image id {entry['id']!r} appears twice in 'images'")
+        record = {"file_name": os.path.join(image_root, entry["file_name"]), "image_id": entry["id"]}
+        for key in ("height", "width"):
+            value = entry.get(key, None)
+            if value is not None:
+                if not _is_int(value) or value <= 0:
+                    raise ValueError(
+                        f"{json_file}: image {entry['id']!r} ({entry['file_name']}) has {key} "
+                        f"{value!r}; it must be a positive integer (or absent)"
+                    )
+                record[key] = value
+        record["annotations"] = []
+        images[entry["id"]] = record
+    return images
+
+
+def load_coco_instances(json_file: str, image_root: str, dataset_name: Optional[str] = None) -> List[dict]:
+    """Detectron2 dataset dicts of a COCO instances json, with checked annotations.
+
+    Sets ``thing_classes`` and ``thing_dataset_id_to_contiguous_id`` in the metadata of
+    ``dataset_name`` (when given). Annotations keep their COCO ``id`` under ``"id"``.
+
+    Errors (``ValueError`` / :class:`~yolact_d2.data.annotation_checks.AnnotationError`, naming the
+    file and the entry): invalid JSON, no ``images`` / ``categories``, duplicate image, category or
+    annotation ids, an annotation whose ``category_id`` is not in ``categories``, ``ignore: 1``
+    (not supported, as in Detectron2), annotations of which none has a segmentation.
+
+    Fixed or dropped with a warning naming the image and annotation id: see
+    :mod:`yolact_d2.data.annotation_checks`. Annotations of image ids not in ``images`` are ignored
+    with a warning. Images without annotations are kept (training drops them per
+    ``DATALOADER.FILTER_EMPTY_ANNOTATIONS``; evaluation keeps them).
+    """
+    data = _read_json(json_file)
+    id_map, thing_classes = _categories(json_file, data)
+    images = _images(json_file, data, image_root)
+    annotations = data.get("annotations", [])
+    if not isinstance(annotations, list):
+        raise ValueError(f"{json_file}: 'annotations' must be a list")
+
+    problems = _ProblemLog(json_file)
+    seen_ids = set()
+    num_with_segmentation = 0
+    for index, ann in enumerate(annotations):
+        if not isinstance(ann, dict):
+            raise ValueError(f"{json_file}: annotation #{index} is not an object: {ann!r}")
+        ann_id = ann.get("id", None)
+        if ann_id is not None:
+            if ann_id in seen_ids:
+                raise ValueError(f"{json_file}: annotation id {ann_id!r} appears twice")
+            seen_ids.add(ann_id)
+        record = images.get(ann.get("image_id", None), None)
+        if record is None:
+            problems.add(
+                "annotations of unknown images (ignored)",
+                f"{json_file}: annotation {ann_id if ann_id is not None else '#' + str(index)} has "
+                f"image_id {ann.get('image_id', None)!r}, which is not in 'images': ignored",
+            )
+            continue
+        where = format_annotation(f"{json_file}: image {record['file_name']}", record["image_id"], ann_id, index)
+        if ann.get("category_id", None) not in id_map:
+            raise AnnotationError(
+                f"{where} has category_id {ann.get('category_id', None)!r}, which is not in the "
+                f"json's 'categories' (ids {sorted(id_map)}). Add the category or fix the annotation."
+            )
+        if ann.get("ignore", 0):
+            raise AnnotationError(f"{where} has 'ignore': 1, which is not supported; use 'iscrowd': 1")
+        if ann.get("segmentation", None):
+            num_with_segmentation += 1
+        height, width = record.get("height", None), record.get("width", None)
+        bbox = ann.get("bbox", None)
+        values = bbox if isinstance(bbox, (list, tuple)) and len(bbox) == 4 else None
+        try:
+            xyxy = BoxMode.convert(list(values), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS) if values else bbox
+        except Exception:  # noqa: BLE001 (non-numbers: reported by check_box_xyxy)
+            xyxy = bbox
+        box, note, drop = check_box_xyxy(xyxy, height, width)
+        segm = None
+        if drop is None:
+            segm, notes, drop = check_segmentation(ann.get("segmentation", None), height, width)
+            for n in notes:
+                problems.add("polygons dropped or fixed", f"{where}: {n}")
+        if drop is not None:
+            problems.add("annotations dropped", f"{where}: {drop}: annotation dropped")
+            continue
+        if note is not None:
+            problems.add("boxes clipped", f"{where}: {note}")
+        record["annotations"].append(
+            {
+                "id": ann_id,
+                "bbox": BoxMode.convert(box, BoxMode.XYXY_ABS, BoxMode.XYWH_ABS),
+                "bbox_mode": BoxMode.XYWH_ABS,
+                "category_id": id_map[ann["category_id"]],
+                "iscrowd": int(bool(ann.get("iscrowd", 0))),
+                "segmentation": segm,
+            }
+        )
+    if annotations and num_with_segmentation == 0:
+        raise ValueError(
+            f"{json_file}: none of its {len(annotations)} annotations has a segmentation; YOLACT "
+            "trains instance masks and needs polygons or RLE masks"
+        )
+    problems.summary()
+
+    if dataset_name is not None:
+        meta = MetadataCatalog.get(dataset_name)
+        meta.thing_classes = thing_classes
+        meta.thing_dataset_id_to_contiguous_id = id_map
+    records = [images[i] for i in sorted(images, key=lambda x: (str(type(x)), x))]
+    logger.info(
+        f"Loaded {len(records)} images and {sum(len(r['annotations']) for r in records)} "
+        f"annotations from {json_file}"
+    )
+    return records

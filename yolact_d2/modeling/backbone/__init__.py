@@ -1,3 +1,10 @@
 from .fpn import YolactFPN, build_yolact_resnet_fpn_backbone
+from .resnet_dcn import DCNv2BottleneckBlock, build_yolact_resnet_backbone, deformable_blocks
 
-__all__ = ["YolactFPN", "build_yolact_resnet_fpn_backbone"]
+__all__ = [
+    "YolactFPN",
+    "build_yolact_resnet_fpn_backbone",
+    "DCNv2BottleneckBlock",
+    "build_yolact_resnet_backbone",
+    "deformable_blocks",
+]

@@ -15,6 +15,8 @@ from torch import nn
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, build_resnet_backbone
 
+from .resnet_dcn import build_yolact_resnet_backbone
+
 __all__ = ["YolactFPN", "build_yolact_resnet_fpn_backbone"]
 
 
@@ -98,8 +100,14 @@ class YolactFPN(Backbone):
 def build_yolact_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> YolactFPN:
     """Detectron2 ResNet (``MODEL.RESNETS.*``; YOLACT configs use torchvision-style
     ``STRIDE_IN_1X1: False``) + YOLACT FPN (``MODEL.FPN.IN_FEATURES``, ``MODEL.FPN.OUT_CHANNELS``).
-    The number of extra stride-2 levels follows ``MODEL.YOLACT.IN_FEATURES``."""
-    bottom_up = build_resnet_backbone(cfg, input_shape)
+    The number of extra stride-2 levels follows ``MODEL.YOLACT.IN_FEATURES``.
+
+    With deformable stages (``MODEL.RESNETS.DEFORM_ON_PER_STAGE``, YOLACT++), the ResNet is built
+    by :func:`build_yolact_resnet_backbone` (torchvision-based DCNv2, no compiled extension)."""
+    if any(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE):
+        bottom_up = build_yolact_resnet_backbone(cfg, input_shape)
+    else:
+        bottom_up = build_resnet_backbone(cfg, input_shape)
     in_features = cfg.MODEL.FPN.IN_FEATURES
     num_downsample = len(cfg.MODEL.YOLACT.IN_FEATURES) - len(in_features)
     if num_downsample < 0:

@@ -1,0 +1,377 @@
+"""Reliability under faults (docs/RELIABILITY.md): non-finite losses, processes killed during
+training or while writing a checkpoint, interrupted evaluations, and a failing worker of a
+multi-process run. Tiny ResNet-18 runs on a small generated dataset; subprocesses use one thread.
+"""
+import contextlib
+import glob
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import torch
+
+from detectron2.config import get_cfg
+
+from conftest import tiny_cfg
+from yolact_d2 import YolactTrainer, add_yolact_config
+from yolact_d2.checkpoint import AtomicDetectionCheckpointer, atomic_open
+from yolact_d2.checkpoint import atomic as atomic_module
+from yolact_d2.data.datasets import generate_synthetic_dataset, register_datasets_from_config
+from yolact_d2.engine.trainer import NonFiniteLossError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SYNTHETIC_CONFIG = os.path.join(ROOT, "configs", "Synthetic", "yolact_R_18_FPN_synthetic.yaml")
+ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def captured(name="yolact_d2"):
+    records = []
+    handler = logging.Handler(level=logging.DEBUG)
+    handler.emit = records.append
+    log = logging.getLogger(name)
+    old_level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    try:
+        yield records
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
+
+
+@pytest.fixture(scope="module")
+def coco(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("synthetic"))
+    train = generate_synthetic_dataset(root, "train", 8, seed=7, image_size=(96, 128))
+    val = generate_synthetic_dataset(root, "val", 4, seed=7, image_size=(96, 128))
+    return (train, os.path.join(root, "train")), (val, os.path.join(root, "val"))
+
+
+def _dataset_opts(coco, tag):
+    (train_json, train_root), (val_json, val_root) = coco
+    train, val = f"{tag}_train", f"{tag}_val"
+    return [
+        "DATASETS.COCO_INSTANCES", str([[train, train_json, train_root], [val, val_json, val_root]]),
+        "DATASETS.TRAIN", f"('{train}',)", "DATASETS.TEST", f"('{val}',)",
+    ]
+
+
+def _run_opts(coco, out, tag, extra=()):
+    return [
+        *_dataset_opts(coco, tag),
+        "INPUT.IMAGE_SIZE", "128", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "2",
+        "SOLVER.STEPS", "()", "SOLVER.CHECKPOINT_PERIOD", "2", "SEED", "3", "OUTPUT_DIR", str(out), *extra,
+    ]
+
+
+def _cfg_like_train_net(opts):
+    """The cfg train_net.py builds for these command-line options (without its logging setup)."""
+    cfg = get_cfg()
+    add_yolact_config(cfg)
+    cfg.merge_from_file(SYNTHETIC_CONFIG)
+    cfg.merge_from_list(list(opts))
+    register_datasets_from_config(cfg)
+    return cfg
+
+
+def _train_net(args, timeout=300):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", SYNTHETIC_CONFIG, *args],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def _tiny_trainer_cfg(coco, out, *opts):
+    tag = f"rel_{uuid.uuid4().hex[:8]}"
+    cfg = tiny_cfg(num_classes=6, opts=[
+        "DATALOADER.NUM_WORKERS", 0, "SOLVER.IMS_PER_BATCH", 2, "SOLVER.BASE_LR", 0.001,
+        "SOLVER.WARMUP_ITERS", 0, "SOLVER.STEPS", (), "SOLVER.CHECKPOINT_PERIOD", 2,
+        "TEST.EVAL_PERIOD", 0, "SEED", 1, "OUTPUT_DIR", str(out), "MODEL.YOLACT.SCORE_THRESH_TEST", 0.0,
+    ])
+    cfg.merge_from_list(_dataset_opts(coco, tag))
+    register_datasets_from_config(cfg)
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def _all_finite(state):
+    return all(torch.isfinite(v).all() for v in state.values() if torch.is_floating_point(v))
+
+
+# ------------------------------------------------------------------------------------------------
+# Non-finite loss
+# ------------------------------------------------------------------------------------------------
+def test_non_finite_loss_stops_with_iteration_terms_hints_and_a_loadable_checkpoint(coco, tmp_path):
+    cfg = _tiny_trainer_cfg(coco, tmp_path / "out", "SOLVER.MAX_ITER", 6)
+    trainer = YolactTrainer(cfg)
+
+    def poison(module, args, output):  # loss_mask becomes NaN at iteration 3
+        if module.training and trainer.storage.iter == 3:
+            output = dict(output, loss_mask=output["loss_mask"] * float("nan"))
+        return output
+
+    trainer.model.register_forward_hook(poison)
+    with pytest.raises(NonFiniteLossError) as info:
+        trainer.train()
+    assert isinstance(info.value, FloatingPointError)  # what Detectron2 raises, with more detail
+    message = str(info.value)
+    for words in ("Non-finite loss at iteration 3", "loss_mask=nan", "loss_cls=", "loss_box_reg=",
+                  "loss_sem_seg=", "(non-finite: loss_mask)", "SOLVER.BASE_LR", "SOLVER.IMS_PER_BATCH 2",
+                  "'FrozenBN'", "model_0000001.pth", "--resume"):
+        assert words in message, words
+    # the optimizer step of the bad iteration was not applied
+    assert _all_finite(trainer.model.state_dict())
+    # the last good checkpoint is complete and loadable
+    out = cfg.OUTPUT_DIR
+    assert open(os.path.join(out, "last_checkpoint")).read() == "model_0000001.pth"
+    saved = torch.load(os.path.join(out, "model_0000001.pth"), map_location="cpu", weights_only=False)
+    assert saved["iteration"] == 1 and _all_finite(saved["model"])
+    resumed = YolactTrainer(cfg)
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# Atomic checkpoints (deterministic crash in the middle of a write)
+# ------------------------------------------------------------------------------------------------
+def _small_checkpointer(folder):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.ones(3, 4)).sum().backward()
+    optimizer.step()
+    return model, AtomicDetectionCheckpointer(model, str(folder), optimizer=optimizer)
+
+
+def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    model, checkpointer = _small_checkpointer(tmp_path)
+    checkpointer.save("model_0001", iteration=1)
+    good = (tmp_path / "model_0001.pth").read_bytes()
+    real_save = torch.save
+
+    def half_then_crash(obj, f, *args, **kwargs):
+        import io
+
+        buffer = io.BytesIO()
+        real_save(obj, buffer)
+        f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        raise OSError("No space left on device (simulated)")
+
+    monkeypatch.setattr(torch, "save", half_then_crash)
+    with pytest.raises(OSError, match="simulated"):
+        checkpointer.save("model_0003", iteration=3)
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0001.pth"]  # no partial file left
+    assert checkpointer.get_checkpoint_file() == str(tmp_path / "model_0001.pth")
+    assert (tmp_path / "model_0001.pth").read_bytes() == good
+    fresh, loader = _small_checkpointer(tmp_path)
+    assert loader.resume_or_load("", resume=True)["iteration"] == 1
+    for a, b in zip(fresh.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_interrupted_last_checkpoint_update_keeps_the_old_pointer(tmp_path):
+    _, checkpointer = _small_checkpointer(tmp_path)
+    checkpointer.save("model_0001")
+    with pytest.raises(RuntimeError):
+        with atomic_open(str(tmp_path / "last_checkpoint"), "w") as f:
+            f.write("model_00")
+            raise RuntimeError("killed while writing (simulated)")
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0001.pth"
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0001.pth"]
+
+
+def _dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_partial_files_of_a_killed_writer_are_removed_at_the_next_save(tmp_path):
+    _, checkpointer = _small_checkpointer(tmp_path)
+    stale = tmp_path / f".model_0003.pth.tmp-{_dead_pid()}-abcdef12"
+    stale.write_bytes(b"PK\x03\x04 partial")
+    with captured("fvcore.common.checkpoint") as records:  # the checkpointer's logger
+        checkpointer.save("model_0005")
+    assert not stale.exists()
+    assert any("interrupted save" in r.getMessage() for r in records)
+    assert atomic_module.remove_stale_temporary_files(str(tmp_path)) == []
+
+
+# ------------------------------------------------------------------------------------------------
+# A real training process killed with SIGKILL, during a checkpoint write, then --resume
+# ------------------------------------------------------------------------------------------------
+def _partial_files(folder):
+    return sorted(glob.glob(os.path.join(folder, ".*.tmp-*")))
+
+
+def test_sigkill_during_a_checkpoint_write_then_resume(coco, tmp_path):
+    out = tmp_path / "run"
+    opts = _run_opts(coco, out, "killed", ["SOLVER.MAX_ITER", "200"])
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", SYNTHETIC_CONFIG, *opts],
+        cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    killed_mid_write = False
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            first_done = (out / "model_0000001.pth").exists()
+            partial = [p for p in _partial_files(str(out)) if "model_0000001" not in p and "last_checkpoint" not in p]
+            if first_done and partial:
+                proc.send_signal(signal.SIGKILL)  # in the middle of writing a later checkpoint
+                killed_mid_write = True
+                break
+            time.sleep(0.002)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert killed_mid_write, "the training process never wrote a second checkpoint"
+    assert proc.returncode == -signal.SIGKILL
+
+    # a partial temporary file is left; every visible checkpoint is complete
+    assert _partial_files(str(out))
+    tagged = (out / "last_checkpoint").read_text()
+    for path in glob.glob(str(out / "*.pth")):
+        torch.load(path, map_location="cpu", weights_only=False)
+    saved = torch.load(str(out / tagged), map_location="cpu", weights_only=False)
+    saved_iter = saved["iteration"]
+    assert tagged == f"model_{saved_iter:07d}.pth" and saved_iter >= 1
+
+    # --resume restores the iteration, the optimizer (momentum buffers) and the scheduler
+    cfg = _cfg_like_train_net(opts)
+    trainer = YolactTrainer(cfg)
+    trainer.resume_or_load(resume=True)
+    assert trainer.start_iter == saved_iter + 1
+    saved_optimizer = saved["trainer"]["_trainer"]["optimizer"]
+    state = trainer.optimizer.state_dict()
+    assert len(state["state"]) == len(saved_optimizer["state"]) > 0
+    for key, buffers in saved_optimizer["state"].items():
+        assert torch.equal(state["state"][key]["momentum_buffer"], buffers["momentum_buffer"])
+    assert any(b["momentum_buffer"].abs().sum() > 0 for b in saved_optimizer["state"].values())
+    assert trainer.scheduler.state_dict() == saved["trainer"]["hooks"]["LRScheduler"]
+    del trainer
+
+    # the real command resumes at the saved iteration + 1 and cleans the partial file up
+    code, log = _train_net(["--resume", *_run_opts(coco, out, "killed", ["SOLVER.MAX_ITER", str(saved_iter + 3)])])
+    assert code == 0, log[-4000:]
+    assert f"Starting training from iteration {saved_iter + 1}" in log
+    assert "a partial file left by an interrupted save" in log
+    assert not _partial_files(str(out))
+    assert (out / "last_checkpoint").read_text() == "model_final.pth"
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation interrupted while writing its result files, then run again
+# ------------------------------------------------------------------------------------------------
+def _result_files(folder):
+    return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
+
+
+def test_interrupted_evaluation_leaves_no_partial_files_and_reruns_identically(coco, tmp_path, monkeypatch):
+    import detectron2.evaluation.coco_evaluation as d2_coco_eval
+
+    cfg = _tiny_trainer_cfg(coco, tmp_path / "out")
+    torch.manual_seed(0)
+    model = YolactTrainer.build_model(cfg).eval()
+    name = cfg.DATASETS.TEST[0]
+    folder = os.path.join(cfg.OUTPUT_DIR, "inference", name)
+
+    first = YolactTrainer.test(cfg, model)
+    files = _result_files(folder)
+    assert sorted(files) == ["coco_instances_results.json", "instances_predictions.pth"]
+    assert json.loads(files["coco_instances_results.json"])  # the random model does predict
+
+    # interrupted while writing instances_predictions.pth, then while writing the json
+    real_save = torch.save
+
+    def half_then_crash(obj, f, *args, **kwargs):
+        import io
+
+        buffer = io.BytesIO()
+        real_save(obj, buffer)
+        f.write(buffer.getvalue()[:100])
+        raise KeyboardInterrupt("simulated interruption")
+
+    class _FailingJson:
+        @staticmethod
+        def dumps(obj, *args, **kwargs):
+            raise KeyboardInterrupt("simulated interruption")
+
+    for patch in (lambda: monkeypatch.setattr(torch, "save", half_then_crash),
+                  lambda: monkeypatch.setattr(d2_coco_eval, "json", _FailingJson)):
+        patch()
+        with pytest.raises(KeyboardInterrupt):
+            YolactTrainer.test(cfg, model)
+        monkeypatch.undo()
+        assert _result_files(folder) == files  # the previous complete files, no partial ones
+
+    # a staging folder left by a killed evaluation is removed; the re-run gives the same results
+    os.makedirs(os.path.join(folder, f".staging-{_dead_pid()}-x1"))
+    again = YolactTrainer.test(cfg, model)
+    assert json.dumps(again, sort_keys=True) == json.dumps(first, sort_keys=True)  # NaN-safe
+    assert _result_files(folder) == files
+
+
+# ------------------------------------------------------------------------------------------------
+# Multi-process: a failing worker brings the job down with its error
+# ------------------------------------------------------------------------------------------------
+FAULTY_LAUNCHER = '''
+import sys
+sys.path.insert(0, {root!r})
+import train_net
+from detectron2.engine import launch
+from detectron2.utils import comm
+
+
+def main_with_fault(args):
+    from yolact_d2 import YolactTrainer
+
+    original = YolactTrainer.run_step
+
+    def run_step(self):
+        if comm.get_rank() == 1 and self.iter == 1:
+            raise RuntimeError("injected failure on rank 1 at iteration 1")
+        return original(self)
+
+    YolactTrainer.run_step = run_step
+    return train_net.main(args)
+
+
+if __name__ == "__main__":
+    args = train_net.get_parser().parse_args()
+    launch(main_with_fault, args.num_gpus, num_machines=1, machine_rank=0, dist_url="auto", args=(args,))
+'''
+
+
+def test_a_failing_worker_stops_the_whole_multi_process_job(coco, tmp_path):
+    launcher = tmp_path / "faulty_launch.py"
+    launcher.write_text(FAULTY_LAUNCHER.format(root=ROOT))
+    out = tmp_path / "ddp"
+    args = ["--config-file", SYNTHETIC_CONFIG, "--num-gpus", "2",
+            *_run_opts(coco, out, "ddp_fault", ["SOLVER.MAX_ITER", "50", "MODEL.DEVICE", "cpu"])]
+    start = time.time()
+    proc = subprocess.run([sys.executable, str(launcher), *args], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "injected failure on rank 1 at iteration 1" in log
+    assert "Process 1 terminated with the following error" in log
+    assert not (out / "model_final.pth").exists()
+    assert time.time() - start < 300

@@ -1,0 +1,224 @@
+"""Crash-safe checkpoints (docs/RELIABILITY.md).
+
+:class:`AtomicDetectionCheckpointer` is Detectron2's ``DetectionCheckpointer`` with:
+
+* **atomic writes**: a checkpoint is written to a temporary file in the same folder, flushed to
+  disk, then renamed over the final name; ``last_checkpoint`` is updated the same way, and only
+  after the checkpoint is complete. A process killed at any moment (SIGKILL included) leaves either
+  the previous checkpoint or the new one, and ``last_checkpoint`` never names a partial file.
+  Temporary files left by a killed process are removed at the next save.
+* **clear load errors**: a file that cannot be read names the file; loading weights of which
+  less than half match the model (another architecture, e.g. a different backbone or a
+  detector without YOLACT's head) raises :class:`IncompatibleCheckpointError` with the counts,
+  unless the checkpoint only holds backbone (ResNet) weights, as ImageNet initialisations do.
+  Fine-tuning from a YOLACT checkpoint with another number of classes stays possible: only the
+  class-dependent layers are skipped.
+
+Writes to non-local paths (``scheme://``) fall back to Detectron2's behaviour.
+"""
+import contextlib
+import logging
+import os
+import uuid
+from typing import Any, Dict, Iterator, List
+
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+
+__all__ = ["AtomicDetectionCheckpointer", "IncompatibleCheckpointError", "atomic_open"]
+
+logger = logging.getLogger(__name__)
+
+_TMP_MARK = ".tmp-"
+# Parameter-name prefix of the ResNet part of the model; a checkpoint that loads into it only is
+# an ImageNet (or other backbone) initialisation.
+_BACKBONE_PREFIX = "backbone.bottom_up."
+
+
+class IncompatibleCheckpointError(RuntimeError):
+    """MODEL.WEIGHTS (or the checkpoint to resume) does not fit the model."""
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def _fsync_dir(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary file next to ``path`` for writing; on a normal exit, flush it to disk and
+    rename it to ``path`` (atomic on POSIX); on an exception, delete it. ``mode``: "w" or "wb"."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open supports modes 'w' and 'wb', got {mode!r}")
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    f = open(tmp, mode.replace("w", "x"))
+    try:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        os.replace(tmp, path)
+    except BaseException:
+        f.close()
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def remove_stale_temporary_files(folder: str) -> List[str]:
+    """Delete the temporary files of :func:`atomic_open` in ``folder`` whose writer process is
+    gone (killed during a write); returns their paths."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(".") or _TMP_MARK not in name:
+            continue
+        try:
+            pid = int(name.rsplit(_TMP_MARK, 1)[1].split("-")[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and _pid_alive(pid):
+            continue
+        path = os.path.join(folder, name)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            removed.append(path)
+    return removed
+
+
+def _strip_module(key: str) -> str:
+    return key[len("module."):] if key.startswith("module.") else key
+
+
+class AtomicDetectionCheckpointer(DetectionCheckpointer):
+    """``DetectionCheckpointer`` with atomic saves and architecture checks (module docstring)."""
+
+    # Loading fails when fewer than this fraction of the model's tensors come from a non-backbone
+    # checkpoint.
+    min_loaded_fraction = 0.5
+
+    def __init__(self, model, save_dir: str = "", **kwargs):
+        super().__init__(model, save_dir, **kwargs)
+        self._stale_checked = False
+        self._loading_path = None
+
+    # ------------------------------------------------------------------ saving
+    def save(self, name: str, **kwargs: Any) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        if not _is_local(self.save_dir):
+            return super().save(name, **kwargs)
+        os.makedirs(self.save_dir, exist_ok=True)
+        if not self._stale_checked:
+            self._stale_checked = True
+            for path in remove_stale_temporary_files(self.save_dir):
+                self.logger.warning(f"Removed {path}, a partial file left by an interrupted save")
+        data: Dict[str, Any] = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        with atomic_open(save_file, "wb") as f:
+            torch.save(data, f)
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        if not _is_local(self.save_dir):
+            return super().tag_last_checkpoint(last_filename_basename)
+        with atomic_open(os.path.join(self.save_dir, "last_checkpoint"), "w") as f:
+            f.write(last_filename_basename)
+
+    # ------------------------------------------------------------------ loading
+    def load(self, path, *args, **kwargs):
+        self._loading_path = path
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:
+            self._loading_path = None
+
+    def _load_file(self, filename):
+        try:
+            return super()._load_file(filename)
+        except Exception as e:  # noqa: BLE001 (torch / pickle raise many types)
+            if filename in str(e):
+                raise
+            raise IncompatibleCheckpointError(
+                f"Cannot load checkpoint {filename}: {type(e).__name__}: {e}. The file may be "
+                "incomplete (interrupted copy or download) or not a PyTorch/Detectron2 checkpoint."
+            ) from e
+
+    def _load_model(self, checkpoint):
+        checkpoint_keys = list(checkpoint.get("model", {}) or {})
+        incompatible = super()._load_model(checkpoint)
+        if incompatible is not None:
+            self._check_loaded_enough(incompatible, checkpoint_keys)
+        return incompatible
+
+    def _check_loaded_enough(self, incompatible, checkpoint_keys) -> None:
+        model_state = {
+            _strip_module(k): v
+            for k, v in self.model.state_dict().items()
+            if not k.endswith("num_batches_tracked")
+        }
+        if not model_state:
+            return
+        not_loaded = {_strip_module(k) for k in incompatible.missing_keys}
+        wrong_shape = {_strip_module(k) for k, *_ in incompatible.incorrect_shapes}
+        not_loaded |= wrong_shape
+        not_loaded &= set(model_state)
+        loaded = [k for k in model_state if k not in not_loaded]
+        if len(loaded) >= self.min_loaded_fraction * len(model_state):
+            return
+        backbone = [k for k in model_state if k.startswith(_BACKBONE_PREFIX)]
+        loaded_backbone = [k for k in loaded if k.startswith(_BACKBONE_PREFIX)]
+        if loaded and len(loaded_backbone) == len(loaded) and len(loaded_backbone) >= 0.5 * len(backbone):
+            return  # a backbone (e.g. ImageNet) initialisation: the rest is trained from scratch
+        numel = lambda keys: sum(int(model_state[k].numel()) for k in keys)  # noqa: E731
+        unexpected = list(incompatible.unexpected_keys)
+        example = ""
+        if unexpected:
+            example = f" (e.g. {', '.join(unexpected[:3])})"
+        missing = sorted(not_loaded - wrong_shape)
+        raise IncompatibleCheckpointError(
+            f"Checkpoint {self._loading_path or '<unknown>'} does not fit this model: only "
+            f"{len(loaded)} of the model's {len(model_state)} parameter tensors "
+            f"({numel(loaded):,} of {numel(model_state):,} values) would be initialised from it. "
+            f"{len(missing)} are missing from the checkpoint (e.g. {', '.join(missing[:3])}), "
+            f"{len(wrong_shape)} have a different shape, and {len(unexpected)} of its "
+            f"{len(checkpoint_keys)} tensors are not used by the model{example}. It is probably "
+            "a checkpoint of another architecture or configuration (backbone depth, "
+            "MODEL.FPN.OUT_CHANNELS, ...). Use a yolact_d2 checkpoint of this configuration (a "
+            "different MODEL.YOLACT.NUM_CLASSES is fine for fine-tuning), a ResNet backbone "
+            "checkpoint (tools/convert_torchvision_backbone.py), or an original YOLACT checkpoint "
+            "converted with tools/convert_yolact_weights.py."
+        )

@@ -1,0 +1,168 @@
+"""Checks of instance annotations, shared by the COCO-json loader and the dataset mapper
+(docs/RELIABILITY.md).
+
+Every problem is either fixed or causes the annotation (or one polygon of it) to be dropped; the
+caller logs each decision with the image and the annotation id. The rules:
+
+* box (absolute XYXY here) that is not 4 finite numbers, or with zero or negative width or
+  height: the annotation is dropped;
+* box partly outside the image: clipped to the image (more than ``BOX_CLIP_TOLERANCE`` pixels
+  outside: with a warning; less: rounding, clipped without one). Entirely outside: dropped;
+* polygon with an odd number of coordinates, fewer than 3 points or non-finite values: that
+  polygon is dropped; an annotation left without any polygon is dropped;
+* segmentation missing or empty, or an RLE / binary mask whose size differs from the image, or an
+  RLE that cannot be decoded: the annotation is dropped (YOLACT needs a mask for every instance).
+
+The functions never raise on malformed data; they return what to keep and why.
+"""
+from numbers import Real
+from typing import Any, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pycocotools.mask as mask_util
+
+__all__ = [
+    "BOX_CLIP_TOLERANCE",
+    "AnnotationError",
+    "check_box_xyxy",
+    "check_segmentation",
+    "format_annotation",
+]
+
+# Boxes extending less than this many pixels past the image are clipped silently (float
+# rounding in the json, e.g. x + w = 640.01 for a 640-wide image).
+BOX_CLIP_TOLERANCE = 1.0
+
+
+class AnnotationError(ValueError):
+    """An annotation problem that cannot be fixed or skipped (e.g. an unknown category)."""
+
+
+def format_annotation(where: str, image_id: Any, annotation_id: Any, index: int) -> str:
+    """``"<where> image_id <id>, annotation <id>"`` (the list index when there is no id)."""
+    ann = f"annotation id {annotation_id}" if annotation_id is not None else f"annotation #{index}"
+    return f"{where} (image_id {image_id}), {ann}"
+
+
+def _finite_numbers(values: Any) -> Optional[List[float]]:
+    """The values as floats if they are a flat sequence of finite real numbers, else None."""
+    if isinstance(values, (str, bytes, dict)) or not isinstance(values, (list, tuple, np.ndarray)):
+        return None
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if arr.ndim != 1 or not np.isfinite(arr).all():
+        return None
+    return arr.tolist()
+
+
+def check_box_xyxy(
+    box: Any, height: Optional[int], width: Optional[int]
+) -> Tuple[Optional[List[float]], Optional[str], Optional[str]]:
+    """Validate an absolute XYXY box against an image of ``height`` x ``width`` (None: unknown,
+    no clipping).
+
+    Returns ``(box or None, note, drop_reason)``: the (possibly clipped) box and a note when it was
+    clipped by more than ``BOX_CLIP_TOLERANCE``, or ``None`` and the reason to drop the annotation.
+    """
+    values = _finite_numbers(box)
+    if values is None or len(values) != 4:
+        return None, None, f"bbox {box!r} is not 4 finite numbers"
+    x0, y0, x1, y1 = values
+    if x1 <= x0 or y1 <= y0:
+        return None, None, (
+            f"bbox has zero or negative size (width {x1 - x0:g}, height {y1 - y0:g})"
+        )
+    if height is None or width is None:
+        return values, None, None
+    cx0, cy0 = min(max(x0, 0.0), width), min(max(y0, 0.0), height)
+    cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
+    if cx1 <= cx0 or cy1 <= cy0:
+        return None, None, (
+            f"bbox [{x0:g}, {y0:g}, {x1:g}, {y1:g}] (XYXY) is entirely outside the "
+            f"{width}x{height} image"
+        )
+    clipped = [cx0, cy0, cx1, cy1]
+    shift = max(abs(a - b) for a, b in zip(values, clipped))
+    note = None
+    if shift > BOX_CLIP_TOLERANCE:
+        note = (
+            f"bbox [{x0:g}, {y0:g}, {x1:g}, {y1:g}] (XYXY) extends {shift:g} px outside the "
+            f"{width}x{height} image: clipped to [{cx0:g}, {cy0:g}, {cx1:g}, {cy1:g}]"
+        )
+    return clipped, note, None
+
+
+def _check_polygons(segm: Sequence) -> Tuple[List[List[float]], List[str]]:
+    kept, notes = [], []
+    if len(segm) and all(isinstance(v, Real) for v in segm):
+        # A flat list of numbers instead of a list of polygons: read it as one polygon.
+        notes.append("segmentation is a flat list of numbers, read as one polygon")
+        segm = [segm]
+    for i, poly in enumerate(segm):
+        values = _finite_numbers(poly)
+        if values is None:
+            notes.append(f"polygon {i} is not a list of finite numbers: dropped this polygon")
+        elif len(values) % 2:
+            notes.append(f"polygon {i} has an odd number of coordinates ({len(values)}): dropped this polygon")
+        elif len(values) < 6:
+            notes.append(f"polygon {i} has {len(values) // 2} point(s), fewer than 3: dropped this polygon")
+        else:
+            kept.append(values)
+    return kept, notes
+
+
+def _rle_size(segm: dict) -> Optional[Tuple[int, int]]:
+    size = _finite_numbers(segm.get("size", None))
+    if size is None or len(size) != 2:
+        return None
+    return int(size[0]), int(size[1])
+
+
+def check_segmentation(
+    segm: Any, height: Optional[int], width: Optional[int]
+) -> Tuple[Any, List[str], Optional[str]]:
+    """Validate one annotation's ``segmentation`` for an image of ``height`` x ``width``.
+
+    Accepts polygons (list of flat coordinate lists), COCO RLE (compressed, or uncompressed with a
+    list of ``counts``, which is converted to compressed) and H x W binary ndarrays.
+
+    Returns ``(segmentation or None, notes, drop_reason)``: the cleaned segmentation and notes about
+    what was fixed, or ``None`` and the reason to drop the annotation.
+    """
+    if segm is None:
+        return None, [], "has no segmentation (YOLACT needs a mask for every instance)"
+    if isinstance(segm, np.ndarray) and segm.ndim == 2:
+        if height is not None and tuple(segm.shape) != (height, width):
+            return None, [], (
+                f"binary mask is {segm.shape[1]}x{segm.shape[0]} but the image is {width}x{height}"
+            )
+        return segm, [], None
+    if isinstance(segm, dict):
+        size = _rle_size(segm)
+        if size is None or "counts" not in segm:
+            return None, [], "RLE segmentation without a valid 'size' [h, w] and 'counts'"
+        if height is not None and size != (height, width):
+            return None, [], (
+                f"RLE mask size is {size[1]}x{size[0]} (w x h) but the image is {width}x{height}"
+            )
+        try:
+            if isinstance(segm["counts"], list):
+                counts = _finite_numbers(segm["counts"])
+                if counts is None or any(c < 0 for c in counts) or sum(counts) != size[0] * size[1]:
+                    raise ValueError("counts do not add up to h * w")
+                segm = mask_util.frPyObjects({"size": list(size), "counts": segm["counts"]}, *size)
+            else:
+                mask_util.decode(segm)  # raises on counts that do not match the size
+        except Exception as e:  # noqa: BLE001 (pycocotools raises several types)
+            return None, [], f"RLE segmentation cannot be decoded ({type(e).__name__}: {e})"
+        return segm, [], None
+    if isinstance(segm, (list, tuple)):
+        if len(segm) == 0:
+            return None, [], "has an empty segmentation (YOLACT needs a mask for every instance)"
+        polygons, notes = _check_polygons(segm)
+        if not polygons:
+            return None, notes, "no valid polygon left in its segmentation"
+        return polygons, notes, None
+    return None, [], f"segmentation of type {type(segm).__name__} is not polygons, RLE or a mask"

@@ -1,0 +1,142 @@
+"""Detectron2 ResNet with YOLACT++'s deformable bottlenecks (YOLACT_SPEC.md §1.4).
+
+YOLACT++ replaces the 3x3 conv of some bottlenecks by DCNv2. In a stage with deform on, block
+``i`` is deformable iff ``i % interval == 0`` (the original's rule
+``(i + dcn_layers >= blocks) and (i % interval == 0)`` with ``dcn_layers = blocks``, which is what
+every released config uses). The released models use
+
+* R-101: C3-C5 with interval 3 -> 11 DCN blocks: ``res3.{0,3}``, ``res4.{0,3,...,21}``, ``res5.0``;
+* R-50: C3-C5 with interval 1 -> all 13 bottlenecks of C3-C5.
+
+Config: Detectron2's own ``MODEL.RESNETS.DEFORM_ON_PER_STAGE`` / ``DEFORM_MODULATED`` /
+``DEFORM_NUM_GROUPS`` plus ``MODEL.YOLACT.DEFORM_INTERVAL``. Detectron2's ``build_resnet_backbone``
+would build its ``DeformBottleneckBlock``, which needs Detectron2's compiled extension and has a
+different parameter layout, so this module builds the ResNet itself from Detectron2's ``ResNet``,
+``BasicStem`` and ``BottleneckBlock``; only the deformable blocks differ, and all other parameter
+names stay Detectron2's (``res{2..5}.{b}.conv{1,2,3}``, ``.shortcut``, ``.norm``).
+"""
+from typing import List
+
+import fvcore.nn.weight_init as weight_init
+
+from detectron2.layers import ShapeSpec, get_norm
+from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
+
+from ...layers.deform_conv import ModulatedDeformConv2d
+
+__all__ = ["DCNv2BottleneckBlock", "deformable_blocks", "build_yolact_resnet_backbone"]
+
+_BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
+
+
+class DCNv2BottleneckBlock(BottleneckBlock):
+    """Detectron2's ``BottleneckBlock`` whose 3x3 ``conv2`` is a :class:`ModulatedDeformConv2d`
+    (stride on the 3x3 unless ``stride_in_1x1``), followed by the block's norm as ``conv2.norm``,
+    as in the original (``conv2 -> bn2 -> relu``). Parameter names inside ``conv2`` are DCNv2's:
+    ``weight``, ``bias``, ``conv_offset_mask.{weight,bias}``."""
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        *,
+        bottleneck_channels,
+        stride=1,
+        num_groups=1,
+        norm="BN",
+        stride_in_1x1=False,
+        dilation=1,
+        deform_num_groups=1,
+    ):
+        super().__init__(
+            in_channels,
+            out_channels,
+            bottleneck_channels=bottleneck_channels,
+            stride=stride,
+            num_groups=num_groups,
+            norm=norm,
+            stride_in_1x1=stride_in_1x1,
+            dilation=dilation,
+        )
+        self.conv2 = ModulatedDeformConv2d(
+            bottleneck_channels,
+            bottleneck_channels,
+            kernel_size=3,
+            stride=1 if stride_in_1x1 else stride,
+            padding=dilation,
+            dilation=dilation,
+            groups=num_groups,
+            deformable_groups=deform_num_groups,
+            bias=True,
+            norm=get_norm(norm, bottleneck_channels),
+        )
+        # Same weight init as the other convs of the block; bias and offsets/mask stay zero.
+        weight_init.c2_msra_fill(self.conv2)
+
+
+def deformable_blocks(num_blocks: int, deform_on: bool, interval: int) -> List[bool]:
+    """Which blocks of a stage are deformable: block ``i`` iff deform is on and ``i % interval == 0``."""
+    if interval < 1:
+        raise ValueError(f"MODEL.YOLACT.DEFORM_INTERVAL must be >= 1, got {interval}")
+    return [bool(deform_on) and i % interval == 0 for i in range(num_blocks)]
+
+
+@BACKBONE_REGISTRY.register()
+def build_yolact_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
+    """A Detectron2 ``ResNet`` from ``MODEL.RESNETS.*`` (same keys and semantics as Detectron2's
+    ``build_resnet_backbone``), with :class:`DCNv2BottleneckBlock` where
+    ``MODEL.RESNETS.DEFORM_ON_PER_STAGE`` and ``MODEL.YOLACT.DEFORM_INTERVAL`` say so."""
+    r = cfg.MODEL.RESNETS
+    depth = r.DEPTH
+    if depth not in _BLOCKS_PER_STAGE:
+        raise ValueError(f"MODEL.RESNETS.DEPTH must be one of {sorted(_BLOCKS_PER_STAGE)}, got {depth}")
+    deform_on = list(r.DEFORM_ON_PER_STAGE)
+    if len(deform_on) != 4:
+        raise ValueError(f"MODEL.RESNETS.DEFORM_ON_PER_STAGE needs 4 entries (res2..res5), got {deform_on}")
+    if any(deform_on) and not r.DEFORM_MODULATED:
+        raise ValueError(
+            "MODEL.RESNETS.DEFORM_MODULATED False (DCNv1) is not supported; YOLACT++ uses modulated "
+            "deformable convolutions (DCNv2): set it to True"
+        )
+    interval = cfg.MODEL.YOLACT.DEFORM_INTERVAL
+    if r.RES5_DILATION not in (1, 2):
+        raise ValueError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {r.RES5_DILATION}")
+    basic = depth in (18, 34)
+    if basic and (any(deform_on) or r.RES2_OUT_CHANNELS != 64 or r.RES5_DILATION != 1 or r.NUM_GROUPS != 1):
+        raise ValueError(
+            "R-18/R-34 have basic blocks: they need MODEL.RESNETS.RES2_OUT_CHANNELS 64, RES5_DILATION 1, "
+            "NUM_GROUPS 1 and no deformable stages (DEFORM_ON_PER_STAGE all False)"
+        )
+
+    stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
+    in_channels = r.STEM_OUT_CHANNELS
+    out_channels = r.RES2_OUT_CHANNELS
+    bottleneck_channels = r.NUM_GROUPS * r.WIDTH_PER_GROUP
+    stages = []
+    for idx, num_blocks in enumerate(_BLOCKS_PER_STAGE[depth]):
+        dilation = r.RES5_DILATION if idx == 3 else 1
+        first_stride = 1 if idx == 0 or dilation == 2 else 2
+        blocks = []
+        for i, deform in enumerate(deformable_blocks(num_blocks, deform_on[idx], interval)):
+            kwargs = {"stride": first_stride if i == 0 else 1, "norm": r.NORM}
+            if basic:
+                block_class = BasicBlock
+            else:
+                kwargs.update(
+                    bottleneck_channels=bottleneck_channels,
+                    num_groups=r.NUM_GROUPS,
+                    stride_in_1x1=r.STRIDE_IN_1X1,
+                    dilation=dilation,
+                )
+                if deform:
+                    block_class = DCNv2BottleneckBlock
+                    kwargs["deform_num_groups"] = r.DEFORM_NUM_GROUPS
+                else:
+                    block_class = BottleneckBlock
+            blocks.append(block_class(in_channels if i == 0 else out_channels, out_channels, **kwargs))
+        stages.append(blocks)
+        in_channels = out_channels
+        out_channels *= 2
+        bottleneck_channels *= 2
+    return ResNet(stem, stages, out_features=r.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
