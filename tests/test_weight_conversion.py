@@ -459,21 +459,46 @@ def test_cli_converts_r50(r50_files):
     assert not [p for p in os.listdir(out.parent) if p.startswith(".tmp_")]
 
 
-def test_r50_loads_with_detection_checkpointer(r50_model, r50_files, caplog):
+
+class _LogRecords(logging.Handler):
+    """Collects fvcore's warnings; pytest's log capture misses them once Detectron2's
+    setup_logger (called by other tests in the same session) has stopped the "fvcore" logger
+    from propagating."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    @property
+    def text(self):
+        return "\n".join(r.getMessage() for r in self.records)
+
+
+@pytest.fixture
+def fvcore_log():
+    handler, logger = _LogRecords(), logging.getLogger("fvcore")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+def test_r50_loads_with_detection_checkpointer(r50_model, r50_files, fvcore_log):
     _, _, out, _ = r50_files
     checkpointer = RecordingCheckpointer(r50_model)
-    with caplog.at_level(logging.WARNING):
-        checkpointer.load(str(out))
+    checkpointer.load(str(out))
     inc = checkpointer.incompatible
     assert (inc.missing_keys, inc.unexpected_keys, inc.incorrect_shapes) == ([], [], [])
-    assert not [r for r in caplog.records if r.name.startswith("fvcore")]
+    assert not [r for r in fvcore_log.records if r.name.startswith("fvcore")]
     saved = torch.load(out, map_location="cpu", weights_only=True)["model"]
     model_sd = r50_model.state_dict()
     assert set(model_sd) == set(saved)
     assert all(torch.equal(model_sd[k], saved[k]) for k in saved)
 
 
-def test_frozen_bn_and_fine_tuning_with_fewer_classes(r50_finetune_model, r50_files, tmp_path, caplog):
+def test_frozen_bn_and_fine_tuning_with_fewer_classes(r50_finetune_model, r50_files, tmp_path, fvcore_log):
     """81-class COCO weights into a FrozenBN model with 3 classes: the class layers keep their
     fresh init (fvcore skips them with a warning), everything else is loaded. FrozenBN has no
     num_batches_tracked: kept counters are reported as unexpected; --drop-num-batches-tracked
@@ -494,8 +519,7 @@ def test_frozen_bn_and_fine_tuning_with_fewer_classes(r50_finetune_model, r50_fi
     new_sd, _ = convert_yolact_state_dict(original, drop_num_batches_tracked=True)
     torch.save({"model": new_sd, "__author__": "test", "matching_heuristics": False}, dropped)
     checkpointer = RecordingCheckpointer(model)
-    with caplog.at_level(logging.WARNING):
-        checkpointer.load(str(dropped))
+    checkpointer.load(str(dropped))
     inc = checkpointer.incompatible
     assert inc.unexpected_keys == []
     assert sorted(inc.missing_keys) == sorted(class_keys)
@@ -505,7 +529,7 @@ def test_frozen_bn_and_fine_tuning_with_fewer_classes(r50_finetune_model, r50_fi
         "sem_seg_head.predictor.weight": ((80, 256, 1, 1), (3, 256, 1, 1)),
         "sem_seg_head.predictor.bias": ((80,), (3,)),
     }
-    log = caplog.text
+    log = fvcore_log.text
     for k in class_keys:
         assert f"Skip loading parameter '{k}' to the model due to incompatible shapes" in log
     model_sd = model.state_dict()
@@ -548,7 +572,7 @@ def test_cli_missing_file(tmp_path):
         assert result.stderr.strip() == f"error: {tmp_path / 'nope.pth'}: no such file"
 
 
-def test_cli_converts_yolact_plus_r50(tmp_path, caplog):
+def test_cli_converts_yolact_plus_r50(tmp_path, fvcore_log):
     """A full-size synthetic yolact_plus_resnet50 checkpoint through the command-line tool, then
     DetectionCheckpointer into the model of the matching config: nothing missing or unexpected."""
     original = make_original(50, num_anchors=9, plus=True)
@@ -562,8 +586,7 @@ def test_cli_converts_yolact_plus_r50(tmp_path, caplog):
     assert count_parameters(saved) == 33_766_460  # §10.1
     model = build_model(yolact_cfg(R50_PLUS_CONFIG))
     checkpointer = RecordingCheckpointer(model)
-    with caplog.at_level(logging.WARNING):
-        checkpointer.load(str(out))
+    checkpointer.load(str(out))
     inc = checkpointer.incompatible
     assert (inc.missing_keys, inc.unexpected_keys, inc.incorrect_shapes) == ([], [], [])
     model_sd = model.state_dict()
