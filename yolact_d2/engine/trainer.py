@@ -23,7 +23,6 @@ from detectron2.data import DatasetMapper, MetadataCatalog, build_detection_test
 from detectron2.data import get_detection_dataset_dicts
 from detectron2.engine import AMPTrainer, DefaultTrainer, HookBase, SimpleTrainer
 from detectron2.engine import hooks as d2_hooks
-from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
