@@ -1,3 +1,5 @@
+import contextlib
+import logging
 import os
 import warnings
 
@@ -42,3 +44,31 @@ def tiny_cfg(num_classes=3, image_size=128, opts=()):
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests with one torch thread (use with ``pytestmark = pytest.mark.usefixtures``):
+    they start subprocesses or share the 2 cores with them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def captured(name="yolact_d2"):
+    """Records logged to ``name`` (and below) inside the block, whatever the propagation settings
+    (Detectron2's setup_logger turns propagation off, which defeats pytest's caplog)."""
+    records = []
+    handler = logging.Handler(level=logging.DEBUG)
+    handler.emit = records.append
+    log = logging.getLogger(name)
+    old_level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    try:
+        yield records
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)

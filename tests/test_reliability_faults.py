@@ -2,7 +2,6 @@
 training or while writing a checkpoint, interrupted evaluations, and a failing worker of a
 multi-process run. Tiny ResNet-18 runs on a small generated dataset; subprocesses use one thread.
 """
-import contextlib
 import glob
 import json
 import logging
@@ -18,7 +17,7 @@ import torch
 
 from detectron2.config import get_cfg
 
-from conftest import tiny_cfg
+from conftest import captured, tiny_cfg
 from yolact_d2 import YolactTrainer, add_yolact_config
 from yolact_d2.checkpoint import AtomicDetectionCheckpointer, atomic_open
 from yolact_d2.checkpoint import atomic as atomic_module
@@ -30,28 +29,9 @@ SYNTHETIC_CONFIG = os.path.join(ROOT, "configs", "Synthetic", "yolact_R_18_FPN_s
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@contextlib.contextmanager
-def captured(name="yolact_d2"):
-    records = []
-    handler = logging.Handler(level=logging.DEBUG)
-    handler.emit = records.append
-    log = logging.getLogger(name)
-    old_level = log.level
-    log.addHandler(handler)
-    log.setLevel(logging.DEBUG)
-    try:
-        yield records
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(old_level)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ demo) either handles it correctly or fails with a message naming the file; bad a
 fixed or dropped with a warning naming the image and the annotation id; bad configs fail before
 training starts. Tiny images, the ResNet-18 helper config, one thread.
 """
-import contextlib
 import importlib.util
 import json
 import logging
@@ -23,7 +22,7 @@ from PIL import Image
 from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts
 from detectron2.structures import BoxMode
 
-from conftest import tiny_cfg
+from conftest import captured, tiny_cfg
 from yolact_d2.checkpoint import AtomicDetectionCheckpointer, IncompatibleCheckpointError
 from yolact_d2.data.annotation_checks import AnnotationError
 from yolact_d2.data.dataset_mapper import (
@@ -39,29 +38,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 S = 128  # network input of the tiny config (P7 stride)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@contextlib.contextmanager
-def captured(name="yolact_d2"):
-    """Messages logged to ``name`` (and below) inside the block, whatever the propagation."""
-    records = []
-    handler = logging.Handler(level=logging.DEBUG)
-    handler.emit = records.append
-    log = logging.getLogger(name)
-    old_level = log.level
-    log.addHandler(handler)
-    log.setLevel(logging.DEBUG)
-    try:
-        yield records
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(old_level)
 
 
 def _text(records):
