@@ -11,7 +11,6 @@ initialisation. torchvision puts the stride in the 3x3 conv: the model needs
 ``MODEL.RESNETS.STRIDE_IN_1X1 False`` (as in all yolact_d2 configs). Exit code 1 on errors.
 """
 import argparse
-import os
 import sys
 
 AUTHOR = "yolact_d2 convert_torchvision_backbone"
@@ -32,13 +31,11 @@ def main(argv=None) -> int:
         print(f"error: {args.input}: {message}", file=sys.stderr)
         return 1
 
-    if not os.path.isfile(args.input):
-        return fail("no such file")
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(out_dir):
-        return fail(f"output directory {out_dir} does not exist")
-
     from yolact_d2.checkpoint import yolact_converter as conv
+
+    problem = conv.cli_path_problem(args.input, args.output)
+    if problem:
+        return fail(problem)
     try:
         checkpoint = conv.load_checkpoint_file(args.input, warn=lambda m: print(m, file=sys.stderr))
         state_dict, depth = conv.convert_torchvision_resnet_state_dict(

@@ -13,7 +13,6 @@ backbone, mask re-scoring net) convert to the ``yolact_plus_*`` configs; DarkNet
 detected and rejected (no DarkNet backbone yet). Exit code 1 on errors.
 """
 import argparse
-import os
 import sys
 
 AUTHOR = "yolact_d2 convert_yolact_weights"
@@ -35,13 +34,11 @@ def main(argv=None) -> int:
         print(f"error: {args.input}: {message}", file=sys.stderr)
         return 1
 
-    if not os.path.isfile(args.input):
-        return fail("no such file")
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(out_dir):
-        return fail(f"output directory {out_dir} does not exist")
-
     from yolact_d2.checkpoint import yolact_converter as conv
+
+    problem = conv.cli_path_problem(args.input, args.output)
+    if problem:
+        return fail(problem)
     try:
         checkpoint = conv.load_checkpoint_file(args.input, warn=lambda m: print(m, file=sys.stderr))
         state_dict, info = conv.convert_yolact_state_dict(

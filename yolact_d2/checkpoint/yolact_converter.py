@@ -735,6 +735,16 @@ def format_yolact_info(info: Mapping[str, Any], short: bool = False) -> str:
 # --------------------------------------------------------------------------------------------
 # files
 # --------------------------------------------------------------------------------------------
+def cli_path_problem(input_path: str, output_path: str) -> Optional[str]:
+    """What is wrong with a converter tool's input/output paths (one line), or None."""
+    if not os.path.isfile(input_path):
+        return "no such file"
+    out_dir = os.path.dirname(os.path.abspath(output_path))
+    if not os.path.isdir(out_dir):
+        return f"output directory {out_dir} does not exist"
+    return None
+
+
 def load_checkpoint_file(path: str, warn: Optional[Callable[[str], None]] = None) -> Any:
     """``torch.load`` on CPU with ``weights_only=True`` (original YOLACT and torchvision
     checkpoints are plain dicts of tensors). If the file holds other Python objects, warn and
