@@ -173,3 +173,32 @@ def test_inference_non_square_sizes(nms_type):
 def test_bad_nms_type_is_rejected():
     with pytest.raises(ValueError, match="NMS_TYPE"):
         build_model(tiny_cfg(opts=["MODEL.YOLACT.NMS_TYPE", "soft"]))
+
+
+def test_group_norm_option_places_gn_and_drops_redundant_biases():
+    """MODEL.FPN.NORM / MODEL.YOLACT.NORM "GN": GroupNorm after the FPN lateral/output convs and the
+    hidden convs of the head and protonet, those convs without bias; prediction convs unchanged.
+    The default ("") keeps the original's parameter layout exactly (counted above)."""
+    plain = build_model(tiny_cfg())
+    model = build_model(tiny_cfg(opts=["MODEL.FPN.NORM", "GN", "MODEL.YOLACT.NORM", "GN"]))
+    gn = {n for n, m in model.named_modules() if isinstance(m, torch.nn.GroupNorm)}
+    assert gn == {
+        *(f"backbone.lateral_convs.{i}.norm" for i in range(3)),
+        *(f"backbone.output_convs.{i}.norm" for i in range(3)),
+        "head.conv.norm",
+        *(f"protonet.convs_before_upsample.{i}.norm" for i in range(3)),
+        "protonet.convs_after_upsample.0.norm",
+    }
+    assert all(m.num_groups == 32 and m.num_channels == 64 for n, m in model.named_modules() if n in gn)
+    keys, plain_keys = set(model.state_dict()), set(plain.state_dict())
+    assert plain_keys - keys == {n[: -len("norm")] + "bias" for n in gn}
+    assert keys - plain_keys == {f"{n}.{p}" for n in gn for p in ("weight", "bias")}
+    # GN output is zero-mean per group at init: the ReLU'd FPN outputs keep about half their units
+    model.eval()
+    with torch.no_grad():
+        feats = model.backbone(torch.randn(2, 3, 128, 128))
+    for name in ("p3", "p4", "p5"):
+        assert 0.35 < (feats[name] > 0).float().mean() < 0.65, name
+    model.train()
+    batch = [{"image": torch.rand(3, 128, 128) * 255, "instances": _instances(128, 128, [[10, 10, 80, 90]], [0])}]
+    assert all(torch.isfinite(v) for v in model(batch).values())

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from detectron2.config import configurable
-from detectron2.layers import ShapeSpec
+from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.utils.registry import Registry
 
 __all__ = ["YOLACT_HEAD_REGISTRY", "YolactHead", "build_yolact_head"]
@@ -34,24 +34,30 @@ def _flatten(x: torch.Tensor, last_dim: int) -> torch.Tensor:
 @YOLACT_HEAD_REGISTRY.register()
 class YolactHead(nn.Module):
     @configurable
-    def __init__(self, *, in_channels: int, num_classes: int, num_anchors: int, num_prototypes: int):
+    def __init__(
+        self, *, in_channels: int, num_classes: int, num_anchors: int, num_prototypes: int, norm: str = ""
+    ):
         """
         Args:
             in_channels: channels of every input level (shared weights need equal channels).
             num_classes: foreground classes K; the classifier predicts K + 1 logits.
             num_anchors: anchors per location A.
             num_prototypes: mask coefficients per anchor k.
+            norm: normalisation after the shared 3x3 conv (``MODEL.YOLACT.NORM``); none in YOLACT.
         """
         super().__init__()
         self.num_classes = num_classes
         self.num_prototypes = num_prototypes
-        self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
+        self.conv = Conv2d(
+            in_channels, in_channels, 3, padding=1, bias=norm == "", norm=get_norm(norm, in_channels)
+        )
         self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, 3, padding=1)
         self.cls_score = nn.Conv2d(in_channels, num_anchors * (num_classes + 1), 3, padding=1)
         self.coeff_pred = nn.Conv2d(in_channels, num_anchors * num_prototypes, 3, padding=1)
         for conv in (self.conv, self.bbox_pred, self.cls_score, self.coeff_pred):
             nn.init.xavier_uniform_(conv.weight)  # original init (§6)
-            nn.init.zeros_(conv.bias)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
 
     @classmethod
     def from_config(cls, cfg, input_shape: List[ShapeSpec]):
@@ -65,6 +71,7 @@ class YolactHead(nn.Module):
             "num_classes": cfg.MODEL.YOLACT.NUM_CLASSES,
             "num_anchors": YolactAnchorGenerator(cfg).num_anchors,
             "num_prototypes": cfg.MODEL.YOLACT.NUM_PROTOTYPES,
+            "norm": cfg.MODEL.YOLACT.NORM,
         }
 
     def forward(self, features: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from detectron2.config import configurable
-from detectron2.layers import ShapeSpec
+from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.utils.registry import Registry
 
 __all__ = ["PROTONET_REGISTRY", "ProtoNet", "build_protonet"]
@@ -37,17 +37,23 @@ class ProtoNet(nn.Module):
         num_convs_before_upsample: int = 3,
         num_convs_after_upsample: int = 1,
         upsample_factor: float = 2.0,
+        norm: str = "",
     ):
+        """``norm``: normalisation after each hidden 3x3 conv (``MODEL.YOLACT.NORM``); none in YOLACT."""
         super().__init__()
         dims = [in_channels] + [conv_dim] * (num_convs_before_upsample + num_convs_after_upsample)
-        convs = [nn.Conv2d(d_in, d_out, 3, padding=1) for d_in, d_out in zip(dims[:-1], dims[1:])]
+        convs = [
+            Conv2d(d_in, d_out, 3, padding=1, bias=norm == "", norm=get_norm(norm, d_out))
+            for d_in, d_out in zip(dims[:-1], dims[1:])
+        ]
         self.convs_before_upsample = nn.ModuleList(convs[:num_convs_before_upsample])
         self.convs_after_upsample = nn.ModuleList(convs[num_convs_before_upsample:])
         self.predictor = nn.Conv2d(dims[-1], num_prototypes, 1)
         self.upsample_factor = upsample_factor
         for conv in [*convs, self.predictor]:
             nn.init.xavier_uniform_(conv.weight)  # original init (§6)
-            nn.init.zeros_(conv.bias)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
 
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec):
@@ -56,6 +62,7 @@ class ProtoNet(nn.Module):
             "in_channels": input_shape.channels,
             "num_prototypes": cfg.MODEL.YOLACT.NUM_PROTOTYPES,
             "conv_dim": input_shape.channels,
+            "norm": cfg.MODEL.YOLACT.NORM,
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ from typing import Dict, List
 import torch.nn.functional as F
 from torch import nn
 
-from detectron2.layers import ShapeSpec
+from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, build_resnet_backbone
 
 from .resnet_dcn import build_yolact_resnet_backbone
@@ -30,6 +30,7 @@ class YolactFPN(Backbone):
         in_features: List[str],
         out_channels: int = 256,
         num_downsample: int = 2,
+        norm: str = "",
     ):
         """
         Args:
@@ -37,6 +38,8 @@ class YolactFPN(Backbone):
             in_features: names of the bottom-up outputs used as laterals, finest first.
             out_channels: channels of every pyramid level (256 in YOLACT).
             num_downsample: extra stride-2 levels computed from the coarsest output (P6, P7).
+            norm: normalisation after the lateral and output convs (``MODEL.FPN.NORM``, as in
+                Detectron2's FPN). YOLACT has none (""); "GN" makes training from scratch stable.
         """
         super().__init__()
         self.bottom_up = bottom_up
@@ -44,11 +47,14 @@ class YolactFPN(Backbone):
         in_shapes = bottom_up.output_shape()
         # Stored finest first (lateral_convs[0] reads C3); the original stores them reversed,
         # which the weight converter accounts for.
+        use_bias = norm == ""
         self.lateral_convs = nn.ModuleList(
-            nn.Conv2d(in_shapes[f].channels, out_channels, 1) for f in self.in_features
+            Conv2d(in_shapes[f].channels, out_channels, 1, bias=use_bias, norm=get_norm(norm, out_channels))
+            for f in self.in_features
         )
         self.output_convs = nn.ModuleList(
-            nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in self.in_features
+            Conv2d(out_channels, out_channels, 3, padding=1, bias=use_bias, norm=get_norm(norm, out_channels))
+            for _ in self.in_features
         )
         self.downsample_convs = nn.ModuleList(
             nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1) for _ in range(num_downsample)
@@ -64,7 +70,8 @@ class YolactFPN(Backbone):
         for conv in [*self.lateral_convs, *self.output_convs, *self.downsample_convs]:
             # The original initialises every non-backbone conv with Xavier-uniform, bias 0 (§6).
             nn.init.xavier_uniform_(conv.weight)
-            nn.init.zeros_(conv.bias)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
 
     @property
     def size_divisibility(self) -> int:
@@ -120,4 +127,5 @@ def build_yolact_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> YolactFPN:
         in_features=in_features,
         out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
         num_downsample=num_downsample,
+        norm=cfg.MODEL.FPN.NORM,
     )
