@@ -192,6 +192,29 @@ def test_dcn_taps_are_row_major_and_mask_is_sigmoid():
     assert out[0, 0, 0].abs().max() == 0  # row -1 is outside: zero
 
 
+def test_dcn_fractional_offsets_are_bilinear_with_zeros_outside():
+    """DCNv2's im2col (external/DCNv2 of the original): a sample at (h, w) is the bilinear mix of
+    its four neighbours, neighbours outside the map read 0. Hand-computed for the centre tap moved
+    by (dy, dx) = (-0.5, +0.25): row 0 mixes with the zero row -1, column 4 with the zero column 5."""
+    dcn = ModulatedDeformConv2d(1, 1, 3, padding=1, bias=False)
+    with torch.no_grad():
+        dcn.weight.zero_()
+        dcn.weight[0, 0, 1, 1] = 1.0  # centre tap k = 4 only
+    _offset_bias(dcn, -0.5, 0.25, mask_logit=0.0, taps=[4])  # mask sigmoid(0) = 0.5 on every tap
+    x = torch.arange(1.0, 21.0).view(1, 1, 4, 5)
+
+    def at(r, c):
+        return float(x[0, 0, r, c]) if 0 <= r < 4 and 0 <= c < 5 else 0.0
+
+    expected = torch.tensor([
+        [0.5 * (0.5 * (0.75 * at(y - 1, c) + 0.25 * at(y - 1, c + 1)) + 0.5 * (0.75 * at(y, c) + 0.25 * at(y, c + 1)))
+         for c in range(5)]
+        for y in range(4)
+    ])
+    assert expected[0, 4] == 0.5 * 0.5 * 0.75 * 5.0  # corner: three of four neighbours outside
+    torch.testing.assert_close(dcn(x)[0, 0], expected, rtol=1e-6, atol=1e-6)
+
+
 def test_dcn_gradients_reach_offsets():
     dcn = ModulatedDeformConv2d(2, 2, 3, padding=1)
     dcn(torch.randn(1, 2, 6, 6)).square().sum().backward()
