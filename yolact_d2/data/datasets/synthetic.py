@@ -57,7 +57,7 @@ DEFAULT_PREFIX = "yolact_synthetic"
 DEFAULT_IMAGE_SIZE = ((160, 256), (160, 256))
 
 # Bump when the rendering changes so that cached datasets on disk get regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 # (dataset category id, name). Ids are non-contiguous on purpose (see module docstring).
 _CATEGORY_TABLE = (
@@ -76,11 +76,14 @@ SYNTHETIC_CATEGORIES: List[Dict[str, Any]] = [
 ]
 _ID_TO_CONTIGUOUS = {cid: i for i, (cid, _) in enumerate(_CATEGORY_TABLE)}
 
-# Object extent (diameter of the circumscribed circle) as a fraction of the shorter image side.
-MIN_OBJECT_FRACTION = 0.08
-MAX_OBJECT_FRACTION = 0.45
-# An object is annotated only if this much of it stays visible.
-MIN_VISIBLE_FRACTION = 0.2
+# Object extent (diameter of the circumscribed circle) as a fraction of the shorter image side,
+# drawn log-uniformly. Version 1 used 0.08-0.45: at the main job's 192-px input half of its objects
+# were COCO-"small" and only a few prototype pixels wide (48x48 prototypes), which a CPU-sized
+# model trained for minutes cannot segment; 0.15-0.55 gives mostly medium objects.
+MIN_OBJECT_FRACTION = 0.15
+MAX_OBJECT_FRACTION = 0.55
+# An object is annotated only if this much of it stays visible (version 1: 0.2).
+MIN_VISIBLE_FRACTION = 0.3
 MIN_VISIBLE_PIXELS = 30
 # Visible fragments smaller than this (pixels) are dropped from a mask: they are rasterisation
 # crumbs between occluders, not something a model could or should segment.
