@@ -73,6 +73,11 @@ def add_yolact_config(cfg):
     # The original truncates final pixel boxes to integers (§0.17); False keeps sub-pixel boxes.
     _C.MODEL.YOLACT.TRUNCATE_BOXES_TEST = True
     # The maximum number of detections is TEST.DETECTIONS_PER_IMAGE (100, as the original).
+    # Fast post-processing: Fast NMS picks candidates with topk instead of a full sort, and each
+    # mask is upsampled only inside the window where it can be non-zero instead of over the whole
+    # image. Same detections and masks (tests/test_fast_inference.py); False runs the original's
+    # literal algorithm, kept as the reference.
+    _C.MODEL.YOLACT.FAST_POSTPROCESS_TEST = True
 
     # ---- YOLACT++ (§1.4): deformable backbone, mask re-scoring. The ++ configs also set
     # MODEL.RESNETS.DEFORM_ON_PER_STAGE [False, True, True, True], MODEL.RESNETS.DEFORM_MODULATED

@@ -9,19 +9,35 @@ deliberately not used.
 from typing import Dict, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms
 
 from detectron2.structures import Boxes, Instances
 
 from .box_ops import box_iou
-from .mask_ops import assemble_masks, crop_masks
+from .mask_ops import assemble_masks, crop_keep, paste_masks_faithful, paste_masks_fast
 
 __all__ = ["fast_nms", "cross_class_fast_nms", "standard_nms", "detect", "detections_to_instances"]
 
 
-def fast_nms(boxes, scores, coefficients, iou_threshold: float, top_k: int, max_detections: int):
+def _top_candidates(scores: torch.Tensor, top_k: int, use_topk: bool):
+    """The ``top_k`` highest scores along the last dim and their indices, best first.
+    ``use_topk=False`` is the original's full sort then slice; ``torch.topk`` selects the same
+    entries (up to the order of exactly equal scores) without sorting all of them."""
+    if use_topk:
+        return scores.topk(min(top_k, scores.shape[-1]), dim=-1, sorted=True)
+    scores, idx = scores.sort(dim=-1, descending=True)
+    return scores[..., :top_k], idx[..., :top_k]
+
+
+def _max_iou_with_higher_scored(cand_boxes: torch.Tensor) -> torch.Tensor:
+    """For score-sorted boxes (..., n, 4): max IoU of each box with any box before it."""
+    return box_iou(cand_boxes, cand_boxes).triu_(diagonal=1).amax(dim=-2)
+
+
+def fast_nms(
+    boxes, scores, coefficients, iou_threshold: float, top_k: int, max_detections: int, use_topk: bool = True
+):
     """Per-class Fast NMS (§7.1): for every class keep its ``top_k`` highest-scored candidates and
     drop a box if its IoU with *any* higher-scored box of the same class, suppressed or not,
     exceeds ``iou_threshold``; then keep the ``max_detections`` best over all classes. No score
@@ -29,16 +45,15 @@ def fast_nms(boxes, scores, coefficients, iou_threshold: float, top_k: int, max_
 
     Args:
         boxes (P, 4), scores (C, P) per-class scores, coefficients (P, k).
+        use_topk: select the candidates with ``torch.topk`` instead of the original's full sort.
     Returns:
         boxes (N, 4), scores (N,), classes (N,), coefficients (N, k), sorted by score.
     """
     num_classes = scores.shape[0]
-    scores, idx = scores.sort(dim=1, descending=True)
-    idx, scores = idx[:, :top_k], scores[:, :top_k]
+    scores, idx = _top_candidates(scores, top_k, use_topk)
     cand_boxes = boxes[idx.reshape(-1)].reshape(num_classes, -1, 4)
     cand_coeffs = coefficients[idx.reshape(-1)].reshape(num_classes, idx.shape[1], coefficients.shape[1])
-    iou = box_iou(cand_boxes, cand_boxes).triu(diagonal=1)
-    keep = iou.max(dim=1)[0] <= iou_threshold
+    keep = _max_iou_with_higher_scored(cand_boxes) <= iou_threshold
     classes = torch.arange(num_classes, device=boxes.device)[:, None].expand_as(keep)[keep]
     boxes, coefficients, scores = cand_boxes[keep], cand_coeffs[keep], scores[keep]
     scores, order = scores.sort(dim=0, descending=True)
@@ -46,15 +61,15 @@ def fast_nms(boxes, scores, coefficients, iou_threshold: float, top_k: int, max_
     return boxes[order], scores, classes[order], coefficients[order]
 
 
-def cross_class_fast_nms(boxes, scores, coefficients, iou_threshold: float, top_k: int, max_detections: int):
+def cross_class_fast_nms(
+    boxes, scores, coefficients, iou_threshold: float, top_k: int, max_detections: int, use_topk: bool = True
+):
     """Class-agnostic Fast NMS: every anchor keeps only its best class (the original's
     ``--cross_class_nms``). The original applies no final cap; we apply ``max_detections`` so that
     ``TEST.DETECTIONS_PER_IMAGE`` holds for every NMS type."""
     scores, classes = scores.max(dim=0)
-    idx = scores.sort(dim=0, descending=True)[1][:top_k]
-    cand_boxes = boxes[idx]
-    iou = box_iou(cand_boxes, cand_boxes).triu(diagonal=1)
-    idx = idx[iou.max(dim=0)[0] <= iou_threshold][:max_detections]
+    idx = _top_candidates(scores, top_k, use_topk)[1]
+    idx = idx[_max_iou_with_higher_scored(boxes[idx]) <= iou_threshold][:max_detections]
     return boxes[idx], scores[idx], classes[idx], coefficients[idx]
 
 
@@ -86,12 +101,15 @@ def detect(
     top_k: int,
     max_detections: int,
     image_size: Tuple[int, int],
+    fast: bool = True,
 ) -> Dict[str, torch.Tensor]:
     """Detections of one image.
 
     Args:
         class_probs: (P, K+1) softmax probabilities, index 0 background.
         boxes: (P, 4) decoded relative point-form boxes; coefficients: (P, k).
+        fast: Fast NMS picks its per-class candidates with ``torch.topk`` rather than the
+            original's full sort (same detections; see :func:`fast_nms`).
     Returns:
         dict with relative ``boxes`` (N, 4), ``scores`` (N,), ``classes`` (N,) in [0, K) and
         ``coefficients`` (N, k), sorted by decreasing score.
@@ -102,9 +120,9 @@ def detect(
     if boxes.shape[0] == 0:
         out = (boxes, scores.new_zeros(0), torch.zeros(0, dtype=torch.int64, device=boxes.device), coefficients)
     elif nms_type == "fast":
-        out = fast_nms(boxes, scores, coefficients, iou_threshold, top_k, max_detections)
+        out = fast_nms(boxes, scores, coefficients, iou_threshold, top_k, max_detections, use_topk=fast)
     elif nms_type == "cross_class":
-        out = cross_class_fast_nms(boxes, scores, coefficients, iou_threshold, top_k, max_detections)
+        out = cross_class_fast_nms(boxes, scores, coefficients, iou_threshold, top_k, max_detections, use_topk=fast)
     elif nms_type == "standard":
         out = standard_nms(
             boxes, scores, coefficients, iou_threshold, top_k, max_detections, score_threshold, image_size
@@ -123,6 +141,7 @@ def detections_to_instances(
     mask_threshold: float = 0.5,
     truncate_boxes: bool = True,
     maskiou_net: Optional[nn.Module] = None,
+    fast: bool = True,
 ) -> Instances:
     """Boxes and full-image binary masks at ``output_size`` (§7.2).
 
@@ -142,6 +161,10 @@ def detections_to_instances(
             cropped soft mask at prototype resolution, gathered at the predicted class, and the
             result gets ``mask_scores = scores * predicted IoU`` (§7.2 step 4); ``scores`` stays the
             class score (the original's ``rescore_mask=True, rescore_bbox=False``).
+        fast: compute only the part of each upsampled mask that can be non-zero
+            (:func:`~yolact_d2.modeling.mask_ops.paste_masks_fast`); False upsamples every mask to
+            the whole canvas as the original does (:func:`~yolact_d2.modeling.mask_ops.paste_masks_faithful`).
+            Both give the same masks (tests/test_fast_inference.py).
     """
     out_h, out_w = output_size
     img_h, img_w = image_size
@@ -158,7 +181,9 @@ def detections_to_instances(
     if truncate_boxes:
         pixel_boxes = pixel_boxes.trunc()
 
-    masks = crop_masks(assemble_masks(prototypes, detections["coefficients"]), boxes)
+    masks = assemble_masks(prototypes, detections["coefficients"])
+    keep_rows, keep_cols = crop_keep(boxes, masks.shape[1], masks.shape[2], dtype=masks.dtype)
+    masks = masks * (keep_rows[:, :, None] & keep_cols[:, None, :]).to(masks.dtype)  # crop_masks
     mask_scores = None
     if maskiou_net is not None:
         if masks.shape[0] > 0:
@@ -170,11 +195,10 @@ def detections_to_instances(
         canvas = (out_h, out_w)
     else:
         canvas = (round(out_h * pad_h / img_h), round(out_w * pad_w / img_w))
-    if masks.shape[0] > 0:
-        masks = F.interpolate(masks[None], size=canvas, mode="bilinear", align_corners=False)[0]
-        masks = masks[:, :out_h, :out_w] > mask_threshold
+    if fast:
+        masks = paste_masks_fast(masks, keep_rows, keep_cols, canvas, (out_h, out_w), mask_threshold)
     else:
-        masks = masks.new_zeros((0, out_h, out_w), dtype=torch.bool)
+        masks = paste_masks_faithful(masks, canvas, (out_h, out_w), mask_threshold)
 
     result = Instances((out_h, out_w))
     result.pred_boxes = Boxes(pixel_boxes)
