@@ -78,14 +78,17 @@ def paste_masks_faithful(
 def linear_resize_table(in_size: int, out_size: int, length: int, device=None):
     """Source indices and weights of 1-D linear resizing ``in_size -> out_size`` with
     ``align_corners=False``, for the first ``length`` output positions, computed as PyTorch's
-    CPU ``upsample_bilinear2d`` does (float32 scale ``in/out``, source ``scale*(i+0.5)-0.5``
-    clamped at 0, ``i1 = min(i0+1, in-1)``).
+    CPU ``upsample_bilinear2d`` does: float32 scale ``in/out``, source position
+    ``scale*(i+0.5)-0.5`` evaluated as one fused multiply-add (done here in float64, which is
+    exact for the product) and rounded to float32, clamped at 0; ``i1 = min(i0+1, in-1)``,
+    ``lambda1 = src - i0``, ``lambda0 = 1 - lambda1``. (tests/test_fast_inference.py checks the
+    tables against ``F.interpolate`` bit for bit.)
 
     Returns ``(i0, i1, lambda0, lambda1)``, each of shape (length,).
     """
-    scale = torch.tensor(in_size / out_size, dtype=torch.float32)
-    dst = torch.arange(length, dtype=torch.float32)
-    src = (scale * (dst + 0.5) - 0.5).clamp(min=0)
+    scale = torch.tensor(in_size / out_size, dtype=torch.float32).double()
+    dst = torch.arange(length, dtype=torch.float32) + 0.5
+    src = (scale * dst.double() - 0.5).float().clamp(min=0)
     i0 = src.to(torch.int64)
     lambda1 = src - i0.to(torch.float32)
     lambda0 = 1.0 - lambda1
