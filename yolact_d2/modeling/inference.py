@@ -52,13 +52,13 @@ def fast_nms(
     num_classes = scores.shape[0]
     scores, idx = _top_candidates(scores, top_k, use_topk)
     cand_boxes = boxes[idx.reshape(-1)].reshape(num_classes, -1, 4)
-    cand_coeffs = coefficients[idx.reshape(-1)].reshape(num_classes, idx.shape[1], coefficients.shape[1])
     keep = _max_iou_with_higher_scored(cand_boxes) <= iou_threshold
     classes = torch.arange(num_classes, device=boxes.device)[:, None].expand_as(keep)[keep]
-    boxes, coefficients, scores = cand_boxes[keep], cand_coeffs[keep], scores[keep]
+    anchors, boxes, scores = idx[keep], cand_boxes[keep], scores[keep]
     scores, order = scores.sort(dim=0, descending=True)
     order, scores = order[:max_detections], scores[:max_detections]
-    return boxes[order], scores, classes[order], coefficients[order]
+    # coefficients of the final detections only
+    return boxes[order], scores, classes[order], coefficients[anchors[order]]
 
 
 def cross_class_fast_nms(
@@ -114,9 +114,11 @@ def detect(
         dict with relative ``boxes`` (N, 4), ``scores`` (N,), ``classes`` (N,) in [0, K) and
         ``coefficients`` (N, k), sorted by decreasing score.
     """
-    scores = class_probs[:, 1:].t()  # (K, P)
-    keep = scores.max(dim=0)[0] > score_threshold  # on each anchor's best foreground score
-    boxes, scores, coefficients = boxes[keep], scores[:, keep], coefficients[keep]
+    foreground = class_probs[:, 1:]  # (P, K)
+    keep = foreground.amax(dim=1) > score_threshold  # on each anchor's best foreground score
+    if not (fast and bool(keep.all())):  # (indexing with an all-True mask only copies)
+        foreground, boxes, coefficients = foreground[keep], boxes[keep], coefficients[keep]
+    scores = foreground.t()  # (K, P)
     if boxes.shape[0] == 0:
         out = (boxes, scores.new_zeros(0), torch.zeros(0, dtype=torch.int64, device=boxes.device), coefficients)
     elif nms_type == "fast":
