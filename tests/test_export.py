@@ -32,20 +32,15 @@ def exported(tmp_path_factory):
     """(cfg with the conditioned weights, onnx path, torchscript path)."""
     from yolact_d2 import YolactPredictor
     from yolact_d2.export import export_onnx, export_torchscript
-    from yolact_d2.utils.testing import condition_random_model
+    from yolact_d2.utils.testing import save_conditioned_random_weights
 
     pytest.importorskip("onnxscript")
     tmp = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)
     # sub-pixel boxes, so that box parity is not hidden by truncation to integers
     cfg = tiny_cfg(num_classes=6, image_size=SIZE, opts=["MODEL.YOLACT.TRUNCATE_BOXES_TEST", False])
-    predictor = YolactPredictor(cfg)
-    model = predictor.model
-    calib = [model.preprocess_image([predictor.preprocess(im)]).tensor for im in _images()[:2]]
-    condition_random_model(model, calib)
-    weights = str(tmp / "model.pth")
-    torch.save({"model": model.state_dict()}, weights)
-    cfg.MODEL.WEIGHTS = weights
+    cfg.MODEL.WEIGHTS = save_conditioned_random_weights(cfg, _images()[:2], str(tmp / "model.pth"))
+    model = YolactPredictor(cfg).model  # BN fused, channels-last: what users export
     onnx_path = export_onnx(model, str(tmp / "model.onnx"), SIZE)
     ts_path = export_torchscript(model, str(tmp / "model.pt"), SIZE)
     return cfg, onnx_path, ts_path

@@ -189,3 +189,39 @@ def test_model_fast_equals_faithful(conditioned_model, score_threshold, keep_asp
     if score_threshold < 0.9:
         assert total_fg > 1000  # masks with real content
     assert total_diff == 0, f"{total_diff} of {total_fg} foreground pixels differ"
+
+
+# ------------------------------------------------------------------------------------------------
+# Inference-only forward rewrites (BN folding, channels-last): same function up to rounding
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("norm", ["BN", "FrozenBN"])
+def test_fuse_conv_bn_and_channels_last_keep_the_outputs(norm):
+    import copy
+
+    from detectron2.modeling import build_model
+
+    from yolact_d2.modeling.optimize import fuse_conv_bn, optimize_for_inference
+    from yolact_d2.utils.testing import condition_random_model
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(num_classes=6, image_size=128, opts=["MODEL.RESNETS.NORM", norm])).eval()
+    x = model.preprocess_image(_inputs(_synthetic_images(1), 128)).tensor
+    condition_random_model(model, [x])
+    if norm == "FrozenBN":  # give the frozen statistics non-trivial values
+        from detectron2.layers import FrozenBatchNorm2d
+
+        g = torch.Generator().manual_seed(0)
+        for m in model.modules():
+            if isinstance(m, FrozenBatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    norms = sum(getattr(m, "norm", None) is not None for m in model.modules())
+    fused = copy.deepcopy(model)
+    assert fuse_conv_bn(fused) == norms == 20  # ResNet-18: stem + 16 block convs + 3 shortcuts
+    assert not any(getattr(m, "norm", None) is not None for m in fused.modules())
+    both = optimize_for_inference(copy.deepcopy(model))
+    with torch.inference_mode():
+        expected = model.inference_tensors(x)
+        for variant in (fused, both):
+            for got, want in zip(variant.inference_tensors(x), expected):
+                torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

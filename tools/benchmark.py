@@ -112,16 +112,9 @@ def build_predictor(args, images):
     cfg = build_cfg(args)
     tmp = tempfile.mkdtemp(prefix="yolact_bench_")
     if not args.weights:
-        from yolact_d2.utils.testing import condition_random_model
+        from yolact_d2.utils.testing import save_conditioned_random_weights
 
-        predictor = YolactPredictor(cfg)
-        model = predictor.model
-        calib = [model.preprocess_image([predictor.preprocess(im)]).tensor for im in images[:2]]
-        condition_random_model(model, calib)
-        cfg.MODEL.WEIGHTS = os.path.join(tmp, "conditioned_random.pth")
-        torch.save({"model": model.state_dict()}, cfg.MODEL.WEIGHTS)
-        if args.backend == "torch":
-            return cfg, predictor
+        cfg.MODEL.WEIGHTS = save_conditioned_random_weights(cfg, images[:2], os.path.join(tmp, "conditioned_random.pth"))
     if args.backend == "torch":
         return cfg, YolactPredictor(cfg)
     from yolact_d2.export import YolactONNXPredictor, export_onnx

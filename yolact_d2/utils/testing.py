@@ -18,7 +18,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-__all__ = ["condition_random_model"]
+__all__ = ["condition_random_model", "save_conditioned_random_weights"]
 
 
 @torch.no_grad()
@@ -74,3 +74,20 @@ def condition_random_model(
         model.protonet.predictor.bias.mul_(scale)
     model.train(was_training)
     return model
+
+
+def save_conditioned_random_weights(cfg, images_bgr, path: str) -> str:
+    """Build ``cfg``'s model with random weights, condition it on the BGR images (resized as
+    :class:`~yolact_d2.YolactPredictor` does) and save its state dict to ``path`` (a checkpoint
+    for ``MODEL.WEIGHTS``). Returns ``path``."""
+    from ..predictor import YolactPredictor
+
+    cfg = cfg.clone()
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.YOLACT.FUSE_BN_TEST = False  # keep the BN layers: they are re-estimated here
+    cfg.MODEL.YOLACT.CHANNELS_LAST_TEST = False
+    predictor = YolactPredictor(cfg)
+    model = predictor.model
+    condition_random_model(model, [model.preprocess_image([predictor.preprocess(im)]).tensor for im in images_bgr])
+    torch.save({"model": model.state_dict()}, path)
+    return path
