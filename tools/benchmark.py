@@ -104,13 +104,12 @@ def build_cfg(args):
     return cfg
 
 
-def build_predictor(args, images):
+def build_predictor(args, images, tmp):
     """The predictor of the chosen backend; without --weights, conditioned random weights
-    (saved to a temp file so that an ONNX export and the predictor use the same ones)."""
+    (saved in the directory ``tmp`` so that an ONNX export and the predictor use the same ones)."""
     from yolact_d2 import YolactPredictor
 
     cfg = build_cfg(args)
-    tmp = tempfile.mkdtemp(prefix="yolact_bench_")
     if not args.weights:
         from yolact_d2.utils.testing import save_conditioned_random_weights
 
@@ -176,7 +175,8 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     images = load_images(args)
-    cfg, predictor = build_predictor(args, images)
+    with tempfile.TemporaryDirectory(prefix="yolact_bench_") as tmp:
+        cfg, predictor = build_predictor(args, images, tmp)
     device = predictor.model.device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     stages = TORCH_STAGES if args.backend == "torch" else ORT_STAGES
