@@ -24,7 +24,8 @@ SIZE = 160
 def _images():
     from yolact_d2.data.datasets.synthetic import render_synthetic_sample
 
-    return [render_synthetic_sample(3, "val", i, image_size=(150, 230))["image"] for i in range(3)]
+    # different sizes and aspect ratios (keep_aspect then gives different network input sizes)
+    return [render_synthetic_sample(3, "val", i, image_size=((120, 200), (150, 260)))["image"] for i in range(3)]
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +126,28 @@ def test_exported_predictors_reject_other_sizes(exported, tmp_path):
         YolactONNXPredictor(other, onnx_path)
     other = cfg.clone()
     other.INPUT.TEST_RESIZE_MODE = "keep_aspect"
-    with pytest.raises(ValueError, match="squash"):
+    with pytest.raises(ValueError, match="squash.*dynamic"):
         YolactONNXPredictor(other, onnx_path)
+
+
+def test_dynamic_onnx_export_with_keep_aspect(exported, tmp_path):
+    """--dynamic: one graph for every input size (box deltas out, anchors computed per size by
+    the predictor); with INPUT.TEST_RESIZE_MODE keep_aspect the images of different aspect ratios
+    give inputs of different sizes."""
+    pytest.importorskip("onnxruntime")
+    from yolact_d2 import YolactPredictor
+    from yolact_d2.export import DYNAMIC_OUTPUT_NAMES, YolactONNXPredictor, export_onnx
+
+    cfg, _, _ = exported
+    cfg = cfg.clone()
+    cfg.INPUT.TEST_RESIZE_MODE = "keep_aspect"
+    reference = YolactPredictor(cfg)
+    path = export_onnx(reference.model, str(tmp_path / "dynamic.onnx"), SIZE, dynamic=True)
+    onnx = YolactONNXPredictor(cfg, path, num_threads=1)
+    assert onnx.dynamic and onnx.output_names == list(DYNAMIC_OUTPUT_NAMES)
+    sizes = {tuple(onnx.preprocess(im)["image"].shape[-2:]) for im in _images()}
+    assert len(sizes) > 1  # really several input sizes through one graph
+    _assert_parity(reference, onnx)
 
 
 def test_export_tool_cli(exported, tmp_path):
