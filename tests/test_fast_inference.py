@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_cfg
-from yolact_d2.modeling.inference import detect
+from yolact_d2.modeling.inference import detect, fast_nms
 from yolact_d2.modeling.mask_ops import (
     assemble_masks,
     crop_keep,
@@ -121,6 +121,35 @@ def test_detect_topk_equals_sort(nms_type, score_threshold):
     assert len(ref["scores"]) > 0
     for key in ref:
         assert torch.equal(fast[key], ref[key]), key
+
+
+@pytest.mark.parametrize("case", ["few_survive", "top_k_binds", "few_anchors"])
+def test_fast_nms_fallback_and_top_k(case):
+    """The best-candidates-first path must fall back or respect top_k exactly like the original."""
+    from yolact_d2.modeling.inference import _fast_nms_best_first
+
+    g = torch.Generator().manual_seed(2)
+    num_anchors, num_classes = 500, 5
+    scores = torch.rand(num_classes, num_anchors, generator=g)
+    boxes = torch.rand(num_anchors, 2, generator=g).repeat(1, 2) + torch.tensor([0, 0, 0.05, 0.05])
+    coeffs = torch.randn(num_anchors, 3, generator=g)
+    top_k, max_det = 200, 100
+    if case == "few_survive":  # all boxes identical: one survivor per class -> fallback
+        boxes = torch.tensor([[0.1, 0.1, 0.5, 0.5]]).repeat(num_anchors, 1)
+        assert _fast_nms_best_first(boxes, scores, coeffs, 0.5, top_k, max_det) is None
+    elif case == "top_k_binds":  # a small top_k: each class's 5th best and below are cut
+        scores[2] += 0.02
+        top_k, max_det = 4, 8  # the 32 best scores hold about 6 per class
+        assert _fast_nms_best_first(boxes, scores, coeffs, 0.5, top_k, max_det) is not None
+    else:
+        scores, boxes, coeffs = scores[:, :50], boxes[:50], coeffs[:50]
+        max_det = 70  # 4 x 70 > 5 x 50 scores: nothing to gain, full version
+        assert _fast_nms_best_first(boxes, scores, coeffs, 0.5, top_k, max_det) is None
+    fast = fast_nms(boxes, scores, coeffs, 0.5, top_k, max_det, use_topk=True)
+    ref = fast_nms(boxes, scores, coeffs, 0.5, top_k, max_det, use_topk=False)
+    assert len(ref[0]) > 0
+    for a, b in zip(fast, ref):
+        assert torch.equal(a, b)
 
 
 # ------------------------------------------------------------------------------------------------
