@@ -1,20 +1,35 @@
 #!/usr/bin/env python
-"""Per-stage CPU/GPU latency of YOLACT inference.
+"""Per-stage latency of YOLACT inference, PyTorch or ONNX Runtime.
 
     python tools/benchmark.py --config-file configs/COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml \\
-        --synthetic 10 --threads 2 [--weights W.pth] [--images DIR] [--all-detections] [--json OUT]
+        [--weights W.pth] [--images DIR | --synthetic N] [--threads T] [--backend torch|onnxruntime] \\
+        [--all-detections] [--faithful] [--json OUT] [KEY VALUE ...]
 
-Stages, each timed separately on every image after warm-up, with the device synchronised:
-preprocess (BGR image -> resized float tensor, as YolactPredictor), backbone+FPN, head+protonet
-(+ anchors, box decoding, softmax), NMS (score threshold + Fast NMS), masks (assembly, crop,
-upsampling to the image size, binarisation, boxes), and end to end (``YolactPredictor.__call__``
-measured on its own, not the sum). Prints median, min and max per stage in ms, the number of
-detections per image and the process's peak resident memory.
+Every image goes through the stage methods of ``Yolact`` that ``Yolact.inference`` itself is made
+of, each timed separately after warm-up:
 
-``--all-detections`` sets the score threshold to 0 so that every image yields the maximum number of
-detections (100), as in COCO evaluation: post-processing cost depends on the number of detections.
-Random weights give meaningless detections but representative timings; with ``--all-detections``
-the count is always the maximum.
+==============  ===============================================================================
+preprocess      BGR image -> resized float tensor (``YolactPredictor.preprocess``), normalisation
+backbone+fpn    ``Yolact.extract_features``                        (torch backend)
+head+protonet   ``Yolact.predict_from_features``: head, protonet, anchors, box decoding, softmax
+network         the exported graph, backbone to softmax in one call    (onnxruntime backend)
+nms             ``Yolact.detect_single``: score threshold + Fast NMS
+masks           ``Yolact.postprocess_single``: mask assembly, crop, upsampling to the image
+                size, binarisation, pixel boxes
+end_to_end      the predictor's ``__call__`` on the same image, measured on its own
+==============  ===============================================================================
+
+It prints the median, min and max of every stage in ms, the number of detections per image and
+the peak resident memory of the process (``ru_maxrss``, model building included).
+
+``--all-detections`` sets the score threshold to 0, so that (with >= 100 candidates) every image
+yields 100 detections, as in COCO evaluation: post-processing cost grows with the detections.
+Without ``--weights`` the random initialisation is conditioned on the first two images
+(``yolact_d2.utils.testing.condition_random_model``: BN statistics re-estimated, head outputs
+scaled) so that activations, detections and masks look like a trained model's; timings of a
+raw random init are meaningless (exploding activations, denormals). ``--synthetic N`` renders N
+480x640 images of the bundled synthetic shapes dataset. ``--faithful`` uses the reference
+post-processing (``MODEL.YOLACT.FAST_POSTPROCESS_TEST False``) for comparison.
 """
 import argparse
 import glob
@@ -23,27 +38,34 @@ import os
 import resource
 import statistics
 import sys
+import tempfile
 import time
 
 import cv2
 import numpy as np
 import torch
 
-STAGES = ["preprocess", "backbone+fpn", "head+protonet", "nms", "masks", "end_to_end"]
+TORCH_STAGES = ["preprocess", "backbone+fpn", "head+protonet", "nms", "masks", "end_to_end"]
+ORT_STAGES = ["preprocess", "network", "nms", "masks", "end_to_end"]
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True)
-    parser.add_argument("--weights", default="", help="checkpoint for MODEL.WEIGHTS (default: random init)")
+    parser.add_argument("--weights", default="", help="checkpoint (default: conditioned random init)")
     src = parser.add_mutually_exclusive_group()
-    src.add_argument("--images", help="folder of images (all .jpg/.png in it)")
-    src.add_argument("--synthetic", type=int, default=10, help="number of random 480x640 images (default)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument("--warmup", type=int, default=2)
+    src.add_argument("--images", help="folder of images (all .jpg/.jpeg/.png in it)")
+    src.add_argument("--synthetic", type=int, default=10, help="number of rendered 480x640 images (default 10)")
+    parser.add_argument("--threads", type=int, default=None, help="torch / onnxruntime intra-op threads")
+    parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
+    parser.add_argument(
+        "--onnx", help="exported model for --backend onnxruntime; exported there first if missing or without "
+        "--weights (default: a temp file)")
+    parser.add_argument("--warmup", type=int, default=2, help="images run before timing (default 2)")
     parser.add_argument("--repeat", type=int, default=1, help="passes over the images")
-    parser.add_argument("--all-detections", action="store_true", help="score threshold 0: always the maximum detections")
-    parser.add_argument("--device", default=None, help="override MODEL.DEVICE")
+    parser.add_argument("--all-detections", action="store_true", help="score threshold 0: 100 detections per image")
+    parser.add_argument("--faithful", action="store_true", help="reference post-processing (FAST_POSTPROCESS_TEST False)")
+    parser.add_argument("--device", default=None, help="MODEL.DEVICE (default: cuda if available, else cpu)")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser.parse_args(argv)
@@ -53,134 +75,151 @@ def load_images(args):
     if args.images:
         paths = sorted(p for p in glob.glob(os.path.join(args.images, "*")) if p.lower().endswith((".jpg", ".jpeg", ".png")))
         if not paths:
-            sys.exit(f"error: no .jpg/.png images in {args.images}")
+            sys.exit(f"error: no .jpg/.jpeg/.png images in {args.images}")
         images = [cv2.imread(p) for p in paths]
         bad = [p for p, im in zip(paths, images) if im is None]
         if bad:
             sys.exit(f"error: cannot read {bad[0]}")
         return images
-    rng = np.random.RandomState(0)
-    # smooth random images rather than white noise, so activations look like natural images'
-    small = [rng.randint(0, 256, (30, 40, 3)).astype(np.uint8) for _ in range(args.synthetic)]
-    return [cv2.resize(s, (640, 480), interpolation=cv2.INTER_CUBIC) for s in small]
+    from yolact_d2.data.datasets.synthetic import render_synthetic_sample
+
+    return [render_synthetic_sample(0, "val", i, image_size=(480, 640))["image"] for i in range(args.synthetic)]
 
 
-def build_predictor(args):
+def build_cfg(args):
     from detectron2.config import get_cfg
 
-    from yolact_d2 import YolactPredictor, add_yolact_config
+    from yolact_d2 import add_yolact_config
 
     cfg = get_cfg()
     add_yolact_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
-    if args.weights:
-        cfg.MODEL.WEIGHTS = args.weights
-    if args.device:
-        cfg.MODEL.DEVICE = args.device
+    cfg.MODEL.WEIGHTS = args.weights
+    cfg.MODEL.DEVICE = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.all_detections:
         cfg.MODEL.YOLACT.SCORE_THRESH_TEST = 0.0
-    cfg.freeze()
-    return cfg, YolactPredictor(cfg)
+    if args.faithful:
+        cfg.MODEL.YOLACT.FAST_POSTPROCESS_TEST = False
+    return cfg
 
 
-def timed_stages(predictor, image, sync):
-    """One image through the same calls as Yolact.inference, timing each stage."""
-    from yolact_d2.modeling.box_ops import decode
-    from yolact_d2.modeling.inference import detect, detections_to_instances
+def build_predictor(args, images, tmp):
+    """The predictor of the chosen backend; without --weights, conditioned random weights
+    (saved in the directory ``tmp`` so that an ONNX export and the predictor use the same ones)."""
+    from yolact_d2 import YolactPredictor
 
+    cfg = build_cfg(args)
+    if not args.weights:
+        from yolact_d2.utils.testing import save_conditioned_random_weights
+
+        cfg.MODEL.WEIGHTS = save_conditioned_random_weights(cfg, images[:2], os.path.join(tmp, "conditioned_random.pth"))
+    if args.backend == "torch":
+        return cfg, YolactPredictor(cfg)
+    from yolact_d2.export import YolactONNXPredictor, export_onnx
+
+    onnx_path = args.onnx or os.path.join(tmp, "model.onnx")
+    if not args.onnx or not os.path.exists(onnx_path) or not args.weights:
+        # conditioned random weights are new on every run: export them
+        export_onnx(YolactPredictor(cfg).model, onnx_path, int(cfg.INPUT.IMAGE_SIZE))
+    return cfg, YolactONNXPredictor(cfg, onnx_path, num_threads=args.threads)
+
+
+def timed_stages(predictor, image, backend, sync):
+    """One image through the stage methods that Yolact.inference is made of, timing each."""
     model = predictor.model
     times = {}
 
-    def clock(name, fn):
+    def clock(name, fn, *a):
         sync()
         t0 = time.perf_counter()
-        out = fn()
+        out = fn(*a)
         sync()
         times[name] = (time.perf_counter() - t0) * 1000
         return out
 
     with torch.inference_mode():
-        inputs = clock("preprocess", lambda: predictor.preprocess(image))
-        images = model.preprocess_image([inputs])
-        features = clock("backbone+fpn", lambda: model.backbone(images.tensor))
 
-        def head():
-            levels = [features[f] for f in model.in_features]
-            logits, deltas, coeffs = model.head(levels)
-            protos = model.protonet(levels[0])
-            anchors = model.anchor_generator(
-                [tuple(f.shape[-2:]) for f in levels], tuple(images.tensor.shape[-2:]), device=images.tensor.device
-            )
-            boxes = decode(deltas, anchors[None], model.bbox_variances)
-            return torch.softmax(logits, dim=-1), boxes, coeffs, protos
+        def preprocess():
+            inputs = predictor.preprocess(image)
+            return inputs, model.preprocess_image([inputs])
 
-        probs, boxes, coeffs, protos = clock("head+protonet", head)
+        inputs, images = clock("preprocess", preprocess)
         padded = tuple(images.tensor.shape[-2:])
-        dets = clock(
-            "nms",
-            lambda: detect(
-                probs[0], boxes[0], coeffs[0], score_threshold=model.score_threshold, nms_type=model.nms_type,
-                iou_threshold=model.nms_threshold, top_k=model.topk_candidates,
-                max_detections=model.max_detections_per_image, image_size=padded,
-            ),
-        )
+        if backend == "torch":
+            features = clock("backbone+fpn", model.extract_features, images.tensor)
+            outputs = clock("head+protonet", model.predict_from_features, features, padded)
+        else:
+            outputs = clock("network", predictor.run_network, inputs["image"][None])
+        class_probs, boxes, coefficients, prototypes = outputs
+        detections = clock("nms", model.detect_single, class_probs[0], boxes[0], coefficients[0], padded)
+        output_size = (inputs["height"], inputs["width"])
         instances = clock(
-            "masks",
-            lambda: detections_to_instances(
-                dets, protos[0], tuple(images.image_sizes[0]), padded, (inputs["height"], inputs["width"]),
-                model.mask_threshold, model.truncate_boxes,
-            ),
+            "masks", model.postprocess_single, detections, prototypes[0], images.image_sizes[0], padded, output_size
         )
-        clock("end_to_end", lambda: predictor(image))
+    clock("end_to_end", predictor, image)
     return times, len(instances)
+
+
+def summarize(values):
+    return {
+        "median_ms": statistics.median(values),
+        "min_ms": min(values),
+        "max_ms": max(values),
+        "iqr_ms": (np.percentile(values, 75) - np.percentile(values, 25)) if len(values) > 1 else 0.0,
+    }
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg, predictor = build_predictor(args)
+    images = load_images(args)
+    with tempfile.TemporaryDirectory(prefix="yolact_bench_") as tmp:
+        cfg, predictor = build_predictor(args, images, tmp)
     device = predictor.model.device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    images = load_images(args)
-    for image in images[: args.warmup]:
-        timed_stages(predictor, image, sync)
-    records, counts = {s: [] for s in STAGES}, []
+    stages = TORCH_STAGES if args.backend == "torch" else ORT_STAGES
+    for i in range(args.warmup):
+        timed_stages(predictor, images[i % len(images)], args.backend, sync)
+    records, counts = {s: [] for s in stages}, []
     for _ in range(args.repeat):
         for image in images:
-            times, n = timed_stages(predictor, image, sync)
-            for s in STAGES:
+            times, n = timed_stages(predictor, image, args.backend, sync)
+            for s in stages:
                 records[s].append(times[s])
             counts.append(n)
+    records["nms+masks"] = [a + b for a, b in zip(records["nms"], records["masks"])]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_kind = "process max RSS"
     if device.type == "cuda":
-        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+        peak_mb, peak_kind = torch.cuda.max_memory_allocated() / 2**20, "CUDA allocated"
 
     h, w = images[0].shape[:2]
-    print(f"config: {args.config_file}  weights: {args.weights or 'random init'}  device: {device}  "
-          f"threads: {torch.get_num_threads()}  images: {len(images)} x {args.repeat} ({w}x{h} first)  "
-          f"score threshold: {cfg.MODEL.YOLACT.SCORE_THRESH_TEST}")
-    print(f"detections per image: median {statistics.median(counts):.0f}, min {min(counts)}, max {max(counts)}")
-    print(f"{'stage':<15}{'median ms':>11}{'min ms':>9}{'max ms':>9}")
-    summary = {}
-    for s in STAGES:
-        v = records[s]
-        summary[s] = {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v)}
-        print(f"{s:<15}{summary[s]['median_ms']:>11.1f}{summary[s]['min_ms']:>9.1f}{summary[s]['max_ms']:>9.1f}")
-    post = [a + b for a, b in zip(records["nms"], records["masks"])]
-    print(f"{'nms+masks':<15}{statistics.median(post):>11.1f}{min(post):>9.1f}{max(post):>9.1f}")
-    print(f"peak memory: {peak_mb:.0f} MB ({'CUDA allocated' if device.type == 'cuda' else 'process max RSS'})")
+    summary = {s: summarize(v) for s, v in records.items()}
+    print(
+        f"config: {args.config_file}  weights: {args.weights or 'conditioned random init'}  backend: {args.backend}  "
+        f"device: {device}  threads: {args.threads or torch.get_num_threads()}  "
+        f"images: {len(images)} x {args.repeat} ({w}x{h} first), warm-up {args.warmup}  "
+        f"score threshold: {cfg.MODEL.YOLACT.SCORE_THRESH_TEST}  "
+        f"post-processing: {'faithful' if args.faithful else 'fast'}"
+    )
+    print("detections per image: " + " ".join(str(c) for c in counts))
+    print(f"{'stage':<15}{'median ms':>11}{'min ms':>9}{'max ms':>9}{'IQR ms':>9}")
+    for s, v in summary.items():
+        print(f"{s:<15}{v['median_ms']:>11.1f}{v['min_ms']:>9.1f}{v['max_ms']:>9.1f}{v['iqr_ms']:>9.1f}")
+    print(f"peak memory: {peak_mb:.0f} MB ({peak_kind})")
     if args.json:
         result = {
-            "config": args.config_file, "weights": args.weights, "device": str(device),
-            "threads": torch.get_num_threads(), "num_images": len(images) * args.repeat,
-            "image_size": [h, w], "score_threshold": cfg.MODEL.YOLACT.SCORE_THRESH_TEST,
-            "detections": {"median": statistics.median(counts), "min": min(counts), "max": max(counts)},
-            "stages": summary, "peak_memory_mb": peak_mb,
+            "config": args.config_file, "weights": args.weights or "conditioned random init", "backend": args.backend,
+            "device": str(device), "threads": args.threads or torch.get_num_threads(),
+            "num_images": len(images) * args.repeat, "warmup": args.warmup, "image_size": [h, w],
+            "score_threshold": cfg.MODEL.YOLACT.SCORE_THRESH_TEST, "fast_postprocess": not args.faithful,
+            "detections_per_image": counts, "stages": summary, "peak_memory_mb": peak_mb, "peak_memory_kind": peak_kind,
         }
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
+    return summary
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from detectron2.modeling import build_model
 from .checkpoint.atomic import AtomicDetectionCheckpointer
 from .data.dataset_mapper import build_yolact_test_augmentation
 from .engine.trainer import check_yolact_config
+from .modeling.optimize import optimize_for_inference
 
 __all__ = ["YolactPredictor"]
 
@@ -90,8 +91,10 @@ class YolactPredictor:
 
     ``__init__`` clones ``cfg``, builds the model (``build_model``) in eval mode, loads
     ``cfg.MODEL.WEIGHTS`` with ``AtomicDetectionCheckpointer`` (an empty string keeps the random
-    initialisation; weights of another architecture raise) and builds the YOLACT test-time resize
-    (:func:`~yolact_d2.data.dataset_mapper.build_yolact_test_augmentation`).
+    initialisation; weights of another architecture raise), applies the inference-only rewrites
+    ``MODEL.YOLACT.FUSE_BN_TEST`` / ``CHANNELS_LAST_TEST`` (BN folded into convs, channels-last
+    layout: same function up to float rounding, :mod:`yolact_d2.modeling.optimize`) and builds
+    the YOLACT test-time resize (:func:`~yolact_d2.data.dataset_mapper.build_yolact_test_augmentation`).
 
     ``__call__(original_image)`` takes an image in **BGR** order, as ``cv2.imread`` returns it:
 
@@ -129,6 +132,10 @@ class YolactPredictor:
         self.metadata = MetadataCatalog.get(test_sets[0]) if len(test_sets) else None
         # Errors naming the file for unreadable weights or weights of another architecture.
         AtomicDetectionCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
+        # inference-only rewrites (same function, float rounding only): MODEL.YOLACT.*_TEST
+        optimize_for_inference(
+            self.model, fuse_bn=self.cfg.MODEL.YOLACT.FUSE_BN_TEST, channels_last=self.cfg.MODEL.YOLACT.CHANNELS_LAST_TEST
+        )
         self.aug = T.AugmentationList(build_yolact_test_augmentation(self.cfg))
         self.input_format = self.cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):

@@ -38,11 +38,15 @@ def decode(deltas: torch.Tensor, anchors: torch.Tensor, variances: Sequence[floa
 
 
 def _intersection(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pairwise intersection areas of point-form boxes a (..., N, 4) and b (..., M, 4)."""
-    top_left = torch.max(a[..., :, None, :2], b[..., None, :, :2])
-    bottom_right = torch.min(a[..., :, None, 2:], b[..., None, :, 2:])
-    wh = (bottom_right - top_left).clamp(min=0)
-    return wh[..., 0] * wh[..., 1]
+    """Pairwise intersection areas of point-form boxes a (..., N, 4) and b (..., M, 4).
+    Computed per coordinate (no (..., N, M, 2) intermediates); the same float operations as
+    max/min of the corner pairs, so the values are identical."""
+    # contiguous coordinate vectors: broadcasting them is vectorised, strided views are not
+    ax1, ay1, ax2, ay2 = (a[..., i].contiguous()[..., :, None] for i in range(4))
+    bx1, by1, bx2, by2 = (b[..., i].contiguous()[..., None, :] for i in range(4))
+    w = (torch.min(ax2, bx2) - torch.max(ax1, bx1)).clamp_(min=0)
+    h = (torch.min(ay2, by2) - torch.max(ay1, by1)).clamp_(min=0)
+    return w.mul_(h)
 
 
 def _area(boxes: torch.Tensor) -> torch.Tensor:

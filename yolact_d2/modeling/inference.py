@@ -9,19 +9,78 @@ deliberately not used.
 from typing import Dict, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms
 
 from detectron2.structures import Boxes, Instances
 
 from .box_ops import box_iou
-from .mask_ops import assemble_masks, crop_masks
+from .mask_ops import assemble_masks, crop_keep, paste_masks_faithful, paste_masks_fast
 
 __all__ = ["fast_nms", "cross_class_fast_nms", "standard_nms", "detect", "detections_to_instances"]
 
 
-def fast_nms(boxes, scores, coefficients, iou_threshold: float, top_k: int, max_detections: int):
+def _top_candidates(scores: torch.Tensor, top_k: int, use_topk: bool):
+    """The ``top_k`` highest scores along the last dim and their indices, best first.
+    ``use_topk=False`` is the original's full sort then slice; ``torch.topk`` selects the same
+    entries (up to the order of exactly equal scores) without sorting all of them."""
+    if use_topk:
+        return scores.topk(min(top_k, scores.shape[-1]), dim=-1, sorted=True)
+    scores, idx = scores.sort(dim=-1, descending=True)
+    return scores[..., :top_k], idx[..., :top_k]
+
+
+def _max_iou_with_higher_scored(cand_boxes: torch.Tensor) -> torch.Tensor:
+    """For score-sorted boxes (..., n, 4): max IoU of each box with any box before it."""
+    return box_iou(cand_boxes, cand_boxes).triu_(diagonal=1).amax(dim=-2)
+
+
+def _fast_nms_best_first(boxes, scores, coefficients, iou_threshold: float, top_k: int, max_detections: int):
+    """Fast NMS computed on the ``4 * max_detections`` best (class, anchor) scores only, or None
+    when fewer than ``max_detections`` of them survive (the caller then runs the full version).
+
+    Exact: whether a candidate survives depends only on the higher-scored candidates of its class,
+    and those are among the best scores overall too; every score left out is lower than every one
+    taken. For the same reason a score's rank within its class (for ``top_k``) is its rank among
+    the selected scores of its class. So if ``max_detections`` of the selected candidates survive,
+    they are the result: one top-k over the rows of the best anchors replaces the per-class top-k
+    over all anchors, and one M x M IoU matrix masked to same-class pairs (160 k entries) replaces
+    the per-class ones (C x top_k x top_k, 3.2 M entries for COCO).
+
+    Args: boxes (P, 4), scores (C, P), coefficients (P, k).
+    """
+    num_classes, num_anchors = scores.shape
+    num_best = 4 * max_detections
+    if num_classes * num_anchors <= num_best:
+        return None
+    by_anchor = scores.t()  # (P, C); a view of the softmax output in Yolact, so rows are contiguous
+    # The best scores all belong to the anchors whose best class score is at least the
+    # num_best-th largest best class score (each of those anchors has a score that high), so the
+    # top-k over P x C scores is one over those anchors' rows only (ties included).
+    anchor_best = by_anchor.amax(dim=1)
+    if num_anchors > num_best:
+        threshold = anchor_best.topk(num_best, sorted=False)[0].min()
+        rows = torch.nonzero(anchor_best >= threshold).flatten()
+    else:
+        rows = torch.arange(num_anchors, device=scores.device)
+    best, flat = by_anchor[rows].reshape(-1).topk(num_best, sorted=True)
+    anchors, classes = rows[flat // num_classes], flat % num_classes
+    position = torch.arange(num_best, device=scores.device)
+    # pairs (a, b): same class, a before b in score order
+    before = (classes[:, None] == classes[None, :]) & (position[:, None] < position[None, :])
+    is_candidate = before.sum(dim=0) < top_k  # rank within the class
+    cand_boxes = boxes[anchors]
+    iou = box_iou(cand_boxes, cand_boxes).masked_fill_(~(before & is_candidate[:, None]), 0)
+    keep = torch.nonzero((iou.amax(dim=0) <= iou_threshold) & is_candidate).flatten()
+    if len(keep) < max_detections:
+        return None
+    keep = keep[:max_detections]  # already in decreasing score order
+    return cand_boxes[keep], best[keep], classes[keep], coefficients[anchors[keep]]
+
+
+def fast_nms(
+    boxes, scores, coefficients, iou_threshold: float, top_k: int, max_detections: int, use_topk: bool = True
+):
     """Per-class Fast NMS (§7.1): for every class keep its ``top_k`` highest-scored candidates and
     drop a box if its IoU with *any* higher-scored box of the same class, suppressed or not,
     exceeds ``iou_threshold``; then keep the ``max_detections`` best over all classes. No score
@@ -29,32 +88,37 @@ def fast_nms(boxes, scores, coefficients, iou_threshold: float, top_k: int, max_
 
     Args:
         boxes (P, 4), scores (C, P) per-class scores, coefficients (P, k).
+        use_topk: the fast path: candidates selected with ``torch.topk`` instead of the
+            original's full sort, and first an attempt on the best candidates only
+            (:func:`_fast_nms_best_first`); same result.
     Returns:
         boxes (N, 4), scores (N,), classes (N,), coefficients (N, k), sorted by score.
     """
+    if use_topk:
+        out = _fast_nms_best_first(boxes, scores, coefficients, iou_threshold, top_k, max_detections)
+        if out is not None:
+            return out
     num_classes = scores.shape[0]
-    scores, idx = scores.sort(dim=1, descending=True)
-    idx, scores = idx[:, :top_k], scores[:, :top_k]
+    scores, idx = _top_candidates(scores, top_k, use_topk)
     cand_boxes = boxes[idx.reshape(-1)].reshape(num_classes, -1, 4)
-    cand_coeffs = coefficients[idx.reshape(-1)].reshape(num_classes, idx.shape[1], coefficients.shape[1])
-    iou = box_iou(cand_boxes, cand_boxes).triu(diagonal=1)
-    keep = iou.max(dim=1)[0] <= iou_threshold
+    keep = _max_iou_with_higher_scored(cand_boxes) <= iou_threshold
     classes = torch.arange(num_classes, device=boxes.device)[:, None].expand_as(keep)[keep]
-    boxes, coefficients, scores = cand_boxes[keep], cand_coeffs[keep], scores[keep]
+    anchors, boxes, scores = idx[keep], cand_boxes[keep], scores[keep]
     scores, order = scores.sort(dim=0, descending=True)
     order, scores = order[:max_detections], scores[:max_detections]
-    return boxes[order], scores, classes[order], coefficients[order]
+    # coefficients of the final detections only
+    return boxes[order], scores, classes[order], coefficients[anchors[order]]
 
 
-def cross_class_fast_nms(boxes, scores, coefficients, iou_threshold: float, top_k: int, max_detections: int):
+def cross_class_fast_nms(
+    boxes, scores, coefficients, iou_threshold: float, top_k: int, max_detections: int, use_topk: bool = True
+):
     """Class-agnostic Fast NMS: every anchor keeps only its best class (the original's
     ``--cross_class_nms``). The original applies no final cap; we apply ``max_detections`` so that
     ``TEST.DETECTIONS_PER_IMAGE`` holds for every NMS type."""
     scores, classes = scores.max(dim=0)
-    idx = scores.sort(dim=0, descending=True)[1][:top_k]
-    cand_boxes = boxes[idx]
-    iou = box_iou(cand_boxes, cand_boxes).triu(diagonal=1)
-    idx = idx[iou.max(dim=0)[0] <= iou_threshold][:max_detections]
+    idx = _top_candidates(scores, top_k, use_topk)[1]
+    idx = idx[_max_iou_with_higher_scored(boxes[idx]) <= iou_threshold][:max_detections]
     return boxes[idx], scores[idx], classes[idx], coefficients[idx]
 
 
@@ -86,25 +150,30 @@ def detect(
     top_k: int,
     max_detections: int,
     image_size: Tuple[int, int],
+    fast: bool = True,
 ) -> Dict[str, torch.Tensor]:
     """Detections of one image.
 
     Args:
         class_probs: (P, K+1) softmax probabilities, index 0 background.
         boxes: (P, 4) decoded relative point-form boxes; coefficients: (P, k).
+        fast: Fast NMS picks its per-class candidates with ``torch.topk`` rather than the
+            original's full sort (same detections; see :func:`fast_nms`).
     Returns:
         dict with relative ``boxes`` (N, 4), ``scores`` (N,), ``classes`` (N,) in [0, K) and
         ``coefficients`` (N, k), sorted by decreasing score.
     """
-    scores = class_probs[:, 1:].t()  # (K, P)
-    keep = scores.max(dim=0)[0] > score_threshold  # on each anchor's best foreground score
-    boxes, scores, coefficients = boxes[keep], scores[:, keep], coefficients[keep]
+    foreground = class_probs[:, 1:]  # (P, K)
+    keep = foreground.amax(dim=1) > score_threshold  # on each anchor's best foreground score
+    if not (fast and bool(keep.all())):  # (indexing with an all-True mask only copies)
+        foreground, boxes, coefficients = foreground[keep], boxes[keep], coefficients[keep]
+    scores = foreground.t()  # (K, P)
     if boxes.shape[0] == 0:
         out = (boxes, scores.new_zeros(0), torch.zeros(0, dtype=torch.int64, device=boxes.device), coefficients)
     elif nms_type == "fast":
-        out = fast_nms(boxes, scores, coefficients, iou_threshold, top_k, max_detections)
+        out = fast_nms(boxes, scores, coefficients, iou_threshold, top_k, max_detections, use_topk=fast)
     elif nms_type == "cross_class":
-        out = cross_class_fast_nms(boxes, scores, coefficients, iou_threshold, top_k, max_detections)
+        out = cross_class_fast_nms(boxes, scores, coefficients, iou_threshold, top_k, max_detections, use_topk=fast)
     elif nms_type == "standard":
         out = standard_nms(
             boxes, scores, coefficients, iou_threshold, top_k, max_detections, score_threshold, image_size
@@ -123,6 +192,7 @@ def detections_to_instances(
     mask_threshold: float = 0.5,
     truncate_boxes: bool = True,
     maskiou_net: Optional[nn.Module] = None,
+    fast: bool = True,
 ) -> Instances:
     """Boxes and full-image binary masks at ``output_size`` (§7.2).
 
@@ -142,6 +212,10 @@ def detections_to_instances(
             cropped soft mask at prototype resolution, gathered at the predicted class, and the
             result gets ``mask_scores = scores * predicted IoU`` (§7.2 step 4); ``scores`` stays the
             class score (the original's ``rescore_mask=True, rescore_bbox=False``).
+        fast: compute only the part of each upsampled mask that can be non-zero
+            (:func:`~yolact_d2.modeling.mask_ops.paste_masks_fast`); False upsamples every mask to
+            the whole canvas as the original does (:func:`~yolact_d2.modeling.mask_ops.paste_masks_faithful`).
+            Both give the same masks (tests/test_fast_inference.py).
     """
     out_h, out_w = output_size
     img_h, img_w = image_size
@@ -158,7 +232,9 @@ def detections_to_instances(
     if truncate_boxes:
         pixel_boxes = pixel_boxes.trunc()
 
-    masks = crop_masks(assemble_masks(prototypes, detections["coefficients"]), boxes)
+    masks = assemble_masks(prototypes, detections["coefficients"])
+    keep_rows, keep_cols = crop_keep(boxes, masks.shape[1], masks.shape[2], dtype=masks.dtype)
+    masks = masks * (keep_rows[:, :, None] & keep_cols[:, None, :]).to(masks.dtype)  # crop_masks
     mask_scores = None
     if maskiou_net is not None:
         if masks.shape[0] > 0:
@@ -170,11 +246,10 @@ def detections_to_instances(
         canvas = (out_h, out_w)
     else:
         canvas = (round(out_h * pad_h / img_h), round(out_w * pad_w / img_w))
-    if masks.shape[0] > 0:
-        masks = F.interpolate(masks[None], size=canvas, mode="bilinear", align_corners=False)[0]
-        masks = masks[:, :out_h, :out_w] > mask_threshold
+    if fast:
+        masks = paste_masks_fast(masks, keep_rows, keep_cols, canvas, (out_h, out_w), mask_threshold)
     else:
-        masks = masks.new_zeros((0, out_h, out_w), dtype=torch.bool)
+        masks = paste_masks_faithful(masks, canvas, (out_h, out_w), mask_threshold)
 
     result = Instances((out_h, out_w))
     result.pred_boxes = Boxes(pixel_boxes)

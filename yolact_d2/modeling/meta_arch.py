@@ -61,6 +61,7 @@ class Yolact(nn.Module):
         max_detections_per_image: int = 100,
         mask_threshold: float = 0.5,
         truncate_boxes: bool = True,
+        fast_postprocess: bool = True,
     ):
         super().__init__()
         if nms_type not in ("fast", "cross_class", "standard"):
@@ -82,6 +83,7 @@ class Yolact(nn.Module):
         self.max_detections_per_image = max_detections_per_image
         self.mask_threshold = mask_threshold
         self.truncate_boxes = truncate_boxes
+        self.fast_postprocess = fast_postprocess
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -117,17 +119,45 @@ class Yolact(nn.Module):
             "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "mask_threshold": y.MASK_THRESHOLD,
             "truncate_boxes": y.TRUNCATE_BOXES_TEST,
+            "fast_postprocess": y.FAST_POSTPROCESS_TEST,
         }
 
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
-    # ------------------------------------------------------------------ tensor-only core
+    # ------------------------------------------------------------------ inference stages
+    # Yolact.inference is exactly these stages in this order; tools/benchmark.py times each one.
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
-        """Normalise (``(x - mean) / std`` in ``INPUT.FORMAT`` order) and pad into one batch."""
+        """Stage "preprocess": normalise (``(x - mean) / std`` in ``INPUT.FORMAT`` order) and pad
+        into one batch."""
         images = [(x["image"].to(self.device).float() - self.pixel_mean) / self.pixel_std for x in batched_inputs]
         return ImageList.from_tensors(images, self.backbone.size_divisibility)
+
+    def extract_features(self, images: torch.Tensor) -> List[torch.Tensor]:
+        """Stage "backbone+FPN": the ``MODEL.YOLACT.IN_FEATURES`` levels of a normalised
+        (B, 3, H, W) batch, finest first."""
+        features = self.backbone(images)
+        return [features[f] for f in self.in_features]
+
+    def head_outputs(self, features: List[torch.Tensor], image_shape: Tuple[int, int]):
+        """Raw head outputs: ``(class_logits (B, P, K+1), box_deltas (B, P, 4), coefficients
+        (B, P, k), prototypes (B, k, H', W'), anchors (P, 4))`` for features of an input of
+        (padded) size ``image_shape``."""
+        class_logits, box_deltas, coefficients = self.head(features)
+        prototypes = self.protonet(features[0])
+        anchors = self.anchor_generator(
+            [tuple(f.shape[-2:]) for f in features], tuple(image_shape), device=features[0].device
+        )
+        return class_logits, box_deltas, coefficients, prototypes, anchors
+
+    def predict_from_features(self, features: List[torch.Tensor], image_shape: Tuple[int, int]):
+        """Stage "head+protonet" (with anchors, box decoding and the class softmax):
+        ``(class_probs (B, P, K+1), boxes (B, P, 4) relative point form, coefficients (B, P, k),
+        prototypes (B, k, H', W'))``."""
+        class_logits, box_deltas, coefficients, prototypes, anchors = self.head_outputs(features, image_shape)
+        boxes = decode(box_deltas, anchors[None], self.bbox_variances)
+        return F.softmax(class_logits, dim=-1), boxes, coefficients, prototypes
 
     def predict_raw(self, images: torch.Tensor):
         """Network outputs for a normalised (B, 3, H, W) batch.
@@ -135,22 +165,65 @@ class Yolact(nn.Module):
         Returns ``(class_logits (B, P, K+1), box_deltas (B, P, 4), coefficients (B, P, k),
         prototypes (B, k, H', W'), anchors (P, 4), p3 features)``.
         """
-        features = self.backbone(images)
-        features = [features[f] for f in self.in_features]
-        class_logits, box_deltas, coefficients = self.head(features)
-        prototypes = self.protonet(features[0])
-        anchors = self.anchor_generator(
-            [tuple(f.shape[-2:]) for f in features], tuple(images.shape[-2:]), device=images.device
-        )
-        return class_logits, box_deltas, coefficients, prototypes, anchors, features[0]
+        features = self.extract_features(images)
+        return (*self.head_outputs(features, tuple(images.shape[-2:])), features[0])
 
     def inference_tensors(self, images: torch.Tensor):
         """Tensor-in, tensors-out core for export: a normalised (B, 3, H, W) batch ->
         ``(class_probs (B, P, K+1), boxes (B, P, 4) relative point form, coefficients (B, P, k),
         prototypes (B, k, H', W'))``."""
-        class_logits, box_deltas, coefficients, prototypes, anchors, _ = self.predict_raw(images)
-        boxes = decode(box_deltas, anchors[None], self.bbox_variances)
-        return F.softmax(class_logits, dim=-1), boxes, coefficients, prototypes
+        return self.predict_from_features(self.extract_features(images), tuple(images.shape[-2:]))
+
+    def detect_single(
+        self, class_probs: torch.Tensor, boxes: torch.Tensor, coefficients: torch.Tensor, padded_size: Tuple[int, int]
+    ) -> Dict[str, torch.Tensor]:
+        """Stage "NMS" for one image (score threshold + NMS), see :func:`~.inference.detect`."""
+        return detect(
+            class_probs,
+            boxes,
+            coefficients,
+            score_threshold=self.score_threshold,
+            nms_type=self.nms_type,
+            iou_threshold=self.nms_threshold,
+            top_k=self.topk_candidates,
+            max_detections=self.max_detections_per_image,
+            image_size=padded_size,
+            fast=self.fast_postprocess,
+        )
+
+    def postprocess_single(
+        self,
+        detections: Dict[str, torch.Tensor],
+        prototypes: torch.Tensor,
+        image_size: Tuple[int, int],
+        padded_size: Tuple[int, int],
+        output_size: Tuple[int, int],
+    ) -> Instances:
+        """Stage "masks" for one image (mask assembly, crop, upsampling to ``output_size``,
+        binarisation, pixel boxes), see :func:`~.inference.detections_to_instances`."""
+        return detections_to_instances(
+            detections,
+            prototypes,
+            image_size=tuple(image_size),
+            padded_size=tuple(padded_size),
+            output_size=tuple(output_size),
+            mask_threshold=self.mask_threshold,
+            truncate_boxes=self.truncate_boxes,
+            maskiou_net=self.maskiou_net,
+            fast=self.fast_postprocess,
+        )
+
+    def postprocess_batch(self, batched_inputs: List[Dict], image_sizes, padded_size, outputs) -> List[Dict]:
+        """Stages "NMS" and "masks" for every image of a batch, from ``predict_from_features``'s
+        ``outputs``; the output size is each input's ``height`` x ``width`` (default: its resized size)."""
+        class_probs, boxes, coefficients, prototypes = outputs
+        results = []
+        for i, (x, image_size) in enumerate(zip(batched_inputs, image_sizes)):
+            detections = self.detect_single(class_probs[i], boxes[i], coefficients[i], padded_size)
+            output_size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
+            instances = self.postprocess_single(detections, prototypes[i], image_size, padded_size, output_size)
+            results.append({"instances": instances})
+        return results
 
     # ------------------------------------------------------------------ Detectron2 contract
     def forward(self, batched_inputs: List[Dict]):
@@ -173,34 +246,9 @@ class Yolact(nn.Module):
     def inference(self, batched_inputs: List[Dict], images: ImageList = None) -> List[Dict[str, Instances]]:
         if images is None:
             images = self.preprocess_image(batched_inputs)
-        class_probs, boxes, coefficients, prototypes = self.inference_tensors(images.tensor)
         padded_size = tuple(images.tensor.shape[-2:])
-        results = []
-        for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
-            detections = detect(
-                class_probs[i],
-                boxes[i],
-                coefficients[i],
-                score_threshold=self.score_threshold,
-                nms_type=self.nms_type,
-                iou_threshold=self.nms_threshold,
-                top_k=self.topk_candidates,
-                max_detections=self.max_detections_per_image,
-                image_size=padded_size,
-            )
-            output_size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
-            instances = detections_to_instances(
-                detections,
-                prototypes[i],
-                image_size=tuple(image_size),
-                padded_size=padded_size,
-                output_size=output_size,
-                mask_threshold=self.mask_threshold,
-                truncate_boxes=self.truncate_boxes,
-                maskiou_net=self.maskiou_net,
-            )
-            results.append({"instances": instances})
-        return results
+        outputs = self.predict_from_features(self.extract_features(images.tensor), padded_size)
+        return self.postprocess_batch(batched_inputs, images.image_sizes, padded_size, outputs)
 
     # ------------------------------------------------------------------ training targets
     @staticmethod

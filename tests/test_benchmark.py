@@ -1,0 +1,62 @@
+"""tools/benchmark.py runs on the stage methods of Yolact and reports every stage (no timing
+assertions: only that it runs, counts detections and writes its JSON)."""
+import contextlib
+import importlib.util
+import io
+import json
+import os
+
+import pytest
+
+from conftest import CONFIG_DIR
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TOOL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "benchmark.py")
+TINY = [
+    "MODEL.DEVICE", "cpu", "INPUT.IMAGE_SIZE", "128",
+]
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("yolact_benchmark", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_benchmark_all_detections(backend, tmp_path):
+    if backend == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxscript")
+    out = tmp_path / "bench.json"
+    argv = [
+        "--config-file", os.path.join(CONFIG_DIR, "Synthetic", "yolact_R_18_FPN_synthetic.yaml"),
+        "--synthetic", "2", "--warmup", "1", "--threads", "1", "--backend", backend,
+        "--all-detections", "--json", str(out), *TINY,
+    ]
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        _tool().main(argv)
+    result = json.loads(out.read_text())
+    stages = {"torch": ["backbone+fpn", "head+protonet"], "onnxruntime": ["network"]}[backend]
+    assert set(result["stages"]) == {"preprocess", *stages, "nms", "masks", "end_to_end", "nms+masks"}
+    assert all(v["min_ms"] <= v["median_ms"] <= v["max_ms"] for v in result["stages"].values())
+    # score threshold 0 and conditioned random weights: the maximum number of detections
+    assert result["detections_per_image"] == [100, 100] and result["score_threshold"] == 0.0
+    assert result["image_size"] == [480, 640] and result["peak_memory_mb"] > 0
+    text = stdout.getvalue()
+    assert "detections per image: 100 100" in text and "end_to_end" in text
+
+
+def test_benchmark_image_folder_and_errors(tmp_path):
+    import cv2
+    import numpy as np
+
+    tool = _tool()
+    with pytest.raises(SystemExit, match="no .jpg"):
+        tool.load_images(tool.parse_args(["--config-file", "x", "--images", str(tmp_path)]))
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((40, 60, 3), 128, np.uint8))
+    images = tool.load_images(tool.parse_args(["--config-file", "x", "--images", str(tmp_path)]))
+    assert len(images) == 1 and images[0].shape == (40, 60, 3)
