@@ -30,7 +30,7 @@ def add_yolact_config(cfg):
     _C.MODEL.YOLACT.NUM_PROTOTYPES = 32
     # Normalisation after the hidden convs of the prediction head and the protonet ("", "GN", ...;
     # Detectron2's get_norm names). YOLACT has none; together with MODEL.FPN.NORM "GN" it keeps
-    # training from scratch stable (without it the ReLU'd FPN outputs die, docs/SYNTHETIC.md).
+    # training from scratch stable (without it the ReLU'd FPN outputs die; README, Results).
     _C.MODEL.YOLACT.NORM = ""
 
     # ---- Anchors (§3.6). Scales are anchor sides in pixels of the network input, one list per
