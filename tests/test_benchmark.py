@@ -60,3 +60,14 @@ def test_benchmark_image_folder_and_errors(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), np.full((40, 60, 3), 128, np.uint8))
     images = tool.load_images(tool.parse_args(["--config-file", "x", "--images", str(tmp_path)]))
     assert len(images) == 1 and images[0].shape == (40, 60, 3)
+
+
+def test_benchmark_original_repo_argument_checks(tmp_path):
+    # --original-repo (developer only, needs a dbolya/yolact checkout) brings its own converted
+    # weights and runs on CPU: conflicting arguments are refused before anything is built
+    tool = _tool()
+    base = ["--config-file", "x.yaml", "--original-repo", str(tmp_path)]
+    with pytest.raises(SystemExit, match="drop --weights"):
+        tool.main(base + ["--weights", "w.pth"])
+    with pytest.raises(SystemExit, match="CPU only"):
+        tool.main(base + ["--device", "cuda"])

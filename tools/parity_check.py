@@ -47,7 +47,12 @@ following is patched at run time, in this process only (the checkout is not touc
 * P4 ``Detect.use_fast_nms = True``, ``use_cross_class_nms = False`` (as ``eval.py`` sets them).
 
 Every variant runs in its own subprocess (the original keeps its config and caches in globals).
-CPU only; ``--threads`` (default 1) limits torch's threads.
+CPU only; ``--threads`` (default 1) limits torch's threads. Our side runs ``YolactPredictor``
+with the unmodified forward (``FUSE_BN_TEST`` / ``CHANNELS_LAST_TEST`` off).
+
+Importing this file has no side effects; ``tools/benchmark.py --original-repo`` uses its helpers
+(``import_original``, ``original_input``, ``prepare_original``: build + condition + convert,
+``variant_for_config``, ``load_weights_checked``) to time the original side by side with ours.
 """
 import argparse
 import contextlib
@@ -352,9 +357,29 @@ def load_converter_tool():
     return module
 
 
-def build_ours(config_file: str, weights: str):
+def load_weights_checked(model, weights: str) -> Dict[str, List[str]]:
+    """Load ``weights`` into ``model`` with the stock ``DetectionCheckpointer``; returns the
+    missing / unexpected / mis-shaped keys (all empty for a clean conversion)."""
     from detectron2.checkpoint import DetectionCheckpointer
+
+    class RecordingCheckpointer(DetectionCheckpointer):
+        def _load_model(self, checkpoint):
+            self.incompatible = super()._load_model(checkpoint)
+            return self.incompatible
+
+    checkpointer = RecordingCheckpointer(model)
+    checkpointer.load(weights)
+    incompatible = checkpointer.incompatible
+    return {
+        "missing": list(incompatible.missing_keys),
+        "unexpected": list(incompatible.unexpected_keys),
+        "incorrect_shapes": [k for k, *_ in incompatible.incorrect_shapes],
+    }
+
+
+def build_ours(config_file: str, weights: str):
     from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
 
     from yolact_d2 import add_yolact_config
     from yolact_d2.predictor import YolactPredictor
@@ -363,22 +388,15 @@ def build_ours(config_file: str, weights: str):
     add_yolact_config(cfg)
     cfg.merge_from_file(os.path.join(CONFIG_DIR, config_file))
     cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.WEIGHTS = ""  # random init here; loaded below with the stock DetectionCheckpointer
+    # the unmodified forward (no BN folding / channels-last, which change outputs by rounding)
+    cfg.MODEL.YOLACT.FUSE_BN_TEST = False
+    cfg.MODEL.YOLACT.CHANNELS_LAST_TEST = False
+    # the converted keys are checked on a fresh model with the stock DetectionCheckpointer ...
+    cfg.MODEL.WEIGHTS = ""
+    keys = load_weights_checked(build_model(cfg), weights)
+    # ... and the predictor loads them itself
+    cfg.MODEL.WEIGHTS = weights
     predictor = YolactPredictor(cfg)
-
-    class RecordingCheckpointer(DetectionCheckpointer):
-        def _load_model(self, checkpoint):
-            self.incompatible = super()._load_model(checkpoint)
-            return self.incompatible
-
-    checkpointer = RecordingCheckpointer(predictor.model)
-    checkpointer.load(weights)
-    incompatible = checkpointer.incompatible
-    keys = {
-        "missing": list(incompatible.missing_keys),
-        "unexpected": list(incompatible.unexpected_keys),
-        "incorrect_shapes": [k for k, *_ in incompatible.incorrect_shapes],
-    }
     return predictor, keys
 
 
@@ -512,22 +530,27 @@ def run_original(net, orig_mods, image: np.ndarray):
 def run_ours(predictor, image: np.ndarray):
     model = predictor.model
     captured = {}
-    original_predict_raw = model.predict_raw
+    extract_features, head_outputs = model.extract_features, model.head_outputs
 
-    def predict_raw(images):
+    def extract_features_hook(images):
         captured["input"] = images.clone()
-        out = original_predict_raw(images)
-        captured["raw"] = out
+        features = extract_features(images)
+        captured["p3"] = features[0]
+        return features
+
+    def head_outputs_hook(features, image_shape):
+        out = head_outputs(features, image_shape)
+        captured["raw"] = (*out, captured["p3"])  # as Yolact.predict_raw
         return out
 
-    model.predict_raw = predict_raw
+    model.extract_features, model.head_outputs = extract_features_hook, head_outputs_hook
     try:
         with torch.inference_mode():
             t0 = time.perf_counter()
             instances = predictor(image)["instances"]
             t_net = time.perf_counter() - t0
     finally:
-        del model.predict_raw
+        del model.extract_features, model.head_outputs
     return captured, instances, t_net
 
 
@@ -557,20 +580,18 @@ def _instances_dict(inst, rel_boxes) -> Dict[str, torch.Tensor]:
     return d
 
 
-def check_variant(variant: str, original_repo: str, work_dir: str, seed: int, dcn_reference: bool) -> Dict[str, Any]:
-    from yolact_d2.modeling.box_ops import decode
-
-    config_name, our_config, file_name = VARIANTS[variant]
-    dcn_stats: Optional[List[float]] = [] if dcn_reference else None
-    orig_mods = import_original(original_repo, dcn_stats)
+def prepare_original(orig_mods, variant: str, inputs: List[torch.Tensor], work_dir: str, seed: int):
+    """Build the original model of ``variant`` (``torch.manual_seed(seed)`` for its random init),
+    condition it on ``inputs`` (original-protocol input tensors, see :func:`original_input`), save
+    its ``state_dict`` in the original format (+ the unused third downsample layer of the released
+    files) under ``work_dir`` and convert it with ``tools/convert_yolact_weights.py``.
+    Returns ``(net, original cfg, conditioning info, original .pth, converted .pth)``."""
+    config_name, _, file_name = VARIANTS[variant]
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net, ocfg = build_original(orig_mods, config_name)
-    images = test_images()
-    inputs = [original_input(orig_mods, img) for img in images]
     conditioning = condition_original(net, inputs, gen)
 
-    # save in the original format (+ the unused third downsample layer of the released files)
     state = net.state_dict()
     extra = state["fpn.downsample_layers.1.weight"]
     state["fpn.downsample_layers.2.weight"] = torch.randn(extra.shape, generator=gen) * 0.01
@@ -584,6 +605,24 @@ def check_variant(variant: str, original_repo: str, work_dir: str, seed: int, dc
         code = converter.main([original_path, converted_path])
     if code != 0:
         raise RuntimeError(f"convert_yolact_weights.py failed with exit code {code}")
+    return net, ocfg, conditioning, original_path, converted_path
+
+
+def variant_for_config(config_file: str) -> Optional[str]:
+    """The variant whose config file has the base name of ``config_file`` (None if none)."""
+    name = os.path.basename(config_file)
+    return next((v for v, (_, ours, _) in VARIANTS.items() if ours == name), None)
+
+
+def check_variant(variant: str, original_repo: str, work_dir: str, seed: int, dcn_reference: bool) -> Dict[str, Any]:
+    from yolact_d2.modeling.box_ops import decode
+
+    config_name, our_config, file_name = VARIANTS[variant]
+    dcn_stats: Optional[List[float]] = [] if dcn_reference else None
+    orig_mods = import_original(original_repo, dcn_stats)
+    images = test_images()
+    net, ocfg, conditioning, original_path, converted_path = prepare_original(
+        orig_mods, variant, [original_input(orig_mods, img) for img in images], work_dir, seed)
     from yolact_d2.checkpoint import yolact_converter as conv
 
     _, info = conv.convert_yolact_state_dict(torch.load(original_path), filename=original_path)
