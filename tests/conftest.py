@@ -72,3 +72,14 @@ def captured(name="yolact_d2"):
     finally:
         log.removeHandler(handler)
         log.setLevel(old_level)
+
+
+def small_synthetic_coco(tmp_path_factory, num_train: int, num_val: int, seed: int):
+    """A small synthetic COCO train/val pair (96x128 images) for end-to-end tests:
+    ``((train_json, train_image_dir), (val_json, val_image_dir))``."""
+    from yolact_d2.data.datasets import generate_synthetic_dataset
+
+    root = str(tmp_path_factory.mktemp("synthetic"))
+    train = generate_synthetic_dataset(root, "train", num_train, seed=seed, image_size=(96, 128))
+    val = generate_synthetic_dataset(root, "val", num_val, seed=seed, image_size=(96, 128))
+    return (train, os.path.join(root, "train")), (val, os.path.join(root, "val"))

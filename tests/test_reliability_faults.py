@@ -17,11 +17,11 @@ import torch
 
 from detectron2.config import get_cfg
 
-from conftest import captured, tiny_cfg
+from conftest import captured, small_synthetic_coco, tiny_cfg
 from yolact_d2 import YolactTrainer, add_yolact_config
 from yolact_d2.checkpoint import AtomicDetectionCheckpointer, atomic_open
 from yolact_d2.checkpoint import atomic as atomic_module
-from yolact_d2.data.datasets import generate_synthetic_dataset, register_datasets_from_config
+from yolact_d2.data.datasets import register_datasets_from_config
 from yolact_d2.engine.trainer import NonFiniteLossError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,10 +36,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("synthetic"))
-    train = generate_synthetic_dataset(root, "train", 8, seed=7, image_size=(96, 128))
-    val = generate_synthetic_dataset(root, "val", 4, seed=7, image_size=(96, 128))
-    return (train, os.path.join(root, "train")), (val, os.path.join(root, "val"))
+    return small_synthetic_coco(tmp_path_factory, 8, 4, seed=7)
 
 
 def _dataset_opts(coco, tag):

@@ -7,17 +7,14 @@ import sys
 
 import pytest
 
-from yolact_d2.data.datasets import generate_synthetic_dataset
+from conftest import small_synthetic_coco
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def coco_dirs(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("synthetic"))
-    train = generate_synthetic_dataset(root, "train", 16, seed=3, image_size=(96, 128))
-    val = generate_synthetic_dataset(root, "val", 6, seed=3, image_size=(96, 128))
-    return (train, os.path.join(root, "train")), (val, os.path.join(root, "val"))
+    return small_synthetic_coco(tmp_path_factory, 16, 6, seed=3)
 
 
 def _run(coco_dirs, output_dir, *args, opts=()):
