@@ -23,6 +23,7 @@ from detectron2.data import DatasetMapper, MetadataCatalog, build_detection_test
 from detectron2.data import get_detection_dataset_dicts
 from detectron2.engine import AMPTrainer, DefaultTrainer, HookBase, SimpleTrainer
 from detectron2.engine import hooks as d2_hooks
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -275,6 +276,31 @@ class YolactTrainer(DefaultTrainer):
         model = super().build_model(cfg)
         check_yolact_config(cfg, model)
         return model
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """``SOLVER.OPTIMIZER``: "SGD" (the original's, Detectron2's default) or "ADAMW"; both with
+        Detectron2's per-parameter weight decay and LR factors and ``SOLVER.CLIP_GRADIENTS``."""
+        params = get_default_optimizer_params(
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        )
+        name = cfg.SOLVER.OPTIMIZER.upper()
+        if name == "SGD":
+            optimizer = maybe_add_gradient_clipping(cfg, torch.optim.SGD)(
+                params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
+                nesterov=cfg.SOLVER.NESTEROV, weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+            )
+        elif name == "ADAMW":
+            optimizer = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
+                params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
+            )
+        else:
+            raise ValueError(f"SOLVER.OPTIMIZER must be 'SGD' or 'ADAMW', got {cfg.SOLVER.OPTIMIZER!r}")
+        return optimizer
 
     @classmethod
     def build_train_loader(cls, cfg):
