@@ -231,7 +231,8 @@ def test_sigkill_during_a_checkpoint_write_then_resume(coco, tmp_path):
     saved_iter = saved["iteration"]
     assert tagged == f"model_{saved_iter:07d}.pth" and saved_iter >= 1
 
-    # --resume restores the iteration, the optimizer (momentum buffers) and the scheduler
+    # --resume restores the iteration, the optimizer state (AdamW's moment estimates in this
+    # config, SGD's momentum buffers otherwise) and the scheduler
     cfg = _cfg_like_train_net(opts)
     trainer = YolactTrainer(cfg)
     trainer.resume_or_load(resume=True)
@@ -240,8 +241,12 @@ def test_sigkill_during_a_checkpoint_write_then_resume(coco, tmp_path):
     state = trainer.optimizer.state_dict()
     assert len(state["state"]) == len(saved_optimizer["state"]) > 0
     for key, buffers in saved_optimizer["state"].items():
-        assert torch.equal(state["state"][key]["momentum_buffer"], buffers["momentum_buffer"])
-    assert any(b["momentum_buffer"].abs().sum() > 0 for b in saved_optimizer["state"].values())
+        assert state["state"][key].keys() == buffers.keys()
+        for name, value in buffers.items():
+            assert torch.equal(torch.as_tensor(state["state"][key][name]), torch.as_tensor(value)), name
+    assert any(
+        v.abs().sum() > 0 for b in saved_optimizer["state"].values() for v in b.values() if v.numel() > 1
+    )
     assert trainer.scheduler.state_dict() == saved["trainer"]["hooks"]["LRScheduler"]
     del trainer
 

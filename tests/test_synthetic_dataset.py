@@ -16,7 +16,7 @@ from pycocotools.coco import COCO
 from yolact_d2.data.datasets import synthetic as syn
 
 NUM_IMAGES = 20
-SEED = 7
+SEED = 0
 
 
 def _coco(json_path):
@@ -93,7 +93,7 @@ def test_coco_structure(dataset):
         shapes.add((img["height"], img["width"]))
         n = len(coco.getAnnIds(imgIds=img["id"]))
         assert 1 <= n <= 7  # up to 6 objects + an optional crowd
-    assert len(shapes) > NUM_IMAGES // 2 and any(h != w for h, w in shapes)
+    assert len(shapes) > NUM_IMAGES // 2 and all(h == w for h, w in shapes)  # random squares
 
     anns = raw["annotations"]
     assert len({a["id"] for a in anns}) == len(anns)
@@ -212,6 +212,16 @@ def test_image_size_options(tmp_path):
     assert cv2.imread(str(tmp_path / "b" / "val" / "000000.jpg")).shape == (80, 120, 3)
     with pytest.raises(ValueError):
         syn.generate_synthetic_dataset(str(tmp_path / "c"), "val", 3, 0, image_size=((100, 50), 64))
+    # Random sizes: independent sides, or squares (the default, so that squash-resizing to the
+    # model's square input keeps every shape's proportions).
+    coco = _coco(syn.generate_synthetic_dataset(str(tmp_path / "d"), "val", 12, 0, image_size=((64, 96), (64, 96))))
+    sizes = [(i["height"], i["width"]) for i in coco.imgs.values()]
+    assert sum(h != w for h, w in sizes) >= 10 and all(64 <= v <= 96 for hw in sizes for v in hw)
+    coco = _coco(syn.generate_synthetic_dataset(str(tmp_path / "e"), "val", 12, 0, image_size=syn.SquareSides(64, 96)))
+    sizes = [(i["height"], i["width"]) for i in coco.imgs.values()]
+    assert all(h == w and 64 <= h <= 96 for h, w in sizes) and len(set(sizes)) >= 6
+    assert coco.dataset["info"]["square"] is True
+    assert isinstance(syn.DEFAULT_IMAGE_SIZE, syn.SquareSides)
 
 
 # ------------------------------------------------------------------------------ registration

@@ -25,7 +25,7 @@ import logging
 import os
 import tempfile
 import zlib
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_SEED",
     "DEFAULT_PREFIX",
     "DEFAULT_IMAGE_SIZE",
+    "SquareSides",
     "render_synthetic_sample",
     "generate_synthetic_dataset",
     "ensure_synthetic_dataset",
@@ -53,11 +54,23 @@ DEFAULT_NUM_TRAIN = 600
 DEFAULT_NUM_VAL = 100
 DEFAULT_SEED = 0
 DEFAULT_PREFIX = "yolact_synthetic"
-# ((min_h, max_h), (min_w, max_w)), inclusive; each image draws its own size.
-DEFAULT_IMAGE_SIZE = ((160, 256), (160, 256))
+
+
+class SquareSides(NamedTuple):
+    """Square images whose side is drawn per image from ``[min, max]`` (inclusive)."""
+
+    min: int
+    max: int
+
+
+# Square images of 160-256 px. Square because YOLACT squash-resizes every image to a square
+# (§2.1): in a non-square image a circle reaches the model as an ellipse, so "circle" and
+# "ellipse" (axis ratio 0.4-0.65) would not be tellable apart from the model's input.
+# Version 2 drew height and width independently, ((160, 256), (160, 256)).
+DEFAULT_IMAGE_SIZE = SquareSides(160, 256)
 
 # Bump when the rendering changes so that cached datasets on disk get regenerated.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 # (dataset category id, name). Ids are non-contiguous on purpose (see module docstring).
 _CATEGORY_TABLE = (
@@ -90,7 +103,7 @@ MIN_VISIBLE_PIXELS = 30
 MIN_PIECE_PIXELS = 4
 _JPEG_PARAMS = [cv2.IMWRITE_JPEG_QUALITY, 95]
 
-ImageSize = Union[int, Tuple[int, int], Tuple[Tuple[int, int], Tuple[int, int]]]
+ImageSize = Union[int, Tuple[int, int], Tuple[Tuple[int, int], Tuple[int, int]], SquareSides]
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,8 +118,12 @@ def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def _normalize_image_size(image_size: ImageSize) -> Tuple[Tuple[int, int], Tuple[int, int]]:
-    """Accept ``S``, ``(H, W)`` (fixed) or ``((hmin, hmax), (wmin, wmax))`` (random per image)."""
-    if isinstance(image_size, (int, np.integer)):
+    """Accept ``S``, ``(H, W)`` (fixed), ``((hmin, hmax), (wmin, wmax))`` (random per image) or
+    ``SquareSides(min, max)`` (random square per image: the two ranges are the same and the
+    renderer uses one draw for both sides, see :func:`_is_square`)."""
+    if isinstance(image_size, SquareSides):
+        image_size = ((image_size.min, image_size.max), (image_size.min, image_size.max))
+    elif isinstance(image_size, (int, np.integer)):
         image_size = (int(image_size), int(image_size))
     if len(image_size) != 2:
         raise ValueError(f"image_size must be S, (H, W) or ((hmin, hmax), (wmin, wmax)); got {image_size!r}")
@@ -120,6 +137,10 @@ def _normalize_image_size(image_size: ImageSize) -> Tuple[Tuple[int, int], Tuple
             raise ValueError(f"invalid image side range ({lo}, {hi}); need 32 <= min <= max")
         ranges.append((lo, hi))
     return ranges[0], ranges[1]
+
+
+def _is_square(image_size: ImageSize) -> bool:
+    return isinstance(image_size, SquareSides) or isinstance(image_size, (int, np.integer))
 
 
 def _background(rng: np.random.Generator, h: int, w: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
@@ -237,7 +258,7 @@ def render_synthetic_sample(
     (hmin, hmax), (wmin, wmax) = _normalize_image_size(image_size)
     rng = _image_rng(seed, split, index)
     h = int(rng.integers(hmin, hmax + 1))
-    w = int(rng.integers(wmin, wmax + 1))
+    w = h if _is_square(image_size) else int(rng.integers(wmin, wmax + 1))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     canvas = _background(rng, h, w, yy, xx)
     side = min(h, w)
@@ -392,6 +413,7 @@ def _info(split, num_images, seed, image_size, max_objects, crowd_fraction) -> D
         "num_images": int(num_images),
         "seed": int(seed),
         "image_size": [[hmin, hmax], [wmin, wmax]],
+        "square": _is_square(image_size),
         "max_objects": int(max_objects),
         "crowd_fraction": float(crowd_fraction),
     }
@@ -425,8 +447,8 @@ def generate_synthetic_dataset(
     """Write ``output_dir/<split>/NNNNNN.jpg`` and ``output_dir/annotations/instances_<split>.json``.
 
     ``seed`` is a base seed; each (split, image) pair gets its own derived stream, so splits
-    differ and repeated calls are byte-identical. ``image_size`` is ``S``, ``(H, W)`` or
-    ``((hmin, hmax), (wmin, wmax))``. The json is written last and atomically: its presence
+    differ and repeated calls are byte-identical. ``image_size`` is ``S``, ``(H, W)``,
+    ``((hmin, hmax), (wmin, wmax))`` or ``SquareSides(min, max)``. The json is written last and atomically: its presence
     means the whole split is complete. Returns the json path.
     """
     if num_images < 1:
