@@ -54,15 +54,36 @@ def test_adamw_with_decay_groups_and_one_exact_step():
     torch.testing.assert_close(model.conv.weight.detach(), expected, rtol=0, atol=1e-7)
 
 
-def test_gradient_clipping_applies_to_adamw():
-    model = _ConvNorm()
-    cfg = _cfg("SOLVER.OPTIMIZER", "ADAMW", "SOLVER.CLIP_GRADIENTS.ENABLED", True,
+@pytest.mark.parametrize("optimizer", ["SGD", "ADAMW"])
+def test_foreach_clipping_equals_detectron2_per_parameter_clipping(optimizer):
+    """The multi-tensor clipping gives bit-identical parameters to Detectron2's
+    maybe_add_gradient_clipping (clip_grad_norm_ on each parameter), with some gradients above
+    and some below the limit."""
+    from detectron2.solver.build import maybe_add_gradient_clipping
+
+    cfg = _cfg("SOLVER.OPTIMIZER", optimizer, "SOLVER.CLIP_GRADIENTS.ENABLED", True,
                "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "norm", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", 1.0)
-    opt = YolactTrainer.build_optimizer(cfg, model)
-    assert isinstance(opt, torch.optim.AdamW)
-    model.conv.weight.grad = torch.full_like(model.conv.weight, 100.0)
-    opt.step()
-    assert float(model.conv.weight.grad.norm()) == pytest.approx(1.0, rel=1e-5)
+    torch.manual_seed(0)
+    ours_model, ref_model = _ConvNorm(), _ConvNorm()
+    ref_model.load_state_dict(ours_model.state_dict())
+    ours = YolactTrainer.build_optimizer(cfg, ours_model)
+    ref_cls = torch.optim.SGD if optimizer == "SGD" else torch.optim.AdamW
+    extra = {"momentum": 0.8} if optimizer == "SGD" else {}
+    ref = maybe_add_gradient_clipping(cfg, ref_cls)(
+        [{"params": [p]} for p in ref_model.parameters()], lr=0.002, weight_decay=0.0, **extra
+    )
+    for group in ours.param_groups:
+        group["weight_decay"] = 0.0
+    for scale in (100.0, 0.01, 3.0):
+        for a, b in zip(ours_model.parameters(), ref_model.parameters()):
+            g = torch.randn_like(a) * scale
+            a.grad, b.grad = g.clone(), g.clone()
+        ours.step()
+        ref.step()
+        for a, b in zip(ours_model.parameters(), ref_model.parameters()):
+            assert torch.equal(a.grad, b.grad)  # clipped in place, identically
+            assert torch.equal(a, b)
+    assert float(ours_model.conv.weight.grad.norm()) == pytest.approx(1.0, rel=1e-5)  # 3.0 * ~6: clipped
 
 
 def test_unknown_optimizer_names_the_key():

