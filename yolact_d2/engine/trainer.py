@@ -1,5 +1,6 @@
-"""``YolactTrainer``: Detectron2's ``DefaultTrainer`` with YOLACT's data mappers, COCO evaluation
-and a DistributedDataParallel wrapper that also works for multi-process CPU (gloo) training.
+"""``YolactTrainer``: Detectron2's ``DefaultTrainer`` with YOLACT's data mappers, COCO evaluation,
+``SOLVER.OPTIMIZER`` (SGD or AdamW) and a DistributedDataParallel wrapper that also works for
+multi-process CPU (gloo) training.
 
 Detectron2's ``create_ddp_model`` always passes ``device_ids=[local_rank]``, which PyTorch rejects
 for CPU modules (DETECTRON2_NOTES.md §4.7); ``launch(--num-gpus 2)`` with ``MODEL.DEVICE cpu``
@@ -31,7 +32,13 @@ from ..checkpoint.atomic import AtomicDetectionCheckpointer
 from ..data.dataset_mapper import SKIPPED_IMAGES_KEY, YolactDatasetMapper
 from ..evaluation import YolactCOCOEvaluator
 
-__all__ = ["YolactTrainer", "create_ddp_model", "NonFiniteLossError", "check_yolact_config", "with_foreach_norm_clipping"]
+__all__ = [
+    "YolactTrainer",
+    "create_ddp_model",
+    "NonFiniteLossError",
+    "check_yolact_config",
+    "with_foreach_norm_clipping",
+]
 
 logger = logging.getLogger(__name__)
 
