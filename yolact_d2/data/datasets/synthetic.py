@@ -120,7 +120,7 @@ def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
 def _normalize_image_size(image_size: ImageSize) -> Tuple[Tuple[int, int], Tuple[int, int]]:
     """Accept ``S``, ``(H, W)`` (fixed), ``((hmin, hmax), (wmin, wmax))`` (random per image) or
     ``SquareSides(min, max)`` (random square per image: the two ranges are the same and the
-    renderer uses one draw for both sides, see :func:`_is_square`)."""
+    renderer uses one draw for both sides)."""
     if isinstance(image_size, SquareSides):
         image_size = ((image_size.min, image_size.max), (image_size.min, image_size.max))
     elif isinstance(image_size, (int, np.integer)):
@@ -139,10 +139,6 @@ def _normalize_image_size(image_size: ImageSize) -> Tuple[Tuple[int, int], Tuple
             raise ValueError(f"invalid image side range ({lo}, {hi}); need 32 <= min <= max")
         ranges.append((lo, hi))
     return ranges[0], ranges[1]
-
-
-def _is_square(image_size: ImageSize) -> bool:
-    return isinstance(image_size, SquareSides) or isinstance(image_size, (int, np.integer))
 
 
 def _background(rng: np.random.Generator, h: int, w: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
@@ -260,7 +256,7 @@ def render_synthetic_sample(
     (hmin, hmax), (wmin, wmax) = _normalize_image_size(image_size)
     rng = _image_rng(seed, split, index)
     h = int(rng.integers(hmin, hmax + 1))
-    w = h if _is_square(image_size) else int(rng.integers(wmin, wmax + 1))
+    w = h if isinstance(image_size, SquareSides) else int(rng.integers(wmin, wmax + 1))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     canvas = _background(rng, h, w, yy, xx)
     side = min(h, w)
@@ -415,7 +411,7 @@ def _info(split, num_images, seed, image_size, max_objects, crowd_fraction) -> D
         "num_images": int(num_images),
         "seed": int(seed),
         "image_size": [[hmin, hmax], [wmin, wmax]],
-        "square": _is_square(image_size),
+        "square": isinstance(image_size, SquareSides),
         "max_objects": int(max_objects),
         "crowd_fraction": float(crowd_fraction),
     }
