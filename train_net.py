@@ -10,6 +10,7 @@ Standard Detectron2 flags (``--resume``, ``--num-machines``, ``--machine-rank``,
 """
 import difflib
 import os
+import sys
 
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
@@ -19,6 +20,8 @@ from detectron2.utils.logger import setup_logger
 
 from yolact_d2 import YolactTrainer, add_yolact_config
 from yolact_d2.checkpoint import AtomicDetectionCheckpointer
+from yolact_d2.checkpoint.safe_load import trusted_weights_file
+from yolact_d2.utils.errors import run_cli
 from yolact_d2.data.datasets import register_datasets_from_config
 from yolact_d2.utils.visualization import save_prediction_visualizations
 
@@ -72,7 +75,7 @@ def main(args):
     if args.eval_only:
         model = YolactTrainer.build_model(cfg)
         # Same checkpointer as training: clear errors for unreadable or mismatched weights.
-        AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, trusted_file=trusted_weights_file(cfg)).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = YolactTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)
@@ -98,11 +101,11 @@ def get_parser():
 if __name__ == "__main__":
     args = get_parser().parse_args()
     print("Command Line Args:", args)
-    launch(
+    sys.exit(run_cli(lambda: launch(
         main,
         args.num_gpus,
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
         args=(args,),
-    )
+    ) and None))

@@ -510,4 +510,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from yolact_d2.utils.errors import run_cli
+
+    sys.exit(run_cli(main))

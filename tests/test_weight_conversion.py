@@ -9,6 +9,8 @@ import sys
 import pytest
 import torch
 import torchvision
+
+from yolact_d2.checkpoint.safe_load import UnsafeCheckpointError
 from torch import nn
 
 from conftest import captured, tiny_cfg, yolact_cfg
@@ -584,13 +586,13 @@ def test_load_checkpoint_file(tmp_path):
         load_checkpoint_file(str(garbage))
     with pytest.raises(FileNotFoundError):
         load_checkpoint_file(str(tmp_path / "nope.pth"))
-    # A checkpoint with non-tensor objects: weights_only=True fails, the fallback warns.
+    # A checkpoint with non-tensor objects is refused unless the user opts in (--unsafe-load).
     pickled = tmp_path / "pickled.pth"
     torch.save({"model": {"a": torch.ones(1)}, "args": argparse.Namespace(lr=0.1)}, pickled)
-    warnings = []
-    loaded = load_checkpoint_file(str(pickled), warn=warnings.append)
-    assert torch.equal(loaded["model"]["a"], torch.ones(1))
-    assert len(warnings) == 1 and "weights_only=False" in warnings[0]
+    with pytest.raises(UnsafeCheckpointError, match=r"pickled\.pth: .*\(argparse\.Namespace\).*--unsafe-load"):
+        load_checkpoint_file(str(pickled))
+    loaded = load_checkpoint_file(str(pickled), unsafe=True)
+    assert torch.equal(loaded["model"]["a"], torch.ones(1)) and loaded["args"].lr == 0.1
 
 
 # ----------------------------------------------------------------------------------------------

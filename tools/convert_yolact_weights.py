@@ -28,6 +28,11 @@ def main(argv=None) -> int:
         help="omit the BN num_batches_tracked counters; use for MODEL.RESNETS.NORM FrozenBN, which has "
         "no such buffer and would otherwise warn about unexpected keys (harmless)",
     )
+    parser.add_argument(
+        "--unsafe-load", action="store_true",
+        help="load the input with the unrestricted pickle loader, which runs any code in the file: only for files "
+        "you trust (default: tensors and plain data only)",
+    )
     args = parser.parse_args(argv)
 
     def fail(message: str) -> int:
@@ -40,7 +45,7 @@ def main(argv=None) -> int:
     if problem:
         return fail(problem)
     try:
-        checkpoint = conv.load_checkpoint_file(args.input, warn=lambda m: print(m, file=sys.stderr))
+        checkpoint = conv.load_checkpoint_file(args.input, unsafe=args.unsafe_load)
         state_dict, info = conv.convert_yolact_state_dict(
             checkpoint, filename=args.input, drop_num_batches_tracked=args.drop_num_batches_tracked
         )
@@ -72,4 +77,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from yolact_d2.utils.errors import run_cli
+
+    sys.exit(run_cli(main))

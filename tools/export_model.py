@@ -59,4 +59,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from yolact_d2.utils.errors import run_cli
+
+    sys.exit(run_cli(main))

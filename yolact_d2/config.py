@@ -16,6 +16,9 @@ def add_yolact_config(cfg):
     """Add the yolact_d2 keys to a Detectron2 config (in place). Safe to call once per cfg."""
     _C = cfg
 
+    # True: load MODEL.WEIGHTS with the unrestricted pickle loaders (runs any code in the file; only for files
+    # you trust). Default: tensors / numpy arrays / plain data only (docs/RELIABILITY.md).
+    _C.MODEL.WEIGHTS_TRUSTED = False
     _C.MODEL.YOLACT = CN()
     # Number of foreground classes (COCO: 80). The classifier has NUM_CLASSES + 1 outputs, index 0
     # being background (§0.11); predicted classes are contiguous 0..NUM_CLASSES-1.

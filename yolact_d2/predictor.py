@@ -17,6 +17,7 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from .checkpoint.atomic import AtomicDetectionCheckpointer
+from .checkpoint.safe_load import trusted_weights_file
 from .data.dataset_mapper import build_yolact_test_augmentation
 from .engine.trainer import check_yolact_config
 from .modeling.optimize import optimize_for_inference
@@ -131,7 +132,7 @@ class YolactPredictor:
         test_sets = self.cfg.DATASETS.TEST
         self.metadata = MetadataCatalog.get(test_sets[0]) if len(test_sets) else None
         # Errors naming the file for unreadable weights or weights of another architecture.
-        AtomicDetectionCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
+        AtomicDetectionCheckpointer(self.model, trusted_file=trusted_weights_file(self.cfg)).load(self.cfg.MODEL.WEIGHTS)
         # inference-only rewrites (same function, float rounding only): MODEL.YOLACT.*_TEST
         optimize_for_inference(
             self.model, fuse_bn=self.cfg.MODEL.YOLACT.FUSE_BN_TEST, channels_last=self.cfg.MODEL.YOLACT.CHANNELS_LAST_TEST

@@ -26,6 +26,9 @@ import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 
+from ..utils.errors import UserError
+from .safe_load import WEIGHTS_OPT_IN, load_checkpoint
+
 __all__ = ["AtomicDetectionCheckpointer", "IncompatibleCheckpointError", "atomic_open"]
 
 logger = logging.getLogger(__name__)
@@ -125,8 +128,10 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
     # checkpoint.
     min_loaded_fraction = 0.5
 
-    def __init__(self, model, save_dir: str = "", **kwargs):
+    def __init__(self, model, save_dir: str = "", *, trusted_file=None, **kwargs):
+        # trusted_file: the one file the user allowed to load unrestricted (MODEL.WEIGHTS_TRUSTED)
         super().__init__(model, save_dir, **kwargs)
+        self._trusted_file = trusted_file
         self._stale_checked = False
         self._loading_path = None
 
@@ -166,9 +171,33 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         finally:
             self._loading_path = None
 
+    def _trusted(self, filename) -> bool:
+        return bool(self._trusted_file) and self._trusted_file in (filename, self._loading_path)
+
+    def _torch_load(self, f):
+        return load_checkpoint(f, trusted=self._trusted(f), opt_in=WEIGHTS_OPT_IN)
+
+    def _read_safely(self, filename):
+        """.pkl / .pyth read through safe_load (Detectron2 reads them with pickle / torch.load)."""
+        data = load_checkpoint(filename, trusted=self._trusted(filename), opt_in=WEIGHTS_OPT_IN)
+        if filename.endswith(".pyth"):
+            if "model_state" not in data:
+                raise IncompatibleCheckpointError(f"Cannot load .pyth file {filename}: no 'model_state' in it")
+            state = {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")}
+            return {"model": state, "__author__": "pycls", "matching_heuristics": True}
+        if "model" in data and "__author__" in data:
+            return data  # Detectron2 model-zoo format
+        data = data.get("blobs", data)  # Caffe2 / Detectron1 format
+        data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
+        return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
+
     def _load_file(self, filename):
         try:
+            if filename.endswith((".pkl", ".pyth")):
+                return self._read_safely(filename)
             return super()._load_file(filename)
+        except UserError:
+            raise
         except Exception as e:  # noqa: BLE001 (torch / pickle raise many types)
             if filename in str(e):
                 raise

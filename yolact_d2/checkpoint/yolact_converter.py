@@ -44,6 +44,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from ..utils.errors import UserError
+
 __all__ = [
     "UnsupportedCheckpointError",
     "unwrap_state_dict",
@@ -745,33 +747,25 @@ def cli_path_problem(input_path: str, output_path: str) -> Optional[str]:
     return None
 
 
-def load_checkpoint_file(path: str, warn: Optional[Callable[[str], None]] = None) -> Any:
-    """``torch.load`` on CPU with ``weights_only=True`` (original YOLACT and torchvision
-    checkpoints are plain dicts of tensors). If the file holds other Python objects, warn and
-    retry with ``weights_only=False`` -- which can run code from the file, so only convert files
-    you trust.
+def load_checkpoint_file(path: str, unsafe: bool = False) -> Any:
+    """Read a checkpoint on CPU with :func:`~yolact_d2.checkpoint.safe_load.load_checkpoint`:
+    tensors and plain data only (original YOLACT and torchvision checkpoints are plain dicts of
+    tensors); ``unsafe`` (``--unsafe-load``) uses the unrestricted loader, which can run code.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
+        UnsafeCheckpointError: if the file holds other objects and ``unsafe`` is False.
         ValueError: if the file cannot be read as a PyTorch checkpoint.
     """
+    from .safe_load import load_checkpoint
+
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_checkpoint(path, trusted=unsafe, opt_in="pass --unsafe-load to load this file unrestricted")
+    except UserError:
+        raise
     except Exception as e:  # noqa: BLE001  (torch raises several types here)
-        first_error = _first_line(e)
-        if "weights only load failed" not in str(e).lower():
-            raise ValueError(f"not a readable PyTorch checkpoint file (torch.load: {first_error})") from e
-    if warn is not None:
-        warn(
-            f"warning: {path} holds more than tensors and cannot be loaded with weights_only=True; "
-            "retrying with weights_only=False, which can execute code from the file (only convert "
-            "checkpoints you trust)"
-        )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001
         raise ValueError(f"not a readable PyTorch checkpoint file (torch.load: {_first_line(e)})") from e
 
 

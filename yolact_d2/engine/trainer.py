@@ -29,6 +29,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint.atomic import AtomicDetectionCheckpointer
+from ..checkpoint.safe_load import trusted_weights_file
 from ..data.dataset_mapper import SKIPPED_IMAGES_KEY, YolactDatasetMapper
 from ..evaluation import YolactCOCOEvaluator
 
@@ -247,7 +248,9 @@ class YolactTrainer(DefaultTrainer):
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         # Atomic writes: a process killed while saving never leaves last_checkpoint pointing at a
         # partial file; weights of another architecture are an error before training starts.
-        self.checkpointer = AtomicDetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = AtomicDetectionCheckpointer(
+            model, cfg.OUTPUT_DIR, trusted_file=trusted_weights_file(cfg), trainer=weakref.proxy(self)
+        )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
