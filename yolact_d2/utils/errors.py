@@ -14,23 +14,41 @@ import os
 import sys
 from typing import Callable, Optional, Sequence, Tuple, Type
 
-__all__ = ["UserError", "run_cli", "format_user_error", "KNOWN_USER_ERRORS", "debug_requested"]
+__all__ = [
+    "UserError", "ConfigError", "DataError", "run_cli", "format_user_error", "KNOWN_USER_ERRORS",
+    "debug_requested", "add_debug_argument", "WorkerUserErrorExit", "run_in_worker",
+]
 
 
 class UserError(Exception):
     """An error the user can fix. ``what`` names the file, key or entry; ``cause`` says what is
     wrong with it; ``fix`` (optional) says how to fix it."""
 
-    def __init__(self, what: str, cause: str, fix: Optional[str] = None):
-        self.what, self.cause, self.fix = str(what), str(cause), (str(fix) if fix else None)
+    def __init__(self, what: str, cause: Optional[str] = None, fix: Optional[str] = None):
+        # A single argument is a complete message (subclasses that predate the three parts).
+        self.what = str(what)
+        self.cause = None if cause is None else str(cause)
+        self.fix = str(fix) if fix else None
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        text = f"{self.what}: {self.cause}"
+        text = self.what if self.cause is None else f"{self.what}: {self.cause}"
         return f"{text} ({self.fix})" if self.fix else text
 
     def __reduce__(self):  # picklable across launch()'s worker processes
         return (type(self), (self.what, self.cause, self.fix))
+
+
+class ConfigError(UserError, ValueError):
+    """A config file, config key or command-line value that cannot be used."""
+
+
+class DataError(UserError, ValueError):
+    """A dataset file (json, image folder) that cannot be used."""
+
+
+class WorkerUserErrorExit(SystemExit):
+    """A worker of ``launch()`` already printed its one-line error; the process exits 1."""
 
 
 # Exception types that are user errors wherever they reach a program's top level. Modules that
@@ -50,6 +68,20 @@ def debug_requested(argv: Optional[Sequence[str]] = None) -> bool:
     return "--debug" in argv or os.environ.get("YOLACT_D2_DEBUG", "") not in ("", "0")
 
 
+def add_debug_argument(parser) -> None:
+    """Add ``--debug`` (full tracebacks for known user errors too) to an argparse parser."""
+    parser.add_argument(
+        "--debug", action="store_true",
+        help="show the full traceback of known user errors too (also: YOLACT_D2_DEBUG=1)",
+    )
+
+
+def _child_exited_after_user_error(exc: BaseException) -> bool:
+    """``launch()``'s join raises ProcessExitedException when a worker exits with status 1, which
+    is what a worker does after printing its one-line error (see :func:`run_cli`)."""
+    return type(exc).__name__ == "ProcessExitedException" and getattr(exc, "exit_code", None) == 1
+
+
 def run_cli(main: Callable[[], Optional[int]], argv: Optional[Sequence[str]] = None,
             known: Tuple[Type[BaseException], ...] = KNOWN_USER_ERRORS) -> int:
     """Run ``main()`` and turn a known user error into one ``error: ...`` line and status 1.
@@ -65,4 +97,19 @@ def run_cli(main: Callable[[], Optional[int]], argv: Optional[Sequence[str]] = N
         logging.getLogger("yolact_d2").debug("user error", exc_info=True)
         print(format_user_error(e), file=sys.stderr, flush=True)
         return 1
+    except Exception as e:
+        if _child_exited_after_user_error(e) and not debug_requested(argv):
+            return 1  # the worker printed the line; no second traceback
+        raise
     return int(status or 0)
+
+
+def run_in_worker(main: Callable[..., Optional[int]], *args):
+    """For the ``main_func`` of Detectron2's ``launch()``: runs ``main(*args)`` and, after a known
+    user error, prints its line and exits the worker with status 1 (the parent's :func:`run_cli`
+    then exits 1 without a second traceback). Returns ``main``'s result otherwise."""
+    result = []
+    status = run_cli(lambda: result.append(main(*args)))
+    if status:
+        raise WorkerUserErrorExit(status)
+    return result[0] if result else None
