@@ -2,7 +2,7 @@
 """yolact_d2: YOLACT / YOLACT++ real-time instance segmentation as a Detectron2 plugin.
 
 Detectron2 itself is not on PyPI and is therefore not listed in ``install_requires``;
-``tools/setup_env.sh`` (``make setup``) installs it when it is missing (see README).
+``tools/setup_env.sh`` (``make setup``) installs it when it is missing (see docs/INSTALL.md).
 """
 import re
 from pathlib import Path

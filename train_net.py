@@ -6,7 +6,7 @@
     python train_net.py --config-file ... --num-gpus 2 [MODEL.DEVICE cpu]
 
 Standard Detectron2 flags (``--resume``, ``--num-machines``, ``--machine-rank``, ``--dist-url``,
-``KEY VALUE`` overrides) work as usual. Own data: see ``DATASETS.COCO_INSTANCES`` in the README.
+``KEY VALUE`` overrides) work as usual. Own data: see ``DATASETS.COCO_INSTANCES`` in docs/GETTING_STARTED.md.
 """
 import difflib
 import os

@@ -8,7 +8,7 @@ from yolact_d2.modeling.anchor_generator import YolactAnchorGenerator
 
 
 def _sizes(image_size):
-    """Feature sizes of the YOLACT ResNet-FPN for a square input (conv arithmetic, §3.1)."""
+    """Feature sizes of the YOLACT ResNet-FPN for a square input (conv arithmetic, docs/MODEL.md §2.1)."""
     s = (image_size + 2 * 3 - 7) // 2 + 1  # stem conv
     s = (s + 2 - 3) // 2 + 1  # max pool -> C2
     sizes = []
@@ -40,7 +40,7 @@ def test_first_and_last_anchors_550():
     gen = YolactAnchorGenerator(yolact_cfg("COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml"))
     a = gen(_sizes(550), (550, 550))
     c = 0.5 / 69
-    # spec §3.6: square v1 anchors of side s, s/sqrt(2), s*sqrt(2) (relative to 550)
+    # docs/MODEL.md §3.2: square v1 anchors of side s, s/sqrt(2), s*sqrt(2) (relative to 550)
     expected_first = torch.tensor(
         [[c, c, 0.043636, 0.043636], [c, c, 0.030856, 0.030856], [c, c, 0.061711, 0.061711]]
     )
@@ -66,7 +66,7 @@ def test_anchor_order_level_row_column_anchor():
 
 
 def test_yolact_plus_rectangular_anchors():
-    """Three scales x three real aspect ratios (w/h), scale-major (spec §3.6, YOLACT++)."""
+    """Three scales x three real aspect ratios (w/h), scale-major (docs/MODEL.md §3.3, YOLACT++)."""
     scales = [[s * 2 ** (i / 3) for i in range(3)] for s in (24, 48, 96, 192, 384)]
     gen = YolactAnchorGenerator(scales=scales, aspect_ratios=[[1, 0.5, 2]], square_anchors=False)
     a = gen(_sizes(550), (550, 550))

@@ -1,5 +1,5 @@
 """The fast post-processing (MODEL.YOLACT.FAST_POSTPROCESS_TEST, default) against the faithful
-reference (the original's literal algorithm, YOLACT_SPEC.md §7): same detections, same masks.
+reference (the original's literal algorithm, docs/MODEL.md §9): same detections, same masks.
 
 Masks may only differ at pixels whose interpolated value is within 1e-5 of the threshold (float
 rounding); the tests count them. In every case measured here the count is 0: the fast path

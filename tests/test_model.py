@@ -34,7 +34,7 @@ def test_parameter_counts_match_the_original(config, total, backbone):
     model = build_model(yolact_cfg(config))
     assert sum(p.numel() for p in model.parameters()) == total
     assert _count(model.backbone.bottom_up) == backbone
-    # per-component figures of the seed table / spec §10.1
+    # per-component figures of docs/MODEL.md §12.1
     assert [_count(c) for c in model.backbone.lateral_convs] == [131_328, 262_400, 524_544]  # C3, C4, C5
     assert [_count(c) for c in model.backbone.output_convs] == [590_080] * 3
     assert [_count(c) for c in model.backbone.downsample_convs] == [590_080] * 2

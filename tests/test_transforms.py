@@ -1,4 +1,4 @@
-"""Tests of yolact_d2.data.transforms (YOLACT_SPEC.md §2.1, §2.2)."""
+"""Tests of yolact_d2.data.transforms (docs/MODEL.md §7.1, §7.2)."""
 import cv2
 import numpy as np
 import pytest

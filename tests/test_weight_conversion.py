@@ -40,7 +40,7 @@ torch.set_num_threads(1)  # the machine is shared; nothing here needs more
 
 
 # ----------------------------------------------------------------------------------------------
-# synthetic original-format checkpoints (key names and shapes from YOLACT_SPEC.md §10.3)
+# synthetic original-format checkpoints (key names and shapes: docs/MODEL.md §12.3)
 # ----------------------------------------------------------------------------------------------
 def original_shapes(depth, width=64, fpn=256, num_classes=81, num_anchors=3, num_prototypes=32, plus=False,
                     dcn_interval=None):
@@ -119,7 +119,7 @@ def make_original(depth, **kwargs):
 
 
 def expected_name(original):
-    """Our name for an original key, written independently of the converter (§10.3 + the brief)."""
+    """Our name for an original key, written independently of the converter (docs/MODEL.md §12.3)."""
     fixed = {
         "fpn.lat_layers.0": "backbone.lateral_convs.2",
         "fpn.lat_layers.1": "backbone.lateral_convs.1",
@@ -253,7 +253,7 @@ def test_synthetic_original_matches_spec(r101_original, r50_files):
     shapes = original_shapes(101)
     assert len(shapes) == 662  # 660 entries of yolact_base + the unused fpn.downsample_layers.2
     assert sum(1 for k in shapes if k.endswith("num_batches_tracked")) == 104
-    # §10.1: 50,157,071 parameters + the 590,080 of downsample_layers.2 in a released checkpoint
+    # docs/MODEL.md §12.3: 50,157,071 parameters + the 590,080 of downsample_layers.2 in a released checkpoint
     assert count_parameters(r101_original) == 50_157_071 + 590_080
     assert count_parameters(r50_files[0]) == 31_164_943 + 590_080
 
@@ -287,7 +287,7 @@ def test_r101_mapping_is_exact(r101_original, r101_converted):
     ]:
         assert torch.equal(new_sd[ours], r101_original[theirs]), ours
     assert new_sd["backbone.lateral_convs.0.weight"].shape == (256, 512, 1, 1)
-    # Parameter counts (§10.1): 50,157,071 + BN running mean/var (105,344) + 104 counters.
+    # Parameter counts (docs/MODEL.md §12.3): 50,157,071 + BN running mean/var (105,344) + 104 counters.
     assert count_parameters(new_sd) == 50_157_071
     assert sum(v.numel() for v in new_sd.values()) == 50_157_071 + 105_344 + 104
 
@@ -397,7 +397,7 @@ def test_yolact_plus_r101_round_trip(r101_plus_original, r101_plus_model):
     ]:
         assert torch.equal(new_sd[ours], r101_plus_original[theirs]), ours
     assert new_sd["head.cls_score.weight"].shape == (729, 256, 3, 3)
-    assert count_parameters(new_sd) == 52_571_142  # §10.1
+    assert count_parameters(new_sd) == 52_571_142  # docs/MODEL.md §12.1
     model_sd = r101_plus_model.state_dict()
     assert {k: tuple(v.shape) for k, v in model_sd.items()} == {k: tuple(v.shape) for k, v in new_sd.items()}
     r101_plus_model.load_state_dict(new_sd, strict=True)
@@ -568,7 +568,7 @@ def test_cli_converts_yolact_plus_r50(tmp_path, fvcore_log):
     assert "Detected: YOLACT++ R-50 (13 DCN blocks, maskiou_net)" in result.stdout
     assert "Matching config: configs/COCO-InstanceSegmentation/yolact_plus_R_50_FPN_550.yaml" in result.stdout
     saved = torch.load(out, map_location="cpu", weights_only=True)["model"]
-    assert count_parameters(saved) == 33_766_460  # §10.1
+    assert count_parameters(saved) == 33_766_460  # docs/MODEL.md §12.1
     model = build_model(yolact_cfg(R50_PLUS_CONFIG))
     checkpointer = RecordingCheckpointer(model)
     checkpointer.load(str(out))

@@ -1,4 +1,4 @@
-"""YOLACT++ (YOLACT_SPEC.md §1.4, §3.6, §3.8, §5.2 I, §7.2, §8, §10.1): deformable ResNet,
+"""YOLACT++ (docs/MODEL.md §1.2, §2.6, §2.7, §3.3, §6.5, §9.7, §12.1): deformable ResNet,
 9 rectangular anchors per location, mask re-scoring and its COCO evaluation."""
 import contextlib
 import io
@@ -65,7 +65,7 @@ def small_plus():
 
 
 # ----------------------------------------------------------------------------------------------
-# parameter counts and DCN placement (§1.4, §10.1)
+# parameter counts and DCN placement (docs/MODEL.md §2.6, §12.1)
 # ----------------------------------------------------------------------------------------------
 def test_parameter_counts_r101(r101_plus):
     m = r101_plus
@@ -266,10 +266,10 @@ def test_dynamo_onnx_export_runs_in_onnxruntime(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
-# anchors (§3.6)
+# anchors (docs/MODEL.md §3.3)
 # ----------------------------------------------------------------------------------------------
 def _original_priors(conv_sizes, scales, ratios=(1, 0.5, 2), max_size=550):
-    """§3.6 in plain Python floats, as the original computes them."""
+    """docs/MODEL.md §3.3 in plain Python floats, as the original computes them."""
     priors = []
     for (conv_h, conv_w), level_scales in zip(conv_sizes, scales):
         for j in range(conv_h):
@@ -291,7 +291,7 @@ def test_anchors_at_550_are_the_originals_bit_for_bit():
     original_scales = [[s * 2 ** (j / 3) for j in range(3)] for s in (24, 48, 96, 192, 384)]
     assert gen.scales == original_scales  # the config's literals are the exact Python floats
     assert torch.equal(anchors, _original_priors(sizes, original_scales))
-    # P3 location 0 in pixels, scale-major then aspect ratio (§3.6)
+    # P3 location 0 in pixels, scale-major then aspect ratio (docs/MODEL.md §3.3)
     px = anchors[:9, 2:] * 550
     expected = [(24, 24), (16.97, 33.94), (33.94, 16.97), (30.24, 30.24), (21.38, 42.76), (42.76, 21.38),
                 (38.10, 38.10), (26.94, 53.88), (53.88, 26.94)]
@@ -303,7 +303,7 @@ def test_plus_model_predicts_9_anchors_per_location(small_plus):
 
 
 # ----------------------------------------------------------------------------------------------
-# mask re-scoring net (§3.8) and its training targets (§5.2 I)
+# mask re-scoring net (docs/MODEL.md §2.7) and its training targets (§6.5)
 # ----------------------------------------------------------------------------------------------
 def test_fast_mask_iou_net_shapes():
     net = FastMaskIoUNet(num_classes=80)
@@ -459,7 +459,7 @@ def test_v1_model_has_no_mask_scores():
 
 
 # ----------------------------------------------------------------------------------------------
-# COCO evaluation: box AP with the class score, mask AP with the mask score (§8)
+# COCO evaluation: box AP with the class score, mask AP with the mask score (docs/MODEL.md §9.7)
 # ----------------------------------------------------------------------------------------------
 @pytest.fixture
 def one_object_dataset(tmp_path):

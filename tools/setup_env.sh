@@ -9,7 +9,7 @@
 #   2. Detectron2, if it cannot be imported. Official detectron2 is not on PyPI; we install the
 #      pure-Python sources of the `sal-detectron2` wheel (a build of detectron2 main) without its
 #      compiled extension, which was built for Python 3.10 only. A user with a source build of
-#      detectron2 keeps theirs (see README, "Installing the official detectron2").
+#      detectron2 keeps theirs (see docs/INSTALL.md, "The official detectron2").
 #   3. yolact_d2 itself (`pip install -e .`) with its runtime and test dependencies, if it is not
 #      installed from this checkout or a dependency is missing.
 set -euo pipefail

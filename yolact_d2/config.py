@@ -5,7 +5,7 @@ Everything YOLACT-specific lives under ``MODEL.YOLACT``; the few generic input k
 ``INPUT.*`` keys, as Mask2Former does. Standard keys (``MODEL.BACKBONE.NAME``, ``MODEL.RESNETS.*``,
 ``MODEL.PIXEL_MEAN/STD``, ``INPUT.FORMAT``, ``TEST.DETECTIONS_PER_IMAGE``, ``MODEL.DEVICE``,
 ``MODEL.WEIGHTS``, ``SOLVER.*``) are re-used, never duplicated. Defaults are those of the original
-``yolact_base_config`` (YOLACT_SPEC.md §1); section numbers below refer to that spec.
+``yolact_base_config`` (docs/MODEL.md §1.1); section numbers below refer to docs/MODEL.md.
 """
 from detectron2.config import CfgNode as CN
 
@@ -21,30 +21,30 @@ def add_yolact_config(cfg):
     _C.MODEL.WEIGHTS_TRUSTED = False
     _C.MODEL.YOLACT = CN()
     # Number of foreground classes (COCO: 80). The classifier has NUM_CLASSES + 1 outputs, index 0
-    # being background (§0.11); predicted classes are contiguous 0..NUM_CLASSES-1.
+    # being background (§2.4); predicted classes are contiguous 0..NUM_CLASSES-1.
     _C.MODEL.YOLACT.NUM_CLASSES = 80
     # FPN levels fed to the prediction head, finest first; the protonet and the semantic-seg head
-    # read the first one (P3, §3.3, §3.5).
+    # read the first one (P3, §2.3, §2.5).
     _C.MODEL.YOLACT.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
     # Registry names of the swappable parts.
     _C.MODEL.YOLACT.HEAD_NAME = "YolactHead"
     _C.MODEL.YOLACT.PROTONET_NAME = "ProtoNet"
-    # Number of prototype masks k (§3.3).
+    # Number of prototype masks k (§2.3).
     _C.MODEL.YOLACT.NUM_PROTOTYPES = 32
     # Normalisation after the hidden convs of the prediction head and the protonet ("", "GN", ...;
     # Detectron2's get_norm names). YOLACT has none; together with MODEL.FPN.NORM "GN" it keeps
-    # training from scratch stable (without it the ReLU'd FPN outputs die; README, Results).
+    # training from scratch stable (without it the ReLU'd FPN outputs die; docs/DEVELOPMENT_NOTES.md).
     _C.MODEL.YOLACT.NORM = ""
 
-    # ---- Anchors (§3.6). Scales are anchor sides in pixels of the network input, one list per
+    # ---- Anchors (§3). Scales are anchor sides in pixels of the network input, one list per
     # level; aspect ratios are width / height (the opposite of Detectron2's h/w convention).
     _C.MODEL.YOLACT.ANCHOR_SCALES = [[24], [48], [96], [192], [384]]
     _C.MODEL.YOLACT.ANCHOR_ASPECT_RATIOS = [[1.0, 0.5, 2.0]]
-    # YOLACT v1 configs set h = w for every anchor ("backward compatibility with a bug", §0.1), so
+    # YOLACT v1 configs set h = w for every anchor ("backward compatibility with a bug", §3.2), so
     # the three anchors per location are squares of side s, s/sqrt(2), s*sqrt(2). YOLACT++: False.
     _C.MODEL.YOLACT.SQUARE_ANCHORS = True
 
-    # ---- Training targets (§5.1).
+    # ---- Training targets (§5).
     _C.MODEL.YOLACT.POSITIVE_IOU_THRESHOLD = 0.5
     _C.MODEL.YOLACT.NEGATIVE_IOU_THRESHOLD = 0.4
     # Non-positive anchors whose intersection-over-anchor-area with a crowd box exceeds this
@@ -53,7 +53,7 @@ def add_yolact_config(cfg):
     # SSD box-coding variances (§4): weights (1/0.1, 1/0.1, 1/0.2, 1/0.2) with no dw/dh clamp.
     _C.MODEL.YOLACT.BBOX_VARIANCES = [0.1, 0.2]
 
-    # ---- Losses (§5.2). All but the semantic-seg loss are divided by the number of positive
+    # ---- Losses (§6). All but the semantic-seg loss are divided by the number of positive
     # anchors in the whole batch.
     _C.MODEL.YOLACT.OHEM_NEG_POS_RATIO = 3
     _C.MODEL.YOLACT.LOSS_CLS_WEIGHT = 1.0
@@ -62,12 +62,12 @@ def add_yolact_config(cfg):
     _C.MODEL.YOLACT.LOSS_SEM_SEG_WEIGHT = 1.0
     # At most this many positive anchors per image get a mask loss (random subset, rescaled).
     _C.MODEL.YOLACT.MASKS_TO_TRAIN = 100
-    # Auxiliary semantic-segmentation head on P3 (training only, §3.5).
+    # Auxiliary semantic-segmentation head on P3 (training only, §2.5).
     _C.MODEL.YOLACT.SEM_SEG_ON = True
 
-    # ---- Inference (§7).
+    # ---- Inference (§9).
     # Anchors whose best foreground score is <= this are dropped before NMS. There is no second
-    # threshold after Fast NMS (§0.14), so final scores can be lower than this.
+    # threshold after Fast NMS (§9.2), so final scores can be lower than this.
     _C.MODEL.YOLACT.SCORE_THRESH_TEST = 0.05
     # "fast" (per-class Fast NMS, the original's evaluation setting), "cross_class" (class-agnostic
     # Fast NMS) or "standard" (per-class greedy NMS).
@@ -77,7 +77,7 @@ def add_yolact_config(cfg):
     _C.MODEL.YOLACT.TOPK_CANDIDATES_TEST = 200
     # Final masks are sigmoid(P C^T) upsampled to the image size and compared with this (strict >).
     _C.MODEL.YOLACT.MASK_THRESHOLD = 0.5
-    # The original truncates final pixel boxes to integers (§0.17); False keeps sub-pixel boxes.
+    # The original truncates final pixel boxes to integers (§9.6); False keeps sub-pixel boxes.
     _C.MODEL.YOLACT.TRUNCATE_BOXES_TEST = True
     # The maximum number of detections is TEST.DETECTIONS_PER_IMAGE (100, as the original).
     # Fast post-processing: Fast NMS picks candidates with topk instead of a full sort, and each
@@ -92,25 +92,25 @@ def add_yolact_config(cfg):
     _C.MODEL.YOLACT.FUSE_BN_TEST = True
     _C.MODEL.YOLACT.CHANNELS_LAST_TEST = True
 
-    # ---- YOLACT++ (§1.4): deformable backbone, mask re-scoring. The ++ configs also set
+    # ---- YOLACT++ (§1.2): deformable backbone, mask re-scoring. The ++ configs also set
     # MODEL.RESNETS.DEFORM_ON_PER_STAGE [False, True, True, True], MODEL.RESNETS.DEFORM_MODULATED
     # True, three anchor scales per level and SQUARE_ANCHORS False.
     # In a stage with deform on (MODEL.RESNETS.DEFORM_ON_PER_STAGE), bottleneck i gets a DCNv2
     # 3x3 conv iff i % DEFORM_INTERVAL == 0 (original: 3 for R-101, 1 for R-50).
     _C.MODEL.YOLACT.DEFORM_INTERVAL = 1
-    # Mask re-scoring network (FastMaskIoUNet, §3.8): predicts the IoU of every mask with its
+    # Mask re-scoring network (FastMaskIoUNet, §2.7): predicts the IoU of every mask with its
     # object; at inference the mask score is class score x predicted IoU (Instances.mask_scores,
-    # used for mask AP; box AP keeps the class score, §8).
+    # used for mask AP; box AP keeps the class score, §9.7).
     _C.MODEL.YOLACT.MASK_IOU_ON = False
     _C.MODEL.YOLACT.MASK_IOU_NET_NAME = "FastMaskIoUNet"
-    # loss_mask_iou: smooth-L1 x this weight, divided by the number of positives (§5.2 I).
+    # loss_mask_iou: smooth-L1 x this weight, divided by the number of positives (§6.5).
     _C.MODEL.YOLACT.LOSS_MASK_IOU_WEIGHT = 25.0
     # Only positives whose GT mask covers more than this many prototype pixels train the net.
     _C.MODEL.YOLACT.MASK_IOU_MIN_AREA = 25
 
-    # ---- Input. YOLACT squashes every image to a square of IMAGE_SIZE pixels (§2.1, §2.2).
+    # ---- Input. YOLACT squashes every image to a square of IMAGE_SIZE pixels (§7.1, §7.2).
     _C.INPUT.IMAGE_SIZE = 550
-    # Training augmentations of the YOLACT mapper, applied in the original order (§2.2) before the
+    # Training augmentations of the YOLACT mapper, applied in the original order (§7.2) before the
     # square resize; the original's augment_* flags. Small images (e.g. the synthetic dataset) may
     # drop "expand", which shrinks objects up to 4x.
     _C.INPUT.YOLACT_AUGMENTATIONS = ["photometric_distort", "expand", "random_sample_crop", "mirror"]
@@ -127,7 +127,7 @@ def add_yolact_config(cfg):
     # then use the names in DATASETS.TRAIN / DATASETS.TEST.
     _C.DATASETS.COCO_INSTANCES = []
 
-    # ---- Solver. "SGD" is the original's (§6: momentum SOLVER.MOMENTUM, weight decay
+    # ---- Solver. "SGD" is the original's (§8: momentum SOLVER.MOMENTUM, weight decay
     # SOLVER.WEIGHT_DECAY*); "ADAMW" (betas 0.9/0.999, decoupled SOLVER.WEIGHT_DECAY*) trains a
     # from-scratch model faster in a short schedule, as Mask2Former does. Both honour
     # SOLVER.CLIP_GRADIENTS and Detectron2's per-parameter-type weight decay keys.

@@ -1,5 +1,5 @@
 """Rename the weights of the original YOLACT and of torchvision ImageNet ResNets to this project's
-parameter names (YOLACT_SPEC.md §10.3).
+parameter names (docs/MODEL.md §12.3).
 
 Only ``torch`` is imported here, so the command-line tools can use this module without importing
 Detectron2.
@@ -72,7 +72,7 @@ _BN_SUFFIXES = ("weight", "bias", "running_mean", "running_var", "num_batches_tr
 _BN_REQUIRED = ("weight", "bias", "running_mean", "running_var")
 _BN_RUNNING = ("running_mean", "running_var", "num_batches_tracked")
 
-# The anchor scales of the 550 model; other input sizes use int(s / 550 * size) (§1.3).
+# The anchor scales of the 550 model; other input sizes use int(s / 550 * size) (docs/MODEL.md §3.4).
 _BASE_ANCHOR_SCALES = (24, 48, 96, 192, 384)
 _RELEASED_SIZES = {400: "yolact_R_101_FPN_400.yaml", 550: "yolact_R_101_FPN_550.yaml", 700: "yolact_R_101_FPN_700.yaml"}
 
@@ -89,8 +89,8 @@ _YOLACT_HEAD = {
     "semantic_seg_conv": "sem_seg_head.predictor",
 }
 _OPTIONAL_MODULES = ("semantic_seg_conv",)
-# YOLACT++ (§1.4): DCN placement of the released configs (deform on per stage res2..res5, interval)
-# and the mask re-scoring net's convs (§3.8): original index -> (out, in, kernel); the last one
+# YOLACT++ (docs/MODEL.md §2.6): DCN placement of the released configs (deform on per stage res2..res5, interval)
+# and the mask re-scoring net's convs (docs/MODEL.md §2.7): original index -> (out, in, kernel); the last one
 # has num_classes outputs.
 _PLUS_DCN = {50: ([False, True, True, True], 1), 101: ([False, True, True, True], 3)}
 _MASKIOU_CONVS = {0: (8, 1, 3), 2: (16, 8, 3), 4: (32, 16, 3), 6: (64, 32, 3), 8: (128, 64, 3), 10: (None, 128, 1)}
@@ -630,7 +630,7 @@ def convert_yolact_state_dict(
                 kind, i, suffix = m.group(1), int(m.group(2)), m.group(3)
                 if kind == "downsample_layers":
                     if i >= _NUM_FPN_DOWNSAMPLE:
-                        dropped.append(key)  # unused extra layer of the released checkpoints (§0.9)
+                        dropped.append(key)  # unused extra layer of the released checkpoints (docs/MODEL.md §12.3)
                         continue
                     new_key = f"backbone.downsample_convs.{i}.{suffix}"
                 elif i < num_lat:

@@ -1,4 +1,4 @@
-"""Dataset mapper reproducing YOLACT's input pipeline (YOLACT_SPEC.md §2.1, §2.2).
+"""Dataset mapper reproducing YOLACT's input pipeline (docs/MODEL.md §7).
 
 Differences from Detectron2's stock ``DatasetMapper``:
 
@@ -161,7 +161,7 @@ def _image_size(cfg) -> int:
 
 
 def build_yolact_train_augmentation(cfg) -> List[Union[T.Augmentation, T.Transform]]:
-    """The original ``SSDAugmentation`` (§2.2) as a list of Detectron2 augmentations::
+    """The original ``SSDAugmentation`` (docs/MODEL.md §7.2) as a list of Detectron2 augmentations::
 
         RandomPhotometricDistort -> RandomExpand(PIXEL_MEAN) -> RandomSSDCrop
         -> RandomFlip(0.5, horizontal) -> SquashResize(IMAGE_SIZE)
@@ -190,7 +190,7 @@ def build_yolact_train_augmentation(cfg) -> List[Union[T.Augmentation, T.Transfo
 
 
 def build_yolact_test_augmentation(cfg) -> List[Union[T.Augmentation, T.Transform]]:
-    """Test-time resize (§2.1), per ``cfg.INPUT.TEST_RESIZE_MODE``: ``"squash"`` (IMAGE_SIZE x
+    """Test-time resize (docs/MODEL.md §7.1), per ``cfg.INPUT.TEST_RESIZE_MODE``: ``"squash"`` (IMAGE_SIZE x
     IMAGE_SIZE, the original protocol) or ``"keep_aspect"`` (longer side = IMAGE_SIZE, aspect kept,
     no padding: the model pads). Both use cv2 INTER_LINEAR on float32."""
     size = _image_size(cfg)

@@ -1,6 +1,6 @@
 """YOLACT's SSD-style input pipeline as Detectron2 ``Augmentation``/``Transform`` classes.
 
-Spec: YOLACT_SPEC.md §2.1 (test-time resize) and §2.2 (training augmentation). The original
+See docs/MODEL.md §7.1 (test-time resize) and §7.2 (training augmentation). The original
 works on float32 images in 0..255 and never clips after the photometric changes. Every transform
 in this module therefore converts its image input to float32 (``uint8`` input is accepted) and
 returns float32 without clipping or rounding; segmentation masks keep their dtype.
@@ -640,7 +640,7 @@ class CV2ResizeTransform(Transform):
 
 class SquashResize(Augmentation):
     """Resize to ``size x size`` ignoring the aspect ratio (YOLACT's training and default
-    test-time resize, §2.1/§2.2), with :class:`CV2ResizeTransform`."""
+    test-time resize, docs/MODEL.md §7.1/§7.2), with :class:`CV2ResizeTransform`."""
 
     def __init__(self, size: int, interp: int = cv2.INTER_LINEAR, mask_interp: str = "linear"):
         super().__init__()

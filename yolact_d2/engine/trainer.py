@@ -3,7 +3,7 @@
 multi-process CPU (gloo) training.
 
 Detectron2's ``create_ddp_model`` always passes ``device_ids=[local_rank]``, which PyTorch rejects
-for CPU modules (DETECTRON2_NOTES.md §4.7); ``launch(--num-gpus 2)`` with ``MODEL.DEVICE cpu``
+for CPU modules; ``launch(--num-gpus 2)`` with ``MODEL.DEVICE cpu``
 therefore crashes with the stock trainer.
 
 Reliability (docs/RELIABILITY.md): checkpoints are written atomically
@@ -364,7 +364,7 @@ class YolactTrainer(DefaultTrainer):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         # COCOEvaluator that ranks masks by Instances.mask_scores when the model sets them
-        # (YOLACT++ mask re-scoring, §8); identical to COCOEvaluator otherwise.
+        # (YOLACT++ mask re-scoring, docs/MODEL.md §9.7); identical to COCOEvaluator otherwise.
         return YolactCOCOEvaluator(
             dataset_name, tasks=("bbox", "segm"), distributed=True, output_dir=output_folder,
             max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,

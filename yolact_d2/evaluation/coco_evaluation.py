@@ -1,4 +1,4 @@
-"""COCO evaluation with separate box and mask scores (YOLACT_SPEC.md §8, YOLACT++).
+"""COCO evaluation with separate box and mask scores (docs/MODEL.md §9.7, §10; YOLACT++).
 
 YOLACT++ ranks boxes by the class score and masks by ``class score x predicted mask IoU``.
 Detectron2's ``COCOEvaluator`` writes one ``score`` per detection and uses it for every task. This

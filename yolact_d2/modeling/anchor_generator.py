@@ -1,4 +1,4 @@
-"""YOLACT anchors ("priors", YOLACT_SPEC.md §3.6).
+"""YOLACT anchors ("priors", docs/MODEL.md §3).
 
 Detectron2's ``DefaultAnchorGenerator`` cannot express them: YOLACT places anchor centres at
 ``(i + 0.5) / W_level`` of the image (at 550 px the P3 pitch is 550/69 = 7.97, not 8), its aspect
@@ -32,7 +32,7 @@ class YolactAnchorGenerator(nn.Module):
     ):
         """
         Args:
-            scales: per level, anchor sides in pixels of the network input (``s`` of §3.6).
+            scales: per level, anchor sides in pixels of the network input (``s`` of docs/MODEL.md §3.2).
             aspect_ratios: per level (or one list for all levels), width / height ratios.
             square_anchors: YOLACT v1 behaviour: ``h = w`` after ``w = s * sqrt(ar)``.
         """

@@ -1,4 +1,4 @@
-"""Box coding and overlaps of YOLACT (YOLACT_SPEC.md §4), in relative coordinates.
+"""Box coding and overlaps of YOLACT (docs/MODEL.md §4), in relative coordinates.
 
 SSD coding with variances (0.1, 0.2): the same as Detectron2's ``Box2BoxTransform((10, 10, 5, 5))``
 except that YOLACT never clamps dw/dh and never clips decoded boxes, which the released weights
@@ -55,11 +55,11 @@ def _area(boxes: torch.Tensor) -> torch.Tensor:
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pairwise IoU of point-form boxes, batched over leading dims: (..., N, 4), (..., M, 4) -> (..., N, M).
-    Areas without the +1 convention (§4)."""
+    Areas without the +1 convention (docs/MODEL.md §4)."""
     inter = _intersection(a, b)
     return inter / (_area(a)[..., :, None] + _area(b)[..., None, :] - inter)
 
 
 def box_ioa(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pairwise intersection over the area of ``a`` (used for anchors vs crowd boxes, §5.1)."""
+    """Pairwise intersection over the area of ``a`` (used for anchors vs crowd boxes, docs/MODEL.md §5.2)."""
     return _intersection(a, b) / _area(a)[..., :, None]

@@ -1,4 +1,4 @@
-"""The YOLACT prediction head (YOLACT_SPEC.md §3.4) and its registry.
+"""The YOLACT prediction head (docs/MODEL.md §2.4) and its registry.
 
 One module shared by all pyramid levels: a 3x3 conv + ReLU, then three parallel 3x3 convs giving,
 per anchor, box deltas, ``K + 1`` class logits (index 0 = background) and ``k`` mask coefficients
@@ -55,7 +55,7 @@ class YolactHead(nn.Module):
         self.cls_score = nn.Conv2d(in_channels, num_anchors * (num_classes + 1), 3, padding=1)
         self.coeff_pred = nn.Conv2d(in_channels, num_anchors * num_prototypes, 3, padding=1)
         for conv in (self.conv, self.bbox_pred, self.cls_score, self.coeff_pred):
-            nn.init.xavier_uniform_(conv.weight)  # original init (§6)
+            nn.init.xavier_uniform_(conv.weight)  # original init (docs/MODEL.md §8)
             if conv.bias is not None:
                 nn.init.zeros_(conv.bias)
 

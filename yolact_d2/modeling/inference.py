@@ -1,4 +1,4 @@
-"""YOLACT detection and post-processing (YOLACT_SPEC.md §7).
+"""YOLACT detection and post-processing (docs/MODEL.md §9).
 
 ``detect`` turns one image's raw head outputs into at most ``max_detections`` detections in
 relative coordinates (tensors only, so it can be traced), and ``detections_to_instances`` pastes
@@ -81,7 +81,7 @@ def _fast_nms_best_first(boxes, scores, coefficients, iou_threshold: float, top_
 def fast_nms(
     boxes, scores, coefficients, iou_threshold: float, top_k: int, max_detections: int, use_topk: bool = True
 ):
-    """Per-class Fast NMS (§7.1): for every class keep its ``top_k`` highest-scored candidates and
+    """Per-class Fast NMS (docs/MODEL.md §9.2): for every class keep its ``top_k`` highest-scored candidates and
     drop a box if its IoU with *any* higher-scored box of the same class, suppressed or not,
     exceeds ``iou_threshold``; then keep the ``max_detections`` best over all classes. No score
     threshold is applied after NMS (the original's ``second_threshold=False``).
@@ -194,7 +194,7 @@ def detections_to_instances(
     maskiou_net: Optional[nn.Module] = None,
     fast: bool = True,
 ) -> Instances:
-    """Boxes and full-image binary masks at ``output_size`` (§7.2).
+    """Boxes and full-image binary masks at ``output_size`` (docs/MODEL.md §9.4-§9.6).
 
     Masks are ``sigmoid(P C^T)`` cropped by the predicted box at prototype resolution with one
     pixel of padding, then upsampled bilinearly *straight* to the output size and thresholded
@@ -207,10 +207,10 @@ def detections_to_instances(
         image_size: (h, w) of the resized image inside the network input.
         padded_size: (H, W) of the network input (relative coordinates refer to it).
         output_size: (height, width) requested, usually the original image size.
-        truncate_boxes: truncate box coordinates to integers as the original does (§0.17).
+        truncate_boxes: truncate box coordinates to integers as the original does (docs/MODEL.md §9.6).
         maskiou_net: YOLACT++ mask re-scoring net. When given, it predicts the IoU of every
             cropped soft mask at prototype resolution, gathered at the predicted class, and the
-            result gets ``mask_scores = scores * predicted IoU`` (§7.2 step 4); ``scores`` stays the
+            result gets ``mask_scores = scores * predicted IoU`` (docs/MODEL.md §9.7); ``scores`` stays the
             class score (the original's ``rescore_mask=True, rescore_bbox=False``).
         fast: compute only the part of each upsampled mask that can be non-zero
             (:func:`~yolact_d2.modeling.mask_ops.paste_masks_fast`); False upsamples every mask to

@@ -1,4 +1,4 @@
-"""YOLACT training losses (YOLACT_SPEC.md §5.2).
+"""YOLACT training losses (docs/MODEL.md §6).
 
 ``loss_cls`` (OHEM 3:1 softmax cross-entropy), ``loss_box_reg`` (smooth-L1 x 1.5) and ``loss_mask``
 (BCE of GT-box-cropped prototype masks, each divided by its GT box area in prototype pixels,
@@ -52,7 +52,7 @@ def downsample_masks(masks: torch.Tensor, size) -> torch.Tensor:
 def binary_mask_iou(masks: torch.Tensor, gt_masks: torch.Tensor) -> torch.Tensor:
     """IoU of binary (0/1) masks ``(N, H, W)`` with binary GT masks ``(N, H, W)``, pairwise by index.
 
-    The training target of the mask re-scoring net (§5.2 I), at prototype resolution. Only GT masks
+    The training target of the mask re-scoring net (docs/MODEL.md §6.5), at prototype resolution. Only GT masks
     larger than ``MASK_IOU_MIN_AREA`` reach it, so the union is never empty there; an empty union
     (possible with ``MASK_IOU_MIN_AREA < 0``) gives 0 rather than NaN.
     """
@@ -148,7 +148,7 @@ class YolactLoss(nn.Module):
         ]
         labels = torch.stack([m.labels for m in matches])
         positive = labels > 0
-        # Normalised by the positives of the whole batch (§5.2); an all-empty batch gives 0 losses.
+        # Normalised by the positives of the whole batch (docs/MODEL.md §6.6); an all-empty batch gives 0 losses.
         normalizer = positive.sum().clamp(min=1).float()
 
         box_targets = torch.stack([m.box_targets for m in matches])
@@ -177,7 +177,7 @@ class YolactLoss(nn.Module):
         appended to it, one ``(soft_masks (n, H', W'), iou_targets (n,), classes (n,))`` per image:
         the GT-box-cropped soft masks of the positives whose GT mask has more than
         ``mask_iou_min_area`` prototype pixels (after the ``masks_to_train`` subsampling), the IoU
-        of their ``> 0.5`` binarisation with the GT mask, and the GT class (§5.2 I).
+        of their ``> 0.5`` binarisation with the GT mask, and the GT class (docs/MODEL.md §6.5).
         """
         proto_h, proto_w = prototypes.shape[-2:]
         total = prototypes.new_zeros(())

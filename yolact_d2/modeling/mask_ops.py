@@ -1,7 +1,7 @@
-"""Mask assembly from prototypes and coefficients (YOLACT_SPEC.md §5.2 M, §7.2), and the two ways
+"""Mask assembly from prototypes and coefficients (docs/MODEL.md §6.3, §9.4), and the two ways
 of turning the cropped prototype-resolution masks into binary masks at the output size.
 
-* :func:`paste_masks_faithful` is the original's step 5 of §7.2 as it is written: every mask is
+* :func:`paste_masks_faithful` is the original's upsampling (docs/MODEL.md §9.5) as it is written: every mask is
   upsampled bilinearly (``align_corners=False``) to the whole output canvas as floats and then
   compared with the threshold. It is the reference.
 * :func:`paste_masks_fast` gives the same binary masks but only computes the output pixels that

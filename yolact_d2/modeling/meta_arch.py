@@ -4,7 +4,7 @@ training, the semantic-segmentation head and the YOLACT losses (Bolya et al., IC
 It follows Detectron2's model contract: ``forward(list[dict])`` returns a loss dict in training and
 ``[{"instances": Instances}]`` at each input's ``height`` x ``width`` in inference. Images of
 different sizes are padded into one batch; anchors and prototype crops are computed from the
-padded size, which for YOLACT's square 550 input is exactly the original model (YOLACT_SPEC.md).
+padded size, which for YOLACT's square 550 input is exactly the original model (docs/MODEL.md).
 
 YOLACT++ (``MODEL.YOLACT.MASK_IOU_ON``) adds the mask re-scoring net: ``loss_mask_iou`` in
 training and, in inference, ``Instances.mask_scores`` = class score x predicted mask IoU (used for
@@ -32,7 +32,7 @@ from .semantic_seg import SemanticSegHead
 __all__ = ["Yolact"]
 
 # The original's Resize drops GT boxes whose width or height is <= 4/550 *pixels* of the network
-# input (a unit slip that leaves only degenerate boxes, §0.23); they cannot be encoded (log 0).
+# input (a unit slip that leaves only degenerate boxes, docs/MODEL.md §7.3); they cannot be encoded (log 0).
 _MIN_GT_BOX_SIDE = 4 / 550
 
 

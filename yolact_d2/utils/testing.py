@@ -10,8 +10,8 @@ the score threshold. :func:`condition_random_model` fixes both without changing 
    be), so activations have realistic magnitudes;
 2. the class, box and mask-coefficient layers of the head and the protonet's last conv are scaled
    so their outputs have a chosen spread on those images: many anchors then pass the 0.05 score
-   threshold (post-processing has real work, as with the original's "conditioned" benchmark in
-   YOLACT_SPEC.md §12), boxes vary around the anchors and masks have structure.
+   threshold (post-processing has real work, as with the "conditioned" weights of
+   docs/PARITY.md), boxes vary around the anchors and masks have structure.
 """
 from typing import Iterable
 

@@ -64,7 +64,7 @@ class SquareSides(NamedTuple):
 
 
 # Square images of 160-256 px. Square because YOLACT squash-resizes every image to a square
-# (§2.1): in a non-square image a circle reaches the model as an ellipse, so "circle" and
+# (docs/MODEL.md §7.1): in a non-square image a circle reaches the model as an ellipse, so "circle" and
 # "ellipse" (axis ratio 0.4-0.65) would not be tellable apart from the model's input.
 # Version 2 drew height and width independently, ((160, 256), (160, 256)).
 DEFAULT_IMAGE_SIZE = SquareSides(160, 256)
