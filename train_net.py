@@ -21,8 +21,8 @@ from detectron2.utils.logger import setup_logger
 from yolact_d2 import YolactTrainer, add_yolact_config
 from yolact_d2.checkpoint import AtomicDetectionCheckpointer
 from yolact_d2.checkpoint.safe_load import trusted_weights_file
-from yolact_d2.utils.errors import run_cli
 from yolact_d2.data.datasets import register_datasets_from_config
+from yolact_d2.utils.errors import run_cli
 from yolact_d2.utils.visualization import save_prediction_visualizations
 
 
@@ -75,7 +75,10 @@ def main(args):
     if args.eval_only:
         model = YolactTrainer.build_model(cfg)
         # Same checkpointer as training: clear errors for unreadable or mismatched weights.
-        AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, trusted_file=trusted_weights_file(cfg)).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        checkpointer = AtomicDetectionCheckpointer(
+            model, save_dir=cfg.OUTPUT_DIR, trusted_file=trusted_weights_file(cfg)
+        )
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = YolactTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)
@@ -108,4 +111,4 @@ if __name__ == "__main__":
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
         args=(args,),
-    ) and None))
+    )))
