@@ -105,7 +105,8 @@ class InterruptHook(HookBase):
             logger.warning("Training runs outside the main thread: signals stop it without a checkpoint.")
             return
         for s in self.signals:
-            self._previous[s] = signal.signal(s, self._handle)
+            if signal.getsignal(s) is not signal.SIG_IGN:  # e.g. SIGINT of a background job stays ignored
+                self._previous[s] = signal.signal(s, self._handle)
 
     def _restore(self):
         for s, previous in self._previous.items():
@@ -119,7 +120,7 @@ class InterruptHook(HookBase):
             self._group = comm._get_global_gloo_group()  # CPU collectives whatever the backend
             dist.barrier(group=self._group)  # every rank has its handlers before we say so
         if comm.is_main_process() and self._previous:
-            names = "/".join(_name(s) for s in self.signals)
+            names = "/".join(_name(s) for s in self._previous)
             logger.info(f"Stop training with {names} (Ctrl-C): the current iteration is finished and checkpointed.")
 
     def _agreed_signal(self) -> int:
@@ -199,7 +200,8 @@ class _ForwardSignals:
 
     def __enter__(self):
         if self.enabled:
-            self._previous = {s: signal.signal(s, self._forward) for s in STOP_SIGNALS}
+            ignored = [s for s in STOP_SIGNALS if signal.getsignal(s) is signal.SIG_IGN]  # the workers inherit it
+            self._previous = {s: signal.signal(s, self._forward) for s in STOP_SIGNALS if s not in ignored}
         return self
 
     def __exit__(self, *exc):
