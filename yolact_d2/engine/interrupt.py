@@ -170,6 +170,8 @@ def _stoppable_main(main: Callable, *args):
                 f"{stop.checkpoint} (last_checkpoint points at it)."
             )
             log.warning(f"Continue from iteration {stop.iteration + 1} with: {resume_command()}")
+        else:
+            logger.info(f"Rank {comm.get_rank()}: {stop}.")
         raise SystemExit(stop.exit_status) from None
     except KeyboardInterrupt:
         if comm.is_main_process():
