@@ -92,7 +92,7 @@ class InterruptHook(HookBase):
         elif self._stopping:
             pass  # the checkpoint is written, the process is exiting
         elif self._signum:
-            logger.warning(f"Received {_name(signum)} again: already stopping after iteration {self.trainer.iter}.")
+            logger.debug(f"Received {_name(signum)} again: already stopping after iteration {self.trainer.iter}.")
         else:
             self._signum = signum
             logger.warning(
