@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,8 +18,9 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.solver import build_lr_scheduler
 
-from conftest import small_synthetic_coco
+from conftest import captured, small_synthetic_coco
 from yolact_d2 import add_yolact_config
+from yolact_d2.engine import interrupt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NET = os.path.join(ROOT, "train_net.py")
@@ -215,3 +217,35 @@ def test_sigterm_to_the_launcher_of_two_processes(coco, tmp_path):
     rank1 = (out / "log.txt.rank1").read_text()
     assert "Traceback" not in rank1
     assert f"Rank 1: training stopped by SIGTERM after iteration {n}." in rank1
+
+
+def test_resume_command_puts_resume_before_the_overrides():
+    argv = ["train_net.py", "--config-file", "my cfg.yaml", "--resume", "SOLVER.MAX_ITER", "5"]
+    assert shlex.split(interrupt.resume_command(argv)) == [
+        sys.executable, "train_net.py", "--resume", "--config-file", "my cfg.yaml", "SOLVER.MAX_ITER", "5"]
+
+
+def test_repeated_signals_outside_the_save_exit_at_once_on_the_third(monkeypatch):
+    hook = interrupt.InterruptHook()
+    hook.trainer = SimpleNamespace(iter=7)
+    clock, exits = [100.0], []
+    monkeypatch.setattr(interrupt, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(interrupt, "os", SimpleNamespace(_exit=exits.append))
+    with captured("yolact_d2") as records:
+        hook._handle(signal.SIGINT, None)
+        hook._handle(signal.SIGINT, None)  # Ctrl-C reaches a worker twice (terminal + launcher): once
+        assert (hook._signum, hook._count) == (signal.SIGINT, 1)
+        clock[0] += 1
+        hook._handle(signal.SIGTERM, None)
+        assert hook._count == 2 and not exits
+        hook._saving, clock[0] = True, clock[0] + 1
+        hook._handle(signal.SIGINT, None)  # during the save: ignored, not counted
+        assert hook._count == 2 and not exits
+        hook._saving, clock[0] = False, clock[0] + 1
+        hook._handle(signal.SIGTERM, None)
+    assert exits == [130]  # the status of the first signal
+    messages = [r.getMessage() for r in records]
+    assert messages[0] == "Received SIGINT: finishing iteration 7, then saving a checkpoint and stopping."
+    assert "Received SIGTERM again: stopping after iteration 7; 1 more to exit at once" in messages[1]
+    assert messages[2] == "Received SIGINT while writing the checkpoint: ignored, the save goes on."
+    assert messages[3].startswith("Received SIGTERM 3 times: exiting now")

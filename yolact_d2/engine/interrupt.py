@@ -7,7 +7,8 @@ iteration, the main process writes an atomic checkpoint of it through the traine
 (used by ``train_net.py``) turns that into two log lines, the checkpoint and the ``--resume`` command,
 and exit status 128 + signal number (130, 143, 138) without a traceback. In a multi-process run the
 launching process forwards the signals it gets to its workers. A signal that comes while the checkpoint
-is written is logged and otherwise ignored: the save always completes.
+is written is logged and otherwise ignored: the save always completes. The third signal outside
+the save exits at once (the previous checkpoints stay complete: writes are atomic).
 """
 import logging
 import os
@@ -15,6 +16,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -29,6 +31,11 @@ logger = logging.getLogger(__name__)
 
 # The signals that stop training with a checkpoint: Ctrl-C, kill / SLURM preemption, SLURM --signal=USR1.
 STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", None)) if s is not None)
+
+
+# A stop signal received this many times (outside the save) exits at once, for a step that takes too long.
+FORCE_AFTER = 3
+REPEAT_WINDOW_S = 0.5  # signals closer than this count as one
 
 
 def exit_status(signum: int) -> int:
@@ -75,12 +82,13 @@ class InterruptHook(HookBase):
 
     Register it last, so that the LR scheduler, the periodic checkpointer and the metrics writers have
     done that iteration. With several processes the stop flag is summed over the ranks once per
-    iteration (one int on a gloo group), so all stop after the same iteration."""
+    iteration (max of one int on a gloo group), so all stop after the same iteration."""
 
     def __init__(self, signals=STOP_SIGNALS):
         self.signals = tuple(signals)
         self._previous: Dict[int, object] = {}
         self._signum = 0  # the first stop signal received, 0 if none
+        self._count, self._last = 0, -REPEAT_WINDOW_S  # signals (a burst counts once), time of the last
         self._saving = False
         self._stopping = False
         self._group = None
@@ -89,16 +97,26 @@ class InterruptHook(HookBase):
     def _handle(self, signum, frame):
         if self._saving:
             logger.warning(f"Received {_name(signum)} while writing the checkpoint: ignored, the save goes on.")
-        elif self._stopping:
-            pass  # the checkpoint is written, the process is exiting
-        elif self._signum:
-            logger.debug(f"Received {_name(signum)} again: already stopping after iteration {self.trainer.iter}.")
-        else:
+            return
+        if self._stopping:
+            return  # the checkpoint is written, the process is exiting
+        now = time.monotonic()
+        if now - self._last >= REPEAT_WINDOW_S:  # Ctrl-C reaches a worker directly and forwarded: once
+            self._count += 1
+        self._last = now
+        if not self._signum:
             self._signum = signum
             logger.warning(
                 f"Received {_name(signum)}: finishing iteration {self.trainer.iter}, then saving a checkpoint "
                 "and stopping."
             )
+        elif self._count >= FORCE_AFTER:
+            logger.error(f"Received {_name(signum)} {self._count} times: exiting now, without a checkpoint of "
+                         "this iteration (the last complete checkpoint is still there).")
+            os._exit(exit_status(self._signum))
+        elif self._count > 1:
+            logger.warning(f"Received {_name(signum)} again: stopping after iteration {self.trainer.iter}; "
+                           f"{FORCE_AFTER - self._count} more to exit at once without that checkpoint.")
 
     def _install(self):
         if threading.current_thread() is not threading.main_thread():
