@@ -8,7 +8,9 @@ iteration, the main process writes an atomic checkpoint of it through the traine
 and exit status 128 + signal number (130, 143, 138) without a traceback. In a multi-process run the
 launching process forwards the signals it gets to its workers. A signal that comes while the checkpoint
 is written is logged and otherwise ignored: the save always completes. The third signal outside
-the save exits at once (the previous checkpoints stay complete: writes are atomic).
+the save exits at once (the previous checkpoints stay complete: writes are atomic). A script that
+calls Detectron2's ``launch()`` itself gets the checkpoint too, but a traceback of
+:class:`TrainingInterrupted`: use :func:`launch_stoppable` instead.
 """
 import logging
 import os
