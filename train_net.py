@@ -13,7 +13,7 @@ import os
 import sys
 
 from detectron2.config import get_cfg
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -22,6 +22,7 @@ from yolact_d2 import YolactTrainer, add_yolact_config
 from yolact_d2.checkpoint import AtomicDetectionCheckpointer
 from yolact_d2.checkpoint.safe_load import trusted_weights_file
 from yolact_d2.data.datasets import register_datasets_from_config
+from yolact_d2.engine.interrupt import launch_stoppable
 from yolact_d2.utils.errors import run_cli
 from yolact_d2.utils.visualization import save_prediction_visualizations
 
@@ -104,7 +105,8 @@ def get_parser():
 if __name__ == "__main__":
     args = get_parser().parse_args()
     print("Command Line Args:", args)
-    sys.exit(run_cli(lambda: launch(
+    # Ctrl-C / SIGTERM / SIGUSR1: checkpoint, --resume command, exit 128 + signal (docs/RELIABILITY.md)
+    sys.exit(run_cli(lambda: launch_stoppable(
         main,
         args.num_gpus,
         num_machines=args.num_machines,

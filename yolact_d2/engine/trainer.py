@@ -32,6 +32,7 @@ from ..checkpoint.atomic import AtomicDetectionCheckpointer
 from ..checkpoint.safe_load import trusted_weights_file
 from ..data.dataset_mapper import SKIPPED_IMAGES_KEY, YolactDatasetMapper
 from ..evaluation import YolactCOCOEvaluator
+from .interrupt import InterruptHook
 
 __all__ = [
     "YolactTrainer",
@@ -263,6 +264,7 @@ class YolactTrainer(DefaultTrainer):
             # before the PeriodicWriter, so that the count is in the same metrics.json record
             at = len(hooks) - 1 if hooks and isinstance(hooks[-1], d2_hooks.PeriodicWriter) else len(hooks)
             hooks.insert(at, BadImageCounter(tally))
+        hooks.append(InterruptHook())  # last: saves after the scheduler and writers did the iteration
         return hooks
 
     def nonfinite_loss_hints(self) -> str:
