@@ -126,6 +126,10 @@ def add_yolact_config(cfg):
     #   DATASETS.COCO_INSTANCES "[['my_train', 'train.json', 'images/'], ['my_val', 'val.json', 'images/']]"
     # then use the names in DATASETS.TRAIN / DATASETS.TEST.
     _C.DATASETS.COCO_INSTANCES = []
+    # Names of COCO_INSTANCES entries allowed to replace a dataset already registered under that name with other
+    # data (a Detectron2 built-in such as coco_2017_train, yolact_synthetic_train): re-registered with a warning.
+    # Without this, such a name is an error naming both sources (an entry with the same json and images is fine).
+    _C.DATASETS.COCO_INSTANCES_REPLACE = []
 
     # ---- Solver. "SGD" is the original's (§8: momentum SOLVER.MOMENTUM, weight decay
     # SOLVER.WEIGHT_DECAY*); "ADAMW" (betas 0.9/0.999, decoupled SOLVER.WEIGHT_DECAY*) trains a
