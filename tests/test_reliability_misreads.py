@@ -72,3 +72,65 @@ def test_same_entry_twice_is_fine_and_replace_reregisters_with_a_warning(synthet
     assert MetadataCatalog.get(name).image_root == other_root
     # the replaced registration is the one used
     assert DatasetCatalog.get(name)[0]["file_name"].startswith(other_root)
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. json bbox vs mask extent
+# ------------------------------------------------------------------------------------------------
+def _box_mask_json(tmp_path):
+    square = [[10, 10, 30, 10, 30, 30, 10, 30]]  # extent XYXY [10, 10, 30, 30]
+    data = {
+        "images": [{"id": 1, "file_name": "a.png", "height": 40, "width": 60}],
+        "categories": [{"id": 1, "name": "thing"}],
+        "annotations": [
+            {"id": 11, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "segmentation": square},
+            {"id": 12, "image_id": 1, "category_id": 1, "bbox": [35, 5, 20, 30], "segmentation": square},
+            {"id": 13, "image_id": 1, "category_id": 1, "bbox": [12, 12, 20, 20], "segmentation": square},
+        ],
+    }
+    path = tmp_path / "boxes.json"
+    path.write_text(json.dumps(data))
+    (tmp_path / "imgs").mkdir()
+    return str(path), str(tmp_path / "imgs")
+
+
+def test_json_bbox_that_disagrees_with_its_mask_warns_once_with_counts(tmp_path):
+    json_file, image_root = _box_mask_json(tmp_path)
+    name = _unique("boxmask")
+    register_datasets_from_config(_entry_cfg(name, json_file, image_root))
+    with captured() as records:
+        dicts = DatasetCatalog.get(name)
+    warnings = [r.getMessage() for r in records if "disagrees with the extent" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(f"{json_file}: 1 of 3 annotations have a bbox that disagrees")
+    assert "image_id 1), annotation id 12: bbox [35, 5, 55, 35] vs mask extent [10, 10, 30, 30] (XYXY), IoU 0.00" \
+        in warnings[0]
+    assert "INPUT.GT_BOX_SOURCE 'mask'" in warnings[0]
+    # the default keeps the json box (the original's behaviour)
+    assert [a["bbox"] for a in dicts[0]["annotations"]] == [[10, 10, 20, 20], [35, 5, 20, 30], [12, 12, 20, 20]]
+
+
+@pytest.mark.parametrize("source,expected", [
+    ("json", [[10, 10, 30, 30], [35, 5, 55, 35]]),
+    ("mask", [[10, 10, 30, 30], [10, 10, 30, 30]]),
+])
+def test_gt_box_source_chooses_the_training_boxes(tmp_path, source, expected):
+    from detectron2.structures import BoxMode
+
+    from yolact_d2.data.dataset_mapper import YolactDatasetMapper
+
+    json_file, image_root = _box_mask_json(tmp_path)
+    name = _unique("boxsrc")
+    register_datasets_from_config(_entry_cfg(name, json_file, image_root))
+    record = DatasetCatalog.get(name)[0]
+    mapper = YolactDatasetMapper(tiny_cfg(num_classes=1, opts=["INPUT.GT_BOX_SOURCE", source]), is_train=True)
+    kept = mapper._check_annotations(record["annotations"][:2], record, (40, 60))
+    assert [a["bbox_mode"] for a in kept] == [BoxMode.XYXY_ABS] * 2
+    assert [list(map(float, a["bbox"])) for a in kept] == expected
+
+
+def test_gt_box_source_must_be_json_or_mask():
+    from yolact_d2.data.dataset_mapper import YolactDatasetMapper
+
+    with pytest.raises(ConfigError, match="INPUT.GT_BOX_SOURCE 'box': must be 'json' or 'mask'"):
+        YolactDatasetMapper(tiny_cfg(opts=["INPUT.GT_BOX_SOURCE", "box"]), is_train=True)

@@ -120,6 +120,10 @@ def add_yolact_config(cfg):
     # Test-time resize of the YOLACT mapper and YolactPredictor: "squash" (the original protocol,
     # IMAGE_SIZE x IMAGE_SIZE) or "keep_aspect" (longer side = IMAGE_SIZE, aspect kept).
     _C.INPUT.TEST_RESIZE_MODE = "squash"
+    # Ground-truth boxes for training (anchor matching, mask-loss crop): "json" (each annotation's bbox, as the
+    # original) or "mask" (the extent of the annotation's mask). Loading a DATASETS.COCO_INSTANCES json warns when
+    # boxes and masks disagree (IoU < 0.5, docs/RELIABILITY.md).
+    _C.INPUT.GT_BOX_SOURCE = "json"
 
     # COCO-format datasets to register by name before training, so that custom data needs no code:
     # a list of [name, json_file, image_root], e.g. on the command line

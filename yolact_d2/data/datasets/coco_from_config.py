@@ -17,7 +17,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ...utils.errors import ConfigError, DataError
-from ..annotation_checks import AnnotationError, check_box_xyxy, check_segmentation, format_annotation
+from ..annotation_checks import (
+    BOX_MASK_IOU_THRESHOLD, AnnotationError, box_iou_xyxy, check_box_xyxy, check_segmentation, format_annotation,
+    mask_extent_xyxy,
+)
 
 __all__ = ["register_datasets_from_config", "load_coco_instances"]
 
@@ -131,6 +134,39 @@ class _ProblemLog:
         logger.warning(f"{self.json_file}: annotation problems: {parts}.{more}")
 
 
+class _BoxMaskDisagreement:
+    """Counts annotations whose json bbox disagrees with the extent of their mask (IoU below
+    BOX_MASK_IOU_THRESHOLD) and warns once per json with the count and the first example."""
+
+    def __init__(self, json_file: str):
+        self.json_file = json_file
+        self.checked = 0
+        self.count = 0
+        self.example = None
+
+    def check(self, where: str, box, segm) -> None:
+        extent = mask_extent_xyxy(segm)
+        if extent is None:
+            return
+        self.checked += 1
+        iou = box_iou_xyxy(box, extent)
+        if iou < BOX_MASK_IOU_THRESHOLD:
+            self.count += 1
+            if self.example is None:
+                fmt = lambda b: "[" + ", ".join(f"{v:g}" for v in b) + "]"  # noqa: E731
+                self.example = f"{where}: bbox {fmt(box)} vs mask extent {fmt(extent)} (XYXY), IoU {iou:.2f}"
+
+    def summary(self) -> None:
+        if not self.count:
+            return
+        logger.warning(
+            f"{self.json_file}: {self.count} of {self.checked} annotations have a bbox that disagrees with "
+            f"the extent of their segmentation (IoU < {BOX_MASK_IOU_THRESHOLD}); e.g. {self.example}. Training "
+            "uses the json bbox (INPUT.GT_BOX_SOURCE 'json', as the original YOLACT); set INPUT.GT_BOX_SOURCE "
+            "'mask' to use the mask extent, or fix the json."
+        )
+
+
 def _read_json(json_file: str) -> dict:
     try:
         with open(json_file, "r") as f:
@@ -205,6 +241,7 @@ def load_coco_instances(json_file: str, image_root: str, dataset_name: Optional[
         raise DataError(f"{json_file}: 'annotations' must be a list")
 
     problems = _ProblemLog(json_file)
+    disagreement = _BoxMaskDisagreement(json_file)
     seen_ids = set()
     num_with_segmentation = 0
     for index, ann in enumerate(annotations):
@@ -251,6 +288,7 @@ def load_coco_instances(json_file: str, image_root: str, dataset_name: Optional[
             continue
         if note is not None:
             problems.add("boxes clipped", f"{where}: {note}")
+        disagreement.check(where, box, segm)
         record["annotations"].append(
             {
                 "id": ann_id,
@@ -267,6 +305,7 @@ def load_coco_instances(json_file: str, image_root: str, dataset_name: Optional[
             "trains instance masks and needs polygons or RLE masks"
         )
     problems.summary()
+    disagreement.summary()
 
     if dataset_name is not None:
         meta = MetadataCatalog.get(dataset_name)
