@@ -22,7 +22,7 @@ Behaviour (also in ``--help``):
   .webp file directly in the folder, sorted). With several inputs, a folder or a glob,
   ``--output`` is a folder (created if needed) receiving one ``<input name>.png`` per image
   (``<name>_<ext>.png`` when two inputs share a name). With one file, ``--output`` is the PNG
-  path if it ends with an image extension, else a folder. Unreadable or missing inputs are
+  path if it ends with an image extension (its folder is created if needed), else a folder. Unreadable or missing inputs are
   logged with their path and skipped; the run ends with a count of succeeded / failed images
   and exits with status 1 if any failed (or if no image was found), 0 otherwise.
 * Video (``--video-input``): ``--output`` is the .mp4 file to write (mp4v codec), or a folder
@@ -130,11 +130,12 @@ def setup_cfg(args):
     from detectron2.config import get_cfg
 
     from yolact_d2 import add_yolact_config
+    from yolact_d2.utils.config_loading import merge_config_file, merge_config_list
 
     cfg = get_cfg()
     add_yolact_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(list(args.opts))
+    merge_config_file(cfg, args.config_file)  # one-line errors (YAML syntax, unknown keys)
+    merge_config_list(cfg, args.opts)
     if cfg.MODEL.YOLACT.SCORE_THRESH_TEST != args.confidence_threshold:
         logger.info(
             f"MODEL.YOLACT.SCORE_THRESH_TEST: {cfg.MODEL.YOLACT.SCORE_THRESH_TEST} -> "
@@ -267,6 +268,9 @@ def plan_image_outputs(
         return [None] * len(paths)
     is_folder = several or os.path.isdir(output) or not output.lower().endswith(IMAGE_EXTENSIONS)
     if not is_folder:
+        parent = os.path.dirname(output)
+        if parent:
+            os.makedirs(parent, exist_ok=True)  # as for folder and video outputs
         return [output]
     if os.path.exists(output) and not os.path.isdir(output):
         parser.error(f"--output must be a folder for several inputs, a folder or a glob; {output} is a file")

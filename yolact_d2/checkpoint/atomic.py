@@ -39,8 +39,9 @@ _TMP_MARK = ".tmp-"
 _BACKBONE_PREFIX = "backbone.bottom_up."
 
 
-class IncompatibleCheckpointError(RuntimeError):
-    """MODEL.WEIGHTS (or the checkpoint to resume) does not fit the model."""
+class IncompatibleCheckpointError(UserError, RuntimeError):
+    """MODEL.WEIGHTS (or the checkpoint to resume) does not fit the model (a user error: one line from
+    the command-line programs)."""
 
 
 def _is_local(path: str) -> bool:
