@@ -134,3 +134,203 @@ def test_gt_box_source_must_be_json_or_mask():
 
     with pytest.raises(ConfigError, match="INPUT.GT_BOX_SOURCE 'box': must be 'json' or 'mask'"):
         YolactDatasetMapper(tiny_cfg(opts=["INPUT.GT_BOX_SOURCE", "box"]), is_train=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. Full disk during a checkpoint write
+# ------------------------------------------------------------------------------------------------
+def _full_disk_save(wrapped_by_torch):
+    def save(obj, f, *args, **kwargs):
+        f.write(b"x" * 100)  # part of the file, then the disk is full
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            if not wrapped_by_torch:
+                raise
+            # what torch.save raises when the file's write fails (the OSError is the context)
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    return save
+
+
+@pytest.mark.parametrize("wrapped_by_torch", [False, True], ids=["oserror", "torch_runtimeerror"])
+def test_full_disk_during_a_checkpoint_write_is_one_line_and_keeps_the_previous(tmp_path, monkeypatch,
+                                                                                 wrapped_by_torch):
+    import torch
+    from torch import nn
+
+    from yolact_d2.checkpoint import atomic
+    from yolact_d2.utils.errors import UserError, format_user_error
+
+    model = nn.Linear(2, 2)
+    checkpointer = atomic.AtomicDetectionCheckpointer(model, save_dir=str(tmp_path))
+    checkpointer.save("model_0000001")
+    before = (tmp_path / "last_checkpoint").read_text()
+    monkeypatch.setattr(atomic.torch, "save", _full_disk_save(wrapped_by_torch))
+    with pytest.raises(UserError) as e:
+        checkpointer.save("model_0000002")
+    monkeypatch.undo()
+    line = format_user_error(e.value)
+    target, previous = tmp_path / "model_0000002.pth", tmp_path / "model_0000001.pth"
+    assert line.startswith(f"error: cannot write checkpoint {target}: No space left on device (ENOSPC); ")
+    assert f" free on {tmp_path}; the previous checkpoint {previous} is kept (free some space" in line
+    assert "\n" not in line
+    assert (tmp_path / "last_checkpoint").read_text() == before == "model_0000001.pth"
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]  # no partial file
+    loaded = torch.load(str(previous), weights_only=True)
+    assert torch.equal(loaded["model"]["weight"], model.state_dict()["weight"])
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. Predictor inputs that would be misread
+# ------------------------------------------------------------------------------------------------
+def test_predictor_rejects_a_0_to_1_float_image_and_other_misreadable_inputs():
+    import torch
+
+    from yolact_d2.predictor import _as_bgr_image
+
+    rng = np.random.default_rng(0)
+    unit = rng.random((8, 10, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"looks like a 0\.\.1 image. Convert it first: \(image \* 255\)"
+                                         r"\.astype\(np\.uint8\), or pass image \* 255"):
+        _as_bgr_image(unit)
+    assert _as_bgr_image(unit * 255).dtype == np.float32  # 0..255 floats are fine
+    assert not _as_bgr_image(np.zeros((8, 10, 3), np.float64)).any()  # an all-black float image too
+    assert _as_bgr_image(np.ones((8, 10, 3), np.uint8)).max() == 1  # uint8 is never rescaled
+    with pytest.raises(ValueError, match=r"looks like C x H x W. Pass image.transpose\(1, 2, 0\)"):
+        _as_bgr_image(np.zeros((3, 8, 10), np.uint8))
+    with pytest.raises(ValueError, match=r"For a torch tensor, pass image.permute\(1, 2, 0\)"):
+        _as_bgr_image(torch.zeros(3, 8, 10))
+
+
+# ------------------------------------------------------------------------------------------------
+# 2, 5, 7, 8. train_net.py: eval-only weights, class counts, YAML errors, multi-machine timeout
+# ------------------------------------------------------------------------------------------------
+SYNTHETIC_CONFIG = os.path.join(ROOT, "configs", "Synthetic", "yolact_R_18_FPN_synthetic.yaml")
+
+
+def _train_net_module():
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, ROOT)
+    try:
+        spec = importlib.util.spec_from_file_location("train_net_misreads", os.path.join(ROOT, "train_net.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(ROOT)
+    return module
+
+
+def _train_net(*args, timeout=300):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train_net.py"), *args], cwd=ROOT, capture_output=True, text=True,
+        timeout=timeout, env=dict(os.environ, PYTHONPATH=ROOT),
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _error_lines(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+def test_eval_only_without_weights_is_refused_unless_random_is_asked(tmp_path):
+    from yolact_d2.utils.errors import ConfigError as CE
+
+    train_net = _train_net_module()
+    out = str(tmp_path / "out")
+
+    def setup(*opts, resume=()):
+        args = train_net.get_parser().parse_args(
+            ["--config-file", SYNTHETIC_CONFIG, "--eval-only", *resume, "MODEL.DEVICE", "cpu", "OUTPUT_DIR", out, *opts])
+        return train_net.setup(args), args
+
+    cfg, args = setup()
+    with pytest.raises(CE, match=r"^--eval-only: MODEL.WEIGHTS is empty: the model would be evaluated with random "
+                                 r"weights \(give MODEL.WEIGHTS .*MODEL.WEIGHTS random evaluates an untrained model"):
+        train_net.check_eval_weights(cfg, args)
+    cfg, args = setup("MODEL.WEIGHTS", "random")
+    assert cfg.MODEL.WEIGHTS == "" and args.random_weights
+    train_net.check_eval_weights(cfg, args)  # explicit: allowed
+    cfg, args = setup(resume=["--resume"])
+    with pytest.raises(CE):  # --resume without a last_checkpoint: still nothing to load
+        train_net.check_eval_weights(cfg, args)
+    (tmp_path / "out" / "last_checkpoint").write_text("model_final.pth")
+    train_net.check_eval_weights(*setup(resume=["--resume"]))
+    # through the real entry point: one line, status 1, before any model is built
+    rc, stdout, stderr = _train_net("--config-file", SYNTHETIC_CONFIG, "--eval-only", "MODEL.DEVICE", "cpu",
+                                    "OUTPUT_DIR", str(tmp_path / "cli"))
+    assert rc == 1 and len(_error_lines(stderr)) == 1, stderr[-3000:]
+    assert _error_lines(stderr)[0].startswith("error: --eval-only: MODEL.WEIGHTS is empty")
+    assert "Traceback" not in stderr and "copypaste" not in stdout + stderr
+
+
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    from yolact_d2.utils.config_loading import UnknownConfigKeyError
+    from yolact_d2.utils.errors import format_user_error
+
+    train_net = _train_net_module()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f'_BASE_: "{SYNTHETIC_CONFIG}"\nSOLVER:\n  BASE_LR: 0.1\n   MAX_ITER: 3\n')
+    with pytest.raises(ConfigError) as e:
+        train_net.setup(train_net.get_parser().parse_args(["--config-file", str(bad)]))
+    assert format_user_error(e.value) == (
+        f"error: {bad}:4:12: invalid YAML: mapping values are not allowed here (check the quotes, brackets and "
+        "indentation there)"
+    )
+    child = tmp_path / "child.yaml"  # the error is in the _BASE_ file: that file is named
+    child.write_text(f'_BASE_: "{bad}"\n')
+    with pytest.raises(ConfigError, match=f"^{bad}:4:12: invalid YAML"):
+        train_net.setup(train_net.get_parser().parse_args(["--config-file", str(child)]))
+    # unknown keys: a ConfigError and a KeyError (as yacs raises for files)
+    args = train_net.get_parser().parse_args(["--config-file", SYNTHETIC_CONFIG, "SOLVER.BASE_LRR", "1"])
+    with pytest.raises(UnknownConfigKeyError) as e:
+        train_net.setup(args)
+    assert isinstance(e.value, KeyError) and isinstance(e.value, ConfigError)
+    assert str(e.value).startswith(
+        "Non-existent config key: SOLVER.BASE_LRR (in the command line). Did you mean SOLVER.BASE_LR or ")
+
+
+def test_class_count_of_a_test_set_is_checked_before_training(synthetic, tmp_path):
+    from yolact_d2 import YolactTrainer
+
+    json_file, image_root = synthetic
+    one_class_json, one_class_root = _box_mask_json(tmp_path)
+    train, test = _unique("cc_train"), _unique("cc_test")
+    cfg = tiny_cfg(num_classes=6, opts=[
+        "DATASETS.COCO_INSTANCES", [[train, json_file, image_root], [test, one_class_json, one_class_root]],
+        "DATASETS.TRAIN", (train,), "DATASETS.TEST", (test,), "DATALOADER.NUM_WORKERS", 0,
+        "SOLVER.IMS_PER_BATCH", 2, "OUTPUT_DIR", str(tmp_path / "out"),
+    ])
+    register_datasets_from_config(cfg)
+    with pytest.raises(ConfigError, match=rf"^DATASETS.TEST: dataset '{test}' has 1 classes \(thing\) but "
+                                          r"MODEL.YOLACT.NUM_CLASSES is 6. Set MODEL.YOLACT.NUM_CLASSES 1."):
+        YolactTrainer(cfg)
+    cfg.DATASETS.TEST = ("not_registered_anywhere",)
+    with pytest.raises(ConfigError, match="^DATASETS.TEST: dataset 'not_registered_anywhere' is not registered"):
+        YolactTrainer(cfg)
+
+
+def test_multi_machine_rendezvous_is_logged_and_times_out_with_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"tcp://127.0.0.1:{port}"
+    rc, stdout, stderr = _train_net(
+        "--config-file", SYNTHETIC_CONFIG, "--num-machines", "2", "--machine-rank", "0", "--dist-url", url,
+        "--dist-timeout", "0.05", "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path / "out"),
+    )
+    assert rc == 1, stderr[-3000:]
+    assert (f"[yolact_d2 launch] waiting for the other machines at {url}: machine rank 0 of 2, world size 2 "
+            "(1 process(es) per machine); missing: machine rank(s) 1") in stderr
+    assert "timeout 0.05 min (--dist-timeout)" in stderr
+    lines = _error_lines(stderr)
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert lines[0].startswith(f"error: --dist-url {url}: machine rank 0 of 2, world size 2 (1 process(es) per "
+                               "machine): the other machines did not join within 0.05 min (")
+    assert "1/2 clients joined" in lines[0] and "or raise --dist-timeout)" in lines[0]

@@ -64,7 +64,7 @@ def _timeout_cause(exc: BaseException) -> str:
 def launch_logging_rendezvous(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist_url=None,
                               args=(), timeout_minutes=DEFAULT_DIST_TIMEOUT_MINUTES, **kwargs):
     """``detectron2.engine.launch`` with ``timeout=timedelta(minutes=timeout_minutes)``; with
-    ``num_machines > 1`` it logs the rendezvous (every ``min(60 s, timeout / 4)`` until all joined)
+    ``num_machines > 1`` it logs the rendezvous (every ``min(60 s, max(5 s, timeout / 4))`` until all joined)
     and turns its timeout into a :class:`UserError`."""
     timeout = timedelta(minutes=timeout_minutes)
     if num_machines <= 1:
@@ -79,14 +79,14 @@ def launch_logging_rendezvous(main_func, num_gpus_per_machine, num_machines=1, m
     flag, done = _JoinedFlag(), threading.Event()
 
     def report():
-        waited, period = 0.0, max(1.0, min(60.0, timeout.total_seconds() / 4))
+        waited, period = 0.0, max(5.0, min(60.0, timeout.total_seconds() / 4))
         while not done.wait(period):
             waited += period
             if flag.joined():
                 _say(f"all {world_size} processes joined at {dist_url}")
                 return
-            _say(f"still waiting for machine rank(s) {others} at {dist_url} ({waited:.0f} s of "
-                 f"{timeout.total_seconds():.0f} s)")
+            _say(f"still waiting for machine rank(s) {others} at {dist_url} ({waited:.0f} s since launch; the "
+                 f"{timeout_minutes:g} min timeout counts from the start of the rendezvous)")
 
     threading.Thread(target=report, daemon=True).start()
     try:

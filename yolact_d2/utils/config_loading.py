@@ -55,7 +55,7 @@ def merge_config_file(cfg, path: str) -> None:
         name = mark.name if mark.name and not mark.name.startswith("<") else path
         raise ConfigError(
             f"{name}:{mark.line + 1}:{mark.column + 1}", f"invalid YAML: {problem}",
-            fix=f"fix line {mark.line + 1}, column {mark.column + 1}",
+            fix="check the quotes, brackets and indentation there",
         ) from e
 
 
