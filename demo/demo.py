@@ -372,12 +372,24 @@ def run_images(demo: VisualizationDemo, paths, missing, outputs) -> int:
         elif cv2.imwrite(out, drawn):
             succeeded += 1
         else:
-            logger.error(f"Cannot write {out} (for input {path})")
+            logger.error(f"Cannot write {out} (for input {path}): {_write_failure_cause(out)}")
             failed.append(path)
     logger.info(f"Done: {succeeded} image(s) succeeded, {len(failed)} failed")
     if failed:
         logger.error("Failed inputs: " + ", ".join(failed))
     return 1 if failed else 0
+
+
+def _write_failure_cause(out: str) -> str:
+    """Why ``cv2.imwrite(out, ...)`` returned False (it gives no reason)."""
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        return f"the folder {folder} does not exist"
+    if not os.access(folder, os.W_OK):
+        return f"no permission to write in {folder}"
+    if os.path.isdir(out):
+        return "a folder of that name exists"
+    return "OpenCV cannot encode this file type or the disk is full"
 
 
 def open_video(video: str):

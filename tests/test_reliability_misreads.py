@@ -334,3 +334,19 @@ def test_multi_machine_rendezvous_is_logged_and_times_out_with_one_line(tmp_path
     assert lines[0].startswith(f"error: --dist-url {url}: machine rank 0 of 2, world size 2 (1 process(es) per "
                                "machine): the other machines did not join within 0.05 min (")
     assert "1/2 clients joined" in lines[0] and "or raise --dist-timeout)" in lines[0]
+
+
+def test_incompatible_checkpoint_is_one_line_through_run_cli(tmp_path, capsys):
+    import torch
+    from torch import nn
+
+    from yolact_d2.checkpoint import AtomicDetectionCheckpointer, IncompatibleCheckpointError
+    from yolact_d2.utils.errors import UserError, run_cli
+
+    path = str(tmp_path / "other.pth")
+    torch.save({"model": {"head.weight": torch.zeros(4, 4)}}, path)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 1))
+    assert run_cli(lambda: AtomicDetectionCheckpointer(model).load(path), argv=[]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: Checkpoint {path} does not fit this model: only 0 of")
+    assert issubclass(IncompatibleCheckpointError, UserError) and issubclass(IncompatibleCheckpointError, RuntimeError)
