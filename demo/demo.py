@@ -22,7 +22,8 @@ Behaviour (also in ``--help``):
   .webp file directly in the folder, sorted). With several inputs, a folder or a glob,
   ``--output`` is a folder (created if needed) receiving one ``<input name>.png`` per image
   (``<name>_<ext>.png`` when two inputs share a name). With one file, ``--output`` is the PNG
-  path if it ends with an image extension (its folder is created if needed), else a folder. Unreadable or missing inputs are
+  path if it ends with an image extension (its folder is created if needed), else a folder.
+  Unreadable or missing inputs are
   logged with their path and skipped; the run ends with a count of succeeded / failed images
   and exits with status 1 if any failed (or if no image was found), 0 otherwise.
 * Video (``--video-input``): ``--output`` is the .mp4 file to write (mp4v codec), or a folder
@@ -153,6 +154,7 @@ def resolve_metadata(cfg):
     from detectron2.data.catalog import Metadata
 
     from yolact_d2.data.datasets import register_datasets_from_config
+    from yolact_d2.data.datasets.coco_from_config import DatasetNameConflictError
 
     num_classes = int(cfg.MODEL.YOLACT.NUM_CLASSES)
     generic = Metadata(name="yolact_demo_generic")
@@ -163,6 +165,8 @@ def resolve_metadata(cfg):
     name = cfg.DATASETS.TEST[0]
     try:
         register_datasets_from_config(cfg)
+    except DatasetNameConflictError:
+        raise  # class names of other data would be shown
     except ValueError as e:
         logger.warning(f"Could not register DATASETS.COCO_INSTANCES ({e})")
     if name not in DatasetCatalog.list():

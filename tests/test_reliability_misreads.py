@@ -245,7 +245,8 @@ def test_eval_only_without_weights_is_refused_unless_random_is_asked(tmp_path):
 
     def setup(*opts, resume=()):
         args = train_net.get_parser().parse_args(
-            ["--config-file", SYNTHETIC_CONFIG, "--eval-only", *resume, "MODEL.DEVICE", "cpu", "OUTPUT_DIR", out, *opts])
+            ["--config-file", SYNTHETIC_CONFIG, "--eval-only", *resume, "MODEL.DEVICE", "cpu", "OUTPUT_DIR", out,
+             *opts])
         return train_net.setup(args), args
 
     cfg, args = setup()

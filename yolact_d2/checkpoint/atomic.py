@@ -78,7 +78,8 @@ def _write_error(path: str, exc: BaseException, previous: str) -> CheckpointWrit
     os_error = _os_error_in(exc)
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if os_error is not None:
-        cause = f"{os_error.strerror or os.strerror(os_error.errno)} ({errno.errorcode.get(os_error.errno, os_error.errno)})"
+        name = errno.errorcode.get(os_error.errno, os_error.errno)
+        cause = f"{os_error.strerror or os.strerror(os_error.errno)} ({name})"
     elif "No space left" in str(exc):
         cause = "No space left on device (ENOSPC)"
     else:

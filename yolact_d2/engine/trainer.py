@@ -20,7 +20,8 @@ import weakref
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.data import get_detection_dataset_dicts
 from detectron2.engine import AMPTrainer, DefaultTrainer, HookBase, SimpleTrainer
 from detectron2.engine import hooks as d2_hooks

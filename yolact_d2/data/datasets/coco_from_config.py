@@ -22,13 +22,17 @@ from ..annotation_checks import (
     mask_extent_xyxy,
 )
 
-__all__ = ["register_datasets_from_config", "load_coco_instances"]
+__all__ = ["register_datasets_from_config", "load_coco_instances", "DatasetNameConflictError"]
 
 logger = logging.getLogger(__name__)
 
 # Per json file, this many annotation problems are logged one by one at WARNING level; the rest
 # at DEBUG level. A summary with the counts is always logged.
 MAX_LOGGED_PROBLEMS = 100
+
+
+class DatasetNameConflictError(ConfigError):
+    """A DATASETS.COCO_INSTANCES name is already registered with other data."""
 
 
 def _describe_registration(name: str) -> str:
@@ -87,7 +91,7 @@ def register_datasets_from_config(cfg) -> list:
         elif not _same_files(name, json_file, image_root):
             existing = _describe_registration(name)
             if name not in replace:
-                raise ConfigError(
+                raise DatasetNameConflictError(
                     f"{key}: the dataset name '{name}' (json {json_file}, images {image_root}) is already "
                     f"registered with other data: {existing}",
                     fix=f"use another name, or re-register it with DATASETS.COCO_INSTANCES_REPLACE \"['{name}']\"",
