@@ -80,8 +80,8 @@ def _write_error(path: str, exc: BaseException, previous: str) -> CheckpointWrit
     if os_error is not None:
         name = errno.errorcode.get(os_error.errno, os_error.errno)
         cause = f"{os_error.strerror or os.strerror(os_error.errno)} ({name})"
-    elif "No space left" in str(exc):
-        cause = "No space left on device (ENOSPC)"
+    elif "No space left" in text:
+        cause = f"{text} (ENOSPC)"
     else:
         cause = f"{type(exc).__name__}: {text}"
     kept = f"the previous checkpoint {previous} is kept" if previous else "no earlier checkpoint was written"
