@@ -6,9 +6,12 @@
     python train_net.py --config-file ... --num-gpus 2 [MODEL.DEVICE cpu]
 
 Standard Detectron2 flags (``--resume``, ``--num-machines``, ``--machine-rank``, ``--dist-url``,
-``KEY VALUE`` overrides) work as usual. Own data: see ``DATASETS.COCO_INSTANCES`` in docs/GETTING_STARTED.md.
+``KEY VALUE`` overrides) work as usual; ``--dist-timeout MINUTES`` bounds the wait for the other
+machines. ``--eval-only`` needs ``MODEL.WEIGHTS`` (``MODEL.WEIGHTS random``: an untrained model on
+purpose). Own data: see ``DATASETS.COCO_INSTANCES`` in docs/GETTING_STARTED.md.
 """
-import difflib
+import functools
+import logging
 import os
 import sys
 
@@ -23,38 +26,37 @@ from yolact_d2.checkpoint import AtomicDetectionCheckpointer
 from yolact_d2.checkpoint.safe_load import trusted_weights_file
 from yolact_d2.data.datasets import register_datasets_from_config
 from yolact_d2.engine.interrupt import launch_stoppable
-from yolact_d2.utils.errors import run_cli
+from yolact_d2.engine.launch import add_dist_timeout_argument, launch_logging_rendezvous
+from yolact_d2.engine.trainer import check_num_classes
+from yolact_d2.utils.config_loading import merge_config_file, merge_config_list
+from yolact_d2.utils.errors import ConfigError, run_cli
 from yolact_d2.utils.visualization import save_prediction_visualizations
 
-
-def _all_keys(node, prefix=""):
-    for key, value in node.items():
-        if isinstance(value, dict):
-            yield from _all_keys(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}"
+RANDOM_WEIGHTS = "random"  # MODEL.WEIGHTS value that asks for a randomly initialised model
 
 
-def _merge(cfg, merge, source):
-    """``merge()`` (a yacs merge); an unknown key becomes a KeyError naming the key, where it came
-    from and the closest existing keys."""
-    try:
-        merge()
-    except (KeyError, AssertionError) as e:
-        message = e.args[0] if e.args else str(e)
-        if not isinstance(message, str) or "Non-existent" not in message:
-            raise
-        key = message.split(":", 1)[1].strip()
-        close = difflib.get_close_matches(key, list(_all_keys(cfg)), n=3, cutoff=0.6)
-        hint = f" Did you mean {' or '.join(close)}?" if close else ""
-        raise KeyError(f"Non-existent config key: {key} (in {source}).{hint}") from None
+def check_eval_weights(cfg, args) -> None:
+    """--eval-only needs weights: an empty MODEL.WEIGHTS would evaluate a random model and print AP tables."""
+    resumable = args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
+    if getattr(args, "random_weights", False):
+        logging.getLogger("yolact_d2").warning("--eval-only with MODEL.WEIGHTS random: evaluating an untrained model")
+    elif not cfg.MODEL.WEIGHTS and not resumable:
+        raise ConfigError(
+            "--eval-only: MODEL.WEIGHTS is empty", "the model would be evaluated with random weights",
+            fix="give MODEL.WEIGHTS path/to/model_final.pth, or --resume with a last_checkpoint in OUTPUT_DIR; "
+            "MODEL.WEIGHTS random evaluates an untrained model on purpose",
+        )
 
 
 def setup(args):
     cfg = get_cfg()
     add_yolact_config(cfg)
-    _merge(cfg, lambda: cfg.merge_from_file(args.config_file), args.config_file)
-    _merge(cfg, lambda: cfg.merge_from_list(args.opts), "the command line")
+    merge_config_file(cfg, args.config_file)  # one-line errors: YAML syntax (file:line:column), unknown keys
+    merge_config_list(cfg, args.opts)
+    # "MODEL.WEIGHTS random": random initialisation on purpose (--eval-only refuses empty weights)
+    args.random_weights = cfg.MODEL.WEIGHTS == RANDOM_WEIGHTS and not os.path.exists(RANDOM_WEIGHTS)
+    if args.random_weights:
+        cfg.MODEL.WEIGHTS = ""
     register_datasets_from_config(cfg)
     cfg.freeze()
     default_setup(cfg, args)
@@ -74,6 +76,8 @@ def visualize(cfg, model, num_images):
 def main(args):
     cfg = setup(args)
     if args.eval_only:
+        check_eval_weights(cfg, args)
+        check_num_classes(cfg, cfg.DATASETS.TEST, "DATASETS.TEST")
         model = YolactTrainer.build_model(cfg)
         # Same checkpointer as training: clear errors for unreadable or mismatched weights.
         checkpointer = AtomicDetectionCheckpointer(
@@ -98,6 +102,7 @@ def main(args):
 
 def get_parser():
     parser = default_argument_parser()
+    add_dist_timeout_argument(parser)
     parser.add_argument("--num-vis", type=int, default=0, help="write PNGs of predictions on this many test images")
     return parser
 
@@ -106,6 +111,7 @@ if __name__ == "__main__":
     args = get_parser().parse_args()
     print("Command Line Args:", args)
     # Ctrl-C / SIGTERM / SIGUSR1: checkpoint, --resume command, exit 128 + signal (docs/RELIABILITY.md)
+    rendezvous = functools.partial(launch_logging_rendezvous, timeout_minutes=args.dist_timeout)  # --dist-timeout
     sys.exit(run_cli(lambda: launch_stoppable(
         main,
         args.num_gpus,
@@ -113,4 +119,5 @@ if __name__ == "__main__":
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
         args=(args,),
+        launch_fn=rendezvous,
     )))

@@ -22,7 +22,8 @@ Behaviour (also in ``--help``):
   .webp file directly in the folder, sorted). With several inputs, a folder or a glob,
   ``--output`` is a folder (created if needed) receiving one ``<input name>.png`` per image
   (``<name>_<ext>.png`` when two inputs share a name). With one file, ``--output`` is the PNG
-  path if it ends with an image extension, else a folder. Unreadable or missing inputs are
+  path if it ends with an image extension (its folder is created if needed), else a folder.
+  Unreadable or missing inputs are
   logged with their path and skipped; the run ends with a count of succeeded / failed images
   and exits with status 1 if any failed (or if no image was found), 0 otherwise.
 * Video (``--video-input``): ``--output`` is the .mp4 file to write (mp4v codec), or a folder
@@ -130,11 +131,12 @@ def setup_cfg(args):
     from detectron2.config import get_cfg
 
     from yolact_d2 import add_yolact_config
+    from yolact_d2.utils.config_loading import merge_config_file, merge_config_list
 
     cfg = get_cfg()
     add_yolact_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(list(args.opts))
+    merge_config_file(cfg, args.config_file)  # one-line errors (YAML syntax, unknown keys)
+    merge_config_list(cfg, args.opts)
     if cfg.MODEL.YOLACT.SCORE_THRESH_TEST != args.confidence_threshold:
         logger.info(
             f"MODEL.YOLACT.SCORE_THRESH_TEST: {cfg.MODEL.YOLACT.SCORE_THRESH_TEST} -> "
@@ -152,6 +154,7 @@ def resolve_metadata(cfg):
     from detectron2.data.catalog import Metadata
 
     from yolact_d2.data.datasets import register_datasets_from_config
+    from yolact_d2.data.datasets.coco_from_config import DatasetNameConflictError
 
     num_classes = int(cfg.MODEL.YOLACT.NUM_CLASSES)
     generic = Metadata(name="yolact_demo_generic")
@@ -162,6 +165,8 @@ def resolve_metadata(cfg):
     name = cfg.DATASETS.TEST[0]
     try:
         register_datasets_from_config(cfg)
+    except DatasetNameConflictError:
+        raise  # class names of other data would be shown
     except ValueError as e:
         logger.warning(f"Could not register DATASETS.COCO_INSTANCES ({e})")
     if name not in DatasetCatalog.list():
@@ -267,6 +272,9 @@ def plan_image_outputs(
         return [None] * len(paths)
     is_folder = several or os.path.isdir(output) or not output.lower().endswith(IMAGE_EXTENSIONS)
     if not is_folder:
+        parent = os.path.dirname(output)
+        if parent:
+            os.makedirs(parent, exist_ok=True)  # as for folder and video outputs
         return [output]
     if os.path.exists(output) and not os.path.isdir(output):
         parser.error(f"--output must be a folder for several inputs, a folder or a glob; {output} is a file")
@@ -368,12 +376,24 @@ def run_images(demo: VisualizationDemo, paths, missing, outputs) -> int:
         elif cv2.imwrite(out, drawn):
             succeeded += 1
         else:
-            logger.error(f"Cannot write {out} (for input {path})")
+            logger.error(f"Cannot write {out} (for input {path}): {_write_failure_cause(out)}")
             failed.append(path)
     logger.info(f"Done: {succeeded} image(s) succeeded, {len(failed)} failed")
     if failed:
         logger.error("Failed inputs: " + ", ".join(failed))
     return 1 if failed else 0
+
+
+def _write_failure_cause(out: str) -> str:
+    """Why ``cv2.imwrite(out, ...)`` returned False (it gives no reason)."""
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        return f"the folder {folder} does not exist"
+    if not os.access(folder, os.W_OK):
+        return f"no permission to write in {folder}"
+    if os.path.isdir(out):
+        return "a folder of that name exists"
+    return "OpenCV cannot encode this file type or the disk is full"
 
 
 def open_video(video: str):

@@ -137,6 +137,16 @@ def test_grayscale_and_rgba_inputs(predictor):
     _same(predictor(np.concatenate([img, alpha], axis=2))["instances"], predictor(img)["instances"])
 
 
+def test_demo_single_image_output_creates_its_folder(tmp_path, cfg_file, monkeypatch):
+    img = tmp_path / "one.png"
+    cv2.imwrite(str(img), _image(40, 60))
+    target = tmp_path / "new" / "dir" / "out.png"  # neither folder exists, as for folder and video outputs
+    code, out = _main_in_process(monkeypatch, "--config-file", cfg_file, "--input", str(img),
+                                 "--output", str(target), "--confidence-threshold", "0")
+    assert code == 0, out
+    assert cv2.imread(str(target)).shape == (40, 60, 3)
+
+
 @pytest.mark.parametrize(
     "bad, words",
     [

@@ -36,12 +36,13 @@ def main(argv=None):
     from detectron2.config import get_cfg
 
     from yolact_d2 import YolactPredictor, add_yolact_config
+    from yolact_d2.utils.config_loading import merge_config_file, merge_config_list
     from yolact_d2.export import DEFAULT_ONNX_OPSET, export_onnx, export_torchscript
 
     cfg = get_cfg()
     add_yolact_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    merge_config_file(cfg, args.config_file)  # one-line errors (YAML syntax, unknown keys)
+    merge_config_list(cfg, args.opts)
     cfg.MODEL.DEVICE = "cpu"
     if args.weights is not None:
         cfg.MODEL.WEIGHTS = args.weights

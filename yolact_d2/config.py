@@ -120,12 +120,20 @@ def add_yolact_config(cfg):
     # Test-time resize of the YOLACT mapper and YolactPredictor: "squash" (the original protocol,
     # IMAGE_SIZE x IMAGE_SIZE) or "keep_aspect" (longer side = IMAGE_SIZE, aspect kept).
     _C.INPUT.TEST_RESIZE_MODE = "squash"
+    # Ground-truth boxes for training (anchor matching, mask-loss crop): "json" (each annotation's bbox, as the
+    # original) or "mask" (the extent of the annotation's mask). Loading a DATASETS.COCO_INSTANCES json warns when
+    # boxes and masks disagree (IoU < 0.5, docs/RELIABILITY.md).
+    _C.INPUT.GT_BOX_SOURCE = "json"
 
     # COCO-format datasets to register by name before training, so that custom data needs no code:
     # a list of [name, json_file, image_root], e.g. on the command line
     #   DATASETS.COCO_INSTANCES "[['my_train', 'train.json', 'images/'], ['my_val', 'val.json', 'images/']]"
     # then use the names in DATASETS.TRAIN / DATASETS.TEST.
     _C.DATASETS.COCO_INSTANCES = []
+    # Names of COCO_INSTANCES entries allowed to replace a dataset already registered under that name with other
+    # data (a Detectron2 built-in such as coco_2017_train, yolact_synthetic_train): re-registered with a warning.
+    # Without this, such a name is an error naming both sources (an entry with the same json and images is fine).
+    _C.DATASETS.COCO_INSTANCES_REPLACE = []
 
     # ---- Solver. "SGD" is the original's (§8: momentum SOLVER.MOMENTUM, weight decay
     # SOLVER.WEIGHT_DECAY*); "ADAMW" (betas 0.9/0.999, decoupled SOLVER.WEIGHT_DECAY*) trains a

@@ -44,9 +44,14 @@ def _as_bgr_image(image: Any) -> np.ndarray:
             "cv2.imread), got None (cv2.imread returns None when it cannot read a file)."
         )
     if not isinstance(image, np.ndarray):
+        hint = ""
+        if type(image).__module__.startswith("torch"):
+            hint = " For a torch tensor, pass image.permute(1, 2, 0).cpu().numpy() (H x W x C, 0..255)."
+        elif type(image).__module__.startswith("PIL"):
+            hint = " For a PIL image, pass np.asarray(image)[:, :, ::-1] (RGB to BGR)."
         raise ValueError(
             "YolactPredictor expects an H x W x 3 BGR image as a numpy array (as returned by "
-            f"cv2.imread), got {_describe(image)}."
+            f"cv2.imread), got {_describe(image)}.{hint}"
         )
     if image.dtype == bool or not (
         np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)
@@ -74,7 +79,19 @@ def _as_bgr_image(image: Any) -> np.ndarray:
                 "YolactPredictor expects pixel values in 0..255, got values from "
                 f"{low:g} to {high:g} in {_describe(image)}.{hint}"
             )
+        if np.issubdtype(image.dtype, np.floating) and high <= 1.0 and high > 0:
+            # A 0..1 float image read as 0..255 is near-black and still gives confident detections.
+            raise ValueError(
+                f"YolactPredictor expects pixel values in 0..255, got a float image with values from {low:g} to "
+                f"{high:g} ({_describe(image)}), which looks like a 0..1 image. Convert it first: "
+                "(image * 255).astype(np.uint8), or pass image * 255."
+            )
     channels = image.shape[2]
+    if channels not in (1, 3, 4) and image.shape[0] in (1, 3, 4):
+        raise ValueError(
+            f"YolactPredictor expects an H x W x C image, got {_describe(image)}, which looks like C x H x W. "
+            "Pass image.transpose(1, 2, 0)."
+        )
     if channels == 1:
         return np.repeat(image, 3, axis=2)
     if channels == 3:
@@ -101,7 +118,8 @@ class YolactPredictor:
 
     * H x W x 3 (BGR), normally uint8 0..255. Other integer / float dtypes are converted to
       float32 without rescaling, so their values must be in 0..255 too (values outside, e.g. a
-      16-bit image, or NaN raise ``ValueError``);
+      16-bit image, or NaN raise ``ValueError``). A float image whose values are all in (0, 1]
+      is a 0..1 image by mistake and raises ``ValueError`` showing the conversion;
     * H x W or H x W x 1 grayscale: replicated to 3 channels;
     * H x W x 4 (BGRA, ``cv2.IMREAD_UNCHANGED``): the alpha channel is dropped (the colour
       channels are used as they are, nothing is composited);

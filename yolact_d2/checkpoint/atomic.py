@@ -17,8 +17,10 @@
 Writes to non-local paths (``scheme://``) fall back to Detectron2's behaviour.
 """
 import contextlib
+import errno
 import logging
 import os
+import shutil
 import uuid
 from typing import Any, Dict, Iterator, List
 
@@ -29,7 +31,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from ..utils.errors import UserError
 from .safe_load import WEIGHTS_OPT_IN, load_checkpoint
 
-__all__ = ["AtomicDetectionCheckpointer", "IncompatibleCheckpointError", "atomic_open"]
+__all__ = ["AtomicDetectionCheckpointer", "IncompatibleCheckpointError", "CheckpointWriteError", "atomic_open"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +41,54 @@ _TMP_MARK = ".tmp-"
 _BACKBONE_PREFIX = "backbone.bottom_up."
 
 
-class IncompatibleCheckpointError(RuntimeError):
-    """MODEL.WEIGHTS (or the checkpoint to resume) does not fit the model."""
+class IncompatibleCheckpointError(UserError, RuntimeError):
+    """MODEL.WEIGHTS (or the checkpoint to resume) does not fit the model (a user error: one line from
+    the command-line programs)."""
+
+
+class CheckpointWriteError(UserError, OSError):
+    """A checkpoint could not be written (full disk, no permission, ...); the previous one is kept."""
+
+
+def _os_error_in(exc: BaseException):
+    """The OSError behind ``exc`` (itself, or in its cause / context chain), or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _free_space(folder: str) -> str:
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "unknown free space"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if free < 1024 or unit == "TiB":
+            return f"{free:.0f} {unit} free" if unit == "B" else f"{free:.1f} {unit} free"
+        free /= 1024.0
+
+
+def _write_error(path: str, exc: BaseException, previous: str) -> CheckpointWriteError:
+    """One line naming the file, the cause (errno name and text, or torch's message) and the free space."""
+    folder = os.path.dirname(path)
+    os_error = _os_error_in(exc)
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if os_error is not None:
+        name = errno.errorcode.get(os_error.errno, os_error.errno)
+        cause = f"{os_error.strerror or os.strerror(os_error.errno)} ({name})"
+    elif "No space left" in text:
+        cause = f"{text} (ENOSPC)"
+    else:
+        cause = f"{type(exc).__name__}: {text}"
+    kept = f"the previous checkpoint {previous} is kept" if previous else "no earlier checkpoint was written"
+    return CheckpointWriteError(
+        f"cannot write checkpoint {path}", f"{cause}; {_free_space(folder)} on {folder}; {kept}",
+        fix="free some space or use an OUTPUT_DIR on a disk with room, then continue with --resume",
+    )
 
 
 def _is_local(path: str) -> bool:
@@ -153,9 +201,13 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {save_file}")
-        with atomic_open(save_file, "wb") as f:
-            torch.save(data, f)
-        self.tag_last_checkpoint(basename)
+        previous = self.get_checkpoint_file() if self.has_checkpoint() else ""
+        try:
+            with atomic_open(save_file, "wb") as f:
+                torch.save(data, f)
+            self.tag_last_checkpoint(basename)
+        except (OSError, RuntimeError) as e:  # full disk, no permission; torch wraps write errors in RuntimeError
+            raise _write_error(save_file, e, previous) from e
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         if not _is_local(self.save_dir):

@@ -27,11 +27,17 @@ __all__ = [
     "check_box_xyxy",
     "check_segmentation",
     "format_annotation",
+    "mask_extent_xyxy",
+    "box_iou_xyxy",
+    "BOX_MASK_IOU_THRESHOLD",
 ]
 
 # Boxes extending less than this many pixels past the image are clipped silently (float
 # rounding in the json, e.g. x + w = 640.01 for a 640-wide image).
 BOX_CLIP_TOLERANCE = 1.0
+
+# A json bbox whose IoU with the extent of its own mask is below this is reported (docs/RELIABILITY.md).
+BOX_MASK_IOU_THRESHOLD = 0.5
 
 
 class AnnotationError(ValueError):
@@ -166,3 +172,28 @@ def check_segmentation(
             return None, notes, "no valid polygon left in its segmentation"
         return polygons, notes, None
     return None, [], f"segmentation of type {type(segm).__name__} is not polygons, RLE or a mask"
+
+
+def mask_extent_xyxy(segm: Any) -> Optional[List[float]]:
+    """The absolute XYXY box around a segmentation cleaned by :func:`check_segmentation`
+    (polygons, compressed RLE or a binary mask), as COCO computes ``bbox`` from it; None if empty."""
+    if isinstance(segm, np.ndarray):
+        ys, xs = np.nonzero(segm)
+        if not len(xs):
+            return None
+        return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+    if isinstance(segm, dict):
+        x, y, w, h = (float(v) for v in mask_util.toBbox(segm))
+        return None if w <= 0 or h <= 0 else [x, y, x + w, y + h]
+    xs = [v for poly in segm for v in poly[0::2]]
+    ys = [v for poly in segm for v in poly[1::2]]
+    return [min(xs), min(ys), max(xs), max(ys)] if xs else None
+
+
+def box_iou_xyxy(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two absolute XYXY boxes (0 when either is empty)."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

@@ -27,7 +27,8 @@ from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, BoxMode, PolygonMasks
 from detectron2.utils.file_io import PathManager
 
-from .annotation_checks import AnnotationError, check_box_xyxy, check_segmentation, format_annotation
+from ..utils.errors import ConfigError
+from .annotation_checks import AnnotationError, check_box_xyxy, check_segmentation, format_annotation, mask_extent_xyxy
 from .transforms import (
     RandomExpand,
     RandomPhotometricDistort,
@@ -308,6 +309,7 @@ class YolactDatasetMapper:
         skip_bad_images: bool = False,
         num_classes: Optional[int] = None,
         max_input_size: Optional[int] = None,
+        box_source: str = "json",
     ):
         """
         Args:
@@ -327,12 +329,17 @@ class YolactDatasetMapper:
             max_input_size: training only: images whose longer side is larger are first
                 downscaled to it (``from_config``: ``ceil(IMAGE_SIZE / 0.3)``, see the class
                 docstring); None disables.
+            box_source: training only: "json" uses each annotation's ``bbox`` (the original's
+                behaviour); "mask" replaces it by the extent of the annotation's mask.
         """
         if instance_mask_format not in ("polygon", "bitmask"):
             raise ValueError(
                 "instance_mask_format must be 'polygon' or 'bitmask', "
                 f"got {instance_mask_format!r}."
             )
+        if box_source not in ("json", "mask"):
+            raise ConfigError(f"INPUT.GT_BOX_SOURCE {box_source!r}", "must be 'json' or 'mask'")
+        self.box_source = box_source
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
@@ -367,6 +374,7 @@ class YolactDatasetMapper:
             "skip_bad_images": bool(cfg.DATALOADER.get("SKIP_BAD_IMAGES", False)),
             "num_classes": cfg.MODEL.YOLACT.NUM_CLASSES if "YOLACT" in cfg.MODEL else None,
             "max_input_size": int(math.ceil(_image_size(cfg) / _MIN_CROP_SCALE)) if is_train else None,
+            "box_source": cfg.INPUT.get("GT_BOX_SOURCE", "json"),
         }
 
     # ------------------------------------------------------------------------------------------
@@ -393,6 +401,28 @@ class YolactDatasetMapper:
             self._warned.add(key)
             logger.warning(message)
 
+    def _check_box_and_mask(self, anno: dict, height: int, width: int):
+        """``(box, note, drop_reason, segmentation, notes)``; the box is the json bbox, or the
+        mask extent with ``box_source == "mask"`` (then the json bbox is not checked)."""
+        segm, notes = None, []
+        if self.box_source == "mask":
+            segm, notes, drop = check_segmentation(anno.get("segmentation", None), height, width)
+            if drop is not None:
+                return None, None, drop, None, notes
+            extent = mask_extent_xyxy(segm)
+            if extent is None:
+                return None, None, "its mask is empty (INPUT.GT_BOX_SOURCE 'mask')", None, notes
+            box, note, drop = check_box_xyxy(extent, height, width)
+            return box, note, drop, segm, notes
+        try:
+            xyxy = BoxMode.convert(list(anno["bbox"]), anno["bbox_mode"], BoxMode.XYXY_ABS)
+        except Exception:  # noqa: BLE001 (a malformed box: reported by check_box_xyxy)
+            xyxy = anno["bbox"]
+        box, note, drop = check_box_xyxy(xyxy, height, width)
+        if drop is None:
+            segm, notes, drop = check_segmentation(anno.get("segmentation", None), height, width)
+        return box, note, drop, segm, notes
+
     def _check_annotations(self, annos: List[dict], dataset_dict: dict, image_hw: Tuple[int, int]) -> List[dict]:
         """The annotations to use, validated and fixed (see the class docstring)."""
         file_name = dataset_dict.get("file_name", "<no file_name>")
@@ -417,15 +447,9 @@ class YolactDatasetMapper:
                 )
             if "bbox" not in anno or "bbox_mode" not in anno:
                 raise AnnotationError(f"{where}: needs 'bbox' and 'bbox_mode' (Detectron2 dataset format)")
-            try:
-                xyxy = BoxMode.convert(list(anno["bbox"]), anno["bbox_mode"], BoxMode.XYXY_ABS)
-            except Exception:  # noqa: BLE001 (a malformed box: reported by check_box_xyxy)
-                xyxy = anno["bbox"]
-            box, note, drop = check_box_xyxy(xyxy, height, width)
-            if drop is None:
-                segm, notes, drop = check_segmentation(anno.get("segmentation", None), height, width)
-                for n in notes:
-                    self._warn_once(key + (n,), f"{where}: {n}")
+            box, note, drop, segm, notes = self._check_box_and_mask(anno, height, width)
+            for n in notes:
+                self._warn_once(key + (n,), f"{where}: {n}")
             if drop is not None:
                 self._warn_once(key, f"{where}: {drop}: annotation dropped")
                 continue

@@ -232,10 +232,13 @@ class _ForwardSignals:
         return False
 
 
-def launch_stoppable(main: Callable, num_gpus_per_machine: int, num_machines: int = 1, args=(), **kwargs) -> int:
-    """Detectron2's ``launch(main, ...)`` in which a stop signal ends the run with its exit status,
-    the checkpoint and the ``--resume`` command logged, and no traceback (module docstring)."""
-    from detectron2.engine import launch
+def launch_stoppable(main: Callable, num_gpus_per_machine: int, num_machines: int = 1, args=(), launch_fn=None,
+                     **kwargs) -> int:
+    """Detectron2's ``launch(main, ...)`` (or ``launch_fn``, a function with its signature) in which a stop
+    signal ends the run with its exit status, the checkpoint and the ``--resume`` command logged, and no
+    traceback (module docstring)."""
+    from detectron2.engine import launch as d2_launch
+    launch = launch_fn or d2_launch
     from torch.multiprocessing import ProcessExitedException
 
     codes = {exit_status(s): s for s in STOP_SIGNALS}

@@ -20,7 +20,8 @@ import weakref
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from detectron2.data import DatasetMapper, MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.data import get_detection_dataset_dicts
 from detectron2.engine import AMPTrainer, DefaultTrainer, HookBase, SimpleTrainer
 from detectron2.engine import hooks as d2_hooks
@@ -33,6 +34,7 @@ from ..checkpoint.safe_load import trusted_weights_file
 from ..data.dataset_mapper import SKIPPED_IMAGES_KEY, YolactDatasetMapper
 from ..evaluation import YolactCOCOEvaluator
 from .interrupt import InterruptHook
+from ..utils.errors import ConfigError
 
 __all__ = [
     "YolactTrainer",
@@ -74,13 +76,23 @@ def with_foreach_norm_clipping(optimizer_cls, max_norm: float, norm_type: float)
     return clipped
 
 
-def check_num_classes(cfg, dataset_names) -> None:
-    """Fail before training if ``MODEL.YOLACT.NUM_CLASSES`` disagrees with a dataset's classes."""
+def check_num_classes(cfg, dataset_names, key: str = "DATASETS.TRAIN") -> None:
+    """Fail before training (or evaluation) if ``MODEL.YOLACT.NUM_CLASSES`` disagrees with a
+    dataset's classes. A dataset whose metadata has no ``thing_classes`` yet (a json registered by
+    ``DATASETS.COCO_INSTANCES`` fills them when loaded) is loaded once here to read them; a name that
+    is not registered is a :class:`ConfigError` naming ``key``."""
     for name in dataset_names:
+        if name not in DatasetCatalog.list():
+            raise ConfigError(
+                f"{key}: dataset '{name}' is not registered",
+                fix="register it with DATASETS.COCO_INSTANCES [[name, json, image_root]] or in code",
+            )
+        if MetadataCatalog.get(name).get("thing_classes", None) is None:
+            DatasetCatalog.get(name)
         classes = MetadataCatalog.get(name).get("thing_classes", None)
         if classes is not None and len(classes) != cfg.MODEL.YOLACT.NUM_CLASSES:
-            raise ValueError(
-                f"Dataset '{name}' has {len(classes)} classes ({', '.join(classes[:10])}"
+            raise ConfigError(
+                f"{key}: dataset '{name}' has {len(classes)} classes ({', '.join(classes[:10])}"
                 f"{', ...' if len(classes) > 10 else ''}) but MODEL.YOLACT.NUM_CLASSES is "
                 f"{cfg.MODEL.YOLACT.NUM_CLASSES}. Set MODEL.YOLACT.NUM_CLASSES {len(classes)}."
             )
@@ -243,6 +255,7 @@ class YolactTrainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
+        check_num_classes(cfg, cfg.DATASETS.TEST, "DATASETS.TEST")  # not only after the whole training run
         model = create_ddp_model(model, broadcast_buffers=False)
         self._trainer = (_FiniteAMPTrainer if cfg.SOLVER.AMP.ENABLED else _FiniteSimpleTrainer)(model, data_loader, optimizer)
         self._trainer.hint_source = weakref.ref(self)
@@ -362,7 +375,7 @@ class YolactTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        check_num_classes(cfg, [dataset_name])
+        check_num_classes(cfg, [dataset_name], "DATASETS.TEST")
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         # COCOEvaluator that ranks masks by Instances.mask_scores when the model sets them

@@ -16,9 +16,13 @@ from typing import Any, Dict, List, Optional
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-from ..annotation_checks import AnnotationError, check_box_xyxy, check_segmentation, format_annotation
+from ...utils.errors import ConfigError, DataError
+from ..annotation_checks import (
+    BOX_MASK_IOU_THRESHOLD, AnnotationError, box_iou_xyxy, check_box_xyxy, check_segmentation, format_annotation,
+    mask_extent_xyxy,
+)
 
-__all__ = ["register_datasets_from_config", "load_coco_instances"]
+__all__ = ["register_datasets_from_config", "load_coco_instances", "DatasetNameConflictError"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,23 +31,78 @@ logger = logging.getLogger(__name__)
 MAX_LOGGED_PROBLEMS = 100
 
 
+class DatasetNameConflictError(ConfigError):
+    """A DATASETS.COCO_INSTANCES name is already registered with other data."""
+
+
+def _describe_registration(name: str) -> str:
+    """Where the existing registration of ``name`` reads its data from (json and images when its
+    metadata says so, else the loader function)."""
+    meta = MetadataCatalog.get(name)
+    json_file, image_root = meta.get("json_file", None), meta.get("image_root", None)
+    if json_file:
+        return f"{json_file} (images {image_root})" if image_root else str(json_file)
+    try:
+        func = DatasetCatalog[name]
+    except KeyError:
+        return "an unknown loader"
+    func = getattr(func, "func", func)  # functools.partial
+    return f"the loader {getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
+
+
+def _same_files(name: str, json_file: str, image_root: str) -> bool:
+    meta = MetadataCatalog.get(name)
+    old_json, old_root = meta.get("json_file", None), meta.get("image_root", None)
+    if not old_json or not old_root:
+        return False
+    same = lambda a, b: os.path.abspath(str(a)) == os.path.abspath(str(b))  # noqa: E731
+    return same(old_json, json_file) and same(old_root, image_root)
+
+
+def _register(name: str, json_file: str, image_root: str) -> None:
+    DatasetCatalog.register(name, functools.partial(load_coco_instances, json_file, image_root, name))
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco")
+
+
 def register_datasets_from_config(cfg) -> list:
-    """Registers every entry of ``cfg.DATASETS.COCO_INSTANCES`` not registered yet; returns the names.
-    Raises a ValueError naming the key and entry when an entry is malformed or a path is missing."""
+    """Registers every entry of ``cfg.DATASETS.COCO_INSTANCES``; returns the names.
+
+    An entry whose name is already registered with the same json and image root is left as it is
+    (setup may run twice in one process). A name registered with other data (a Detectron2 built-in
+    such as ``coco_2017_train``, ``yolact_synthetic_train``, an earlier entry) is a
+    :class:`ConfigError` naming both sources, unless the name is in
+    ``DATASETS.COCO_INSTANCES_REPLACE``: then it is re-registered with a warning. Malformed entries
+    and missing paths are a :class:`ConfigError` naming the key and the entry."""
+    replace = set(str(n) for n in cfg.DATASETS.get("COCO_INSTANCES_REPLACE", ()))
     names = []
     for i, entry in enumerate(cfg.DATASETS.COCO_INSTANCES):
+        key = f"DATASETS.COCO_INSTANCES[{i}]"
         if not isinstance(entry, (list, tuple)) or len(entry) != 3:
-            raise ValueError(
-                f"DATASETS.COCO_INSTANCES[{i}] must be [name, json_file, image_root], got {entry!r}"
-            )
+            raise ConfigError(f"{key} must be [name, json_file, image_root], got {entry!r}")
         name, json_file, image_root = (str(x) for x in entry)
         if not os.path.isfile(json_file):
-            raise ValueError(f"DATASETS.COCO_INSTANCES[{i}] ('{name}'): json file not found: {json_file}")
+            raise ConfigError(f"{key} ('{name}'): json file not found: {json_file}")
         if not os.path.isdir(image_root):
-            raise ValueError(f"DATASETS.COCO_INSTANCES[{i}] ('{name}'): image root not found: {image_root}")
+            raise ConfigError(f"{key} ('{name}'): image root not found: {image_root}")
+        if name in names:
+            raise ConfigError(f"{key}: the name '{name}' appears twice in DATASETS.COCO_INSTANCES")
         if name not in DatasetCatalog.list():
-            DatasetCatalog.register(name, functools.partial(load_coco_instances, json_file, image_root, name))
-            MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco")
+            _register(name, json_file, image_root)
+        elif not _same_files(name, json_file, image_root):
+            existing = _describe_registration(name)
+            if name not in replace:
+                raise DatasetNameConflictError(
+                    f"{key}: the dataset name '{name}' (json {json_file}, images {image_root}) is already "
+                    f"registered with other data: {existing}",
+                    fix=f"use another name, or re-register it with DATASETS.COCO_INSTANCES_REPLACE \"['{name}']\"",
+                )
+            logger.warning(
+                f"{key}: re-registering dataset '{name}' with json {json_file} (images {image_root}); it was "
+                f"registered with {existing} (DATASETS.COCO_INSTANCES_REPLACE)"
+            )
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+            _register(name, json_file, image_root)
         names.append(name)
     return names
 
@@ -79,29 +138,62 @@ class _ProblemLog:
         logger.warning(f"{self.json_file}: annotation problems: {parts}.{more}")
 
 
+class _BoxMaskDisagreement:
+    """Counts annotations whose json bbox disagrees with the extent of their mask (IoU below
+    BOX_MASK_IOU_THRESHOLD) and warns once per json with the count and the first example."""
+
+    def __init__(self, json_file: str):
+        self.json_file = json_file
+        self.checked = 0
+        self.count = 0
+        self.example = None
+
+    def check(self, where: str, box, segm) -> None:
+        extent = mask_extent_xyxy(segm)
+        if extent is None:
+            return
+        self.checked += 1
+        iou = box_iou_xyxy(box, extent)
+        if iou < BOX_MASK_IOU_THRESHOLD:
+            self.count += 1
+            if self.example is None:
+                fmt = lambda b: "[" + ", ".join(f"{v:g}" for v in b) + "]"  # noqa: E731
+                self.example = f"{where}: bbox {fmt(box)} vs mask extent {fmt(extent)} (XYXY), IoU {iou:.2f}"
+
+    def summary(self) -> None:
+        if not self.count:
+            return
+        logger.warning(
+            f"{self.json_file}: {self.count} of {self.checked} annotations have a bbox that disagrees with "
+            f"the extent of their segmentation (IoU < {BOX_MASK_IOU_THRESHOLD}); e.g. {self.example}. Training "
+            "uses the json bbox (INPUT.GT_BOX_SOURCE 'json', as the original YOLACT); set INPUT.GT_BOX_SOURCE "
+            "'mask' to use the mask extent, or fix the json."
+        )
+
+
 def _read_json(json_file: str) -> dict:
     try:
         with open(json_file, "r") as f:
             data = json.load(f)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{json_file} is not valid JSON: {e}") from e
+        raise DataError(f"{json_file} is not valid JSON: {e}") from e
     except UnicodeDecodeError as e:
-        raise ValueError(f"{json_file} is not a UTF-8 text (JSON) file: {e}") from e
+        raise DataError(f"{json_file} is not a UTF-8 text (JSON) file: {e}") from e
     if not isinstance(data, dict) or not isinstance(data.get("images", None), list):
-        raise ValueError(f"{json_file} is not a COCO instances file: it needs an 'images' list")
+        raise DataError(f"{json_file} is not a COCO instances file: it needs an 'images' list")
     return data
 
 
 def _categories(json_file: str, data: dict):
     cats = data.get("categories", None)
     if not isinstance(cats, list) or not cats:
-        raise ValueError(f"{json_file} has no 'categories' list: COCO instance annotations need one")
+        raise DataError(f"{json_file} has no 'categories' list: COCO instance annotations need one")
     names = {}
     for c in cats:
         if not isinstance(c, dict) or not _is_int(c.get("id", None)) or "name" not in c:
-            raise ValueError(f"{json_file}: category {c!r} needs an integer 'id' and a 'name'")
+            raise DataError(f"{json_file}: category {c!r} needs an integer 'id' and a 'name'")
         if c["id"] in names:
-            raise ValueError(f"{json_file}: category id {c['id']} appears twice in 'categories'")
+            raise DataError(f"{json_file}: category id {c['id']} appears twice in 'categories'")
         names[c["id"]] = str(c["name"])
     ids = sorted(names)
     return {cid: i for i, cid in enumerate(ids)}, [names[cid] for cid in ids]
@@ -111,15 +203,15 @@ def _images(json_file: str, data: dict, image_root: str) -> Dict[Any, dict]:
     images = {}
     for entry in data["images"]:
         if not isinstance(entry, dict) or "id" not in entry or not isinstance(entry.get("file_name"), str):
-            raise ValueError(f"{json_file}: image entry {entry!r} needs an 'id' and a 'file_name'")
+            raise DataError(f"{json_file}: image entry {entry!r} needs an 'id' and a 'file_name'")
         if entry["id"] in images:
-            raise ValueError(f"{json_file}: image id {entry['id']!r} appears twice in 'images'")
+            raise DataError(f"{json_file}: image id {entry['id']!r} appears twice in 'images'")
         record = {"file_name": os.path.join(image_root, entry["file_name"]), "image_id": entry["id"]}
         for key in ("height", "width"):
             value = entry.get(key, None)
             if value is not None:
                 if not _is_int(value) or value <= 0:
-                    raise ValueError(
+                    raise DataError(
                         f"{json_file}: image {entry['id']!r} ({entry['file_name']}) has {key} "
                         f"{value!r}; it must be a positive integer (or absent)"
                     )
@@ -150,18 +242,19 @@ def load_coco_instances(json_file: str, image_root: str, dataset_name: Optional[
     images = _images(json_file, data, image_root)
     annotations = data.get("annotations", [])
     if not isinstance(annotations, list):
-        raise ValueError(f"{json_file}: 'annotations' must be a list")
+        raise DataError(f"{json_file}: 'annotations' must be a list")
 
     problems = _ProblemLog(json_file)
+    disagreement = _BoxMaskDisagreement(json_file)
     seen_ids = set()
     num_with_segmentation = 0
     for index, ann in enumerate(annotations):
         if not isinstance(ann, dict):
-            raise ValueError(f"{json_file}: annotation #{index} is not an object: {ann!r}")
+            raise DataError(f"{json_file}: annotation #{index} is not an object: {ann!r}")
         ann_id = ann.get("id", None)
         if ann_id is not None:
             if ann_id in seen_ids:
-                raise ValueError(f"{json_file}: annotation id {ann_id!r} appears twice")
+                raise DataError(f"{json_file}: annotation id {ann_id!r} appears twice")
             seen_ids.add(ann_id)
         record = images.get(ann.get("image_id", None), None)
         if record is None:
@@ -199,6 +292,7 @@ def load_coco_instances(json_file: str, image_root: str, dataset_name: Optional[
             continue
         if note is not None:
             problems.add("boxes clipped", f"{where}: {note}")
+        disagreement.check(where, box, segm)
         record["annotations"].append(
             {
                 "id": ann_id,
@@ -210,11 +304,12 @@ def load_coco_instances(json_file: str, image_root: str, dataset_name: Optional[
             }
         )
     if annotations and num_with_segmentation == 0:
-        raise ValueError(
+        raise DataError(
             f"{json_file}: none of its {len(annotations)} annotations has a segmentation; YOLACT "
             "trains instance masks and needs polygons or RLE masks"
         )
     problems.summary()
+    disagreement.summary()
 
     if dataset_name is not None:
         meta = MetadataCatalog.get(dataset_name)

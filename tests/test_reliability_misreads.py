@@ -1,0 +1,353 @@
+"""No input is silently misread (docs/RELIABILITY.md, "Silent wrong results" and "Unclear failures"):
+dataset names registered twice, eval-only without weights, 0..1 float images, json boxes that disagree
+with their masks, class counts of every dataset, a full disk during a checkpoint write, YAML errors."""
+import errno
+import json
+import os
+import uuid
+
+import numpy as np
+import pytest
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from conftest import captured, tiny_cfg
+from yolact_d2.data.datasets import generate_synthetic_dataset, register_datasets_from_config
+from yolact_d2.utils.errors import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _unique(prefix):
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("misreads_synthetic"))
+    json_file = generate_synthetic_dataset(root, "train", 4, seed=5, image_size=(48, 64))
+    return json_file, os.path.join(root, "train")
+
+
+def _entry_cfg(name, json_file, image_root, *opts):
+    return tiny_cfg(num_classes=6, opts=["DATASETS.COCO_INSTANCES", [[name, json_file, image_root]], *opts])
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. DATASETS.COCO_INSTANCES names that are already registered
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("existing", ["coco_2017_train", "yolact_synthetic_train"])
+def test_entry_with_a_registered_name_is_an_error_naming_both_sources(synthetic, existing):
+    import yolact_d2.data.datasets  # noqa: F401 (registers yolact_synthetic_*)
+    import detectron2.data.datasets  # noqa: F401 (registers the built-ins)
+
+    json_file, image_root = synthetic
+    old_json = MetadataCatalog.get(existing).json_file
+    with pytest.raises(ConfigError) as e:
+        register_datasets_from_config(_entry_cfg(existing, json_file, image_root))
+    message = str(e.value)
+    assert message.startswith(f"DATASETS.COCO_INSTANCES[0]: the dataset name '{existing}' (json {json_file}")
+    assert f"already registered with other data: {old_json}" in message
+    assert f"DATASETS.COCO_INSTANCES_REPLACE \"['{existing}']\"" in message
+    assert MetadataCatalog.get(existing).json_file == old_json  # nothing changed
+
+
+def test_same_entry_twice_is_fine_and_replace_reregisters_with_a_warning(synthetic):
+    json_file, image_root = synthetic
+    name = _unique("dup")
+    cfg = _entry_cfg(name, json_file, image_root)
+    assert register_datasets_from_config(cfg) == [name]
+    assert register_datasets_from_config(cfg) == [name]  # setup run twice in one process
+    other_root = os.path.dirname(json_file)
+    with pytest.raises(ConfigError, match=f"'{name}' .* already registered with other data: {json_file}"):
+        register_datasets_from_config(_entry_cfg(name, json_file, other_root))
+    with captured() as records:
+        register_datasets_from_config(
+            _entry_cfg(name, json_file, other_root, "DATASETS.COCO_INSTANCES_REPLACE", [name])
+        )
+    text = "\n".join(r.getMessage() for r in records)
+    assert f"re-registering dataset '{name}'" in text and f"registered with {json_file} (images {image_root})" in text
+    assert MetadataCatalog.get(name).image_root == other_root
+    # the replaced registration is the one used
+    assert DatasetCatalog.get(name)[0]["file_name"].startswith(other_root)
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. json bbox vs mask extent
+# ------------------------------------------------------------------------------------------------
+def _box_mask_json(tmp_path):
+    square = [[10, 10, 30, 10, 30, 30, 10, 30]]  # extent XYXY [10, 10, 30, 30]
+    data = {
+        "images": [{"id": 1, "file_name": "a.png", "height": 40, "width": 60}],
+        "categories": [{"id": 1, "name": "thing"}],
+        "annotations": [
+            {"id": 11, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "segmentation": square},
+            {"id": 12, "image_id": 1, "category_id": 1, "bbox": [35, 5, 20, 30], "segmentation": square},
+            {"id": 13, "image_id": 1, "category_id": 1, "bbox": [12, 12, 20, 20], "segmentation": square},
+        ],
+    }
+    path = tmp_path / "boxes.json"
+    path.write_text(json.dumps(data))
+    (tmp_path / "imgs").mkdir()
+    return str(path), str(tmp_path / "imgs")
+
+
+def test_json_bbox_that_disagrees_with_its_mask_warns_once_with_counts(tmp_path):
+    json_file, image_root = _box_mask_json(tmp_path)
+    name = _unique("boxmask")
+    register_datasets_from_config(_entry_cfg(name, json_file, image_root))
+    with captured() as records:
+        dicts = DatasetCatalog.get(name)
+    warnings = [r.getMessage() for r in records if "disagrees with the extent" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(f"{json_file}: 1 of 3 annotations have a bbox that disagrees")
+    assert "image_id 1), annotation id 12: bbox [35, 5, 55, 35] vs mask extent [10, 10, 30, 30] (XYXY), IoU 0.00" \
+        in warnings[0]
+    assert "INPUT.GT_BOX_SOURCE 'mask'" in warnings[0]
+    # the default keeps the json box (the original's behaviour)
+    assert [a["bbox"] for a in dicts[0]["annotations"]] == [[10, 10, 20, 20], [35, 5, 20, 30], [12, 12, 20, 20]]
+
+
+@pytest.mark.parametrize("source,expected", [
+    ("json", [[10, 10, 30, 30], [35, 5, 55, 35]]),
+    ("mask", [[10, 10, 30, 30], [10, 10, 30, 30]]),
+])
+def test_gt_box_source_chooses_the_training_boxes(tmp_path, source, expected):
+    from detectron2.structures import BoxMode
+
+    from yolact_d2.data.dataset_mapper import YolactDatasetMapper
+
+    json_file, image_root = _box_mask_json(tmp_path)
+    name = _unique("boxsrc")
+    register_datasets_from_config(_entry_cfg(name, json_file, image_root))
+    record = DatasetCatalog.get(name)[0]
+    mapper = YolactDatasetMapper(tiny_cfg(num_classes=1, opts=["INPUT.GT_BOX_SOURCE", source]), is_train=True)
+    kept = mapper._check_annotations(record["annotations"][:2], record, (40, 60))
+    assert [a["bbox_mode"] for a in kept] == [BoxMode.XYXY_ABS] * 2
+    assert [list(map(float, a["bbox"])) for a in kept] == expected
+
+
+def test_gt_box_source_must_be_json_or_mask():
+    from yolact_d2.data.dataset_mapper import YolactDatasetMapper
+
+    with pytest.raises(ConfigError, match="INPUT.GT_BOX_SOURCE 'box': must be 'json' or 'mask'"):
+        YolactDatasetMapper(tiny_cfg(opts=["INPUT.GT_BOX_SOURCE", "box"]), is_train=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. Full disk during a checkpoint write
+# ------------------------------------------------------------------------------------------------
+def _full_disk_save(wrapped_by_torch):
+    def save(obj, f, *args, **kwargs):
+        f.write(b"x" * 100)  # part of the file, then the disk is full
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            if not wrapped_by_torch:
+                raise
+            # what torch.save raises when the file's write fails (the OSError is the context)
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    return save
+
+
+@pytest.mark.parametrize("wrapped_by_torch", [False, True], ids=["oserror", "torch_runtimeerror"])
+def test_full_disk_during_a_checkpoint_write_is_one_line_and_keeps_the_previous(tmp_path, monkeypatch,
+                                                                                 wrapped_by_torch):
+    import torch
+    from torch import nn
+
+    from yolact_d2.checkpoint import atomic
+    from yolact_d2.utils.errors import UserError, format_user_error
+
+    model = nn.Linear(2, 2)
+    checkpointer = atomic.AtomicDetectionCheckpointer(model, save_dir=str(tmp_path))
+    checkpointer.save("model_0000001")
+    before = (tmp_path / "last_checkpoint").read_text()
+    monkeypatch.setattr(atomic.torch, "save", _full_disk_save(wrapped_by_torch))
+    with pytest.raises(UserError) as e:
+        checkpointer.save("model_0000002")
+    monkeypatch.undo()
+    line = format_user_error(e.value)
+    target, previous = tmp_path / "model_0000002.pth", tmp_path / "model_0000001.pth"
+    assert line.startswith(f"error: cannot write checkpoint {target}: No space left on device (ENOSPC); ")
+    assert f" free on {tmp_path}; the previous checkpoint {previous} is kept (free some space" in line
+    assert "\n" not in line
+    assert (tmp_path / "last_checkpoint").read_text() == before == "model_0000001.pth"
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]  # no partial file
+    loaded = torch.load(str(previous), weights_only=True)
+    assert torch.equal(loaded["model"]["weight"], model.state_dict()["weight"])
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. Predictor inputs that would be misread
+# ------------------------------------------------------------------------------------------------
+def test_predictor_rejects_a_0_to_1_float_image_and_other_misreadable_inputs():
+    import torch
+
+    from yolact_d2.predictor import _as_bgr_image
+
+    rng = np.random.default_rng(0)
+    unit = rng.random((8, 10, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"looks like a 0\.\.1 image. Convert it first: \(image \* 255\)"
+                                         r"\.astype\(np\.uint8\), or pass image \* 255"):
+        _as_bgr_image(unit)
+    assert _as_bgr_image(unit * 255).dtype == np.float32  # 0..255 floats are fine
+    assert not _as_bgr_image(np.zeros((8, 10, 3), np.float64)).any()  # an all-black float image too
+    assert _as_bgr_image(np.ones((8, 10, 3), np.uint8)).max() == 1  # uint8 is never rescaled
+    with pytest.raises(ValueError, match=r"looks like C x H x W. Pass image.transpose\(1, 2, 0\)"):
+        _as_bgr_image(np.zeros((3, 8, 10), np.uint8))
+    with pytest.raises(ValueError, match=r"For a torch tensor, pass image.permute\(1, 2, 0\)"):
+        _as_bgr_image(torch.zeros(3, 8, 10))
+
+
+# ------------------------------------------------------------------------------------------------
+# 2, 5, 7, 8. train_net.py: eval-only weights, class counts, YAML errors, multi-machine timeout
+# ------------------------------------------------------------------------------------------------
+SYNTHETIC_CONFIG = os.path.join(ROOT, "configs", "Synthetic", "yolact_R_18_FPN_synthetic.yaml")
+
+
+def _train_net_module():
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, ROOT)
+    try:
+        spec = importlib.util.spec_from_file_location("train_net_misreads", os.path.join(ROOT, "train_net.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(ROOT)
+    return module
+
+
+def _train_net(*args, timeout=300):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train_net.py"), *args], cwd=ROOT, capture_output=True, text=True,
+        timeout=timeout, env=dict(os.environ, PYTHONPATH=ROOT),
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _error_lines(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+def test_eval_only_without_weights_is_refused_unless_random_is_asked(tmp_path):
+    from yolact_d2.utils.errors import ConfigError as CE
+
+    train_net = _train_net_module()
+    out = str(tmp_path / "out")
+
+    def setup(*opts, resume=()):
+        args = train_net.get_parser().parse_args(
+            ["--config-file", SYNTHETIC_CONFIG, "--eval-only", *resume, "MODEL.DEVICE", "cpu", "OUTPUT_DIR", out,
+             *opts])
+        return train_net.setup(args), args
+
+    cfg, args = setup()
+    with pytest.raises(CE, match=r"^--eval-only: MODEL.WEIGHTS is empty: the model would be evaluated with random "
+                                 r"weights \(give MODEL.WEIGHTS .*MODEL.WEIGHTS random evaluates an untrained model"):
+        train_net.check_eval_weights(cfg, args)
+    cfg, args = setup("MODEL.WEIGHTS", "random")
+    assert cfg.MODEL.WEIGHTS == "" and args.random_weights
+    train_net.check_eval_weights(cfg, args)  # explicit: allowed
+    cfg, args = setup(resume=["--resume"])
+    with pytest.raises(CE):  # --resume without a last_checkpoint: still nothing to load
+        train_net.check_eval_weights(cfg, args)
+    (tmp_path / "out" / "last_checkpoint").write_text("model_final.pth")
+    train_net.check_eval_weights(*setup(resume=["--resume"]))
+    # through the real entry point: one line, status 1, before any model is built
+    rc, stdout, stderr = _train_net("--config-file", SYNTHETIC_CONFIG, "--eval-only", "MODEL.DEVICE", "cpu",
+                                    "OUTPUT_DIR", str(tmp_path / "cli"))
+    assert rc == 1 and len(_error_lines(stderr)) == 1, stderr[-3000:]
+    assert _error_lines(stderr)[0].startswith("error: --eval-only: MODEL.WEIGHTS is empty")
+    assert "Traceback" not in stderr and "copypaste" not in stdout + stderr
+
+
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    from yolact_d2.utils.config_loading import UnknownConfigKeyError
+    from yolact_d2.utils.errors import format_user_error
+
+    train_net = _train_net_module()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f'_BASE_: "{SYNTHETIC_CONFIG}"\nSOLVER:\n  BASE_LR: 0.1\n   MAX_ITER: 3\n')
+    with pytest.raises(ConfigError) as e:
+        train_net.setup(train_net.get_parser().parse_args(["--config-file", str(bad)]))
+    assert format_user_error(e.value) == (
+        f"error: {bad}:4:12: invalid YAML: mapping values are not allowed here (check the quotes, brackets and "
+        "indentation there)"
+    )
+    child = tmp_path / "child.yaml"  # the error is in the _BASE_ file: that file is named
+    child.write_text(f'_BASE_: "{bad}"\n')
+    with pytest.raises(ConfigError, match=f"^{bad}:4:12: invalid YAML"):
+        train_net.setup(train_net.get_parser().parse_args(["--config-file", str(child)]))
+    # unknown keys: a ConfigError and a KeyError (as yacs raises for files)
+    args = train_net.get_parser().parse_args(["--config-file", SYNTHETIC_CONFIG, "SOLVER.BASE_LRR", "1"])
+    with pytest.raises(UnknownConfigKeyError) as e:
+        train_net.setup(args)
+    assert isinstance(e.value, KeyError) and isinstance(e.value, ConfigError)
+    assert str(e.value).startswith(
+        "Non-existent config key: SOLVER.BASE_LRR (in the command line). Did you mean SOLVER.BASE_LR or ")
+
+
+def test_class_count_of_a_test_set_is_checked_before_training(synthetic, tmp_path):
+    from yolact_d2 import YolactTrainer
+
+    json_file, image_root = synthetic
+    one_class_json, one_class_root = _box_mask_json(tmp_path)
+    train, test = _unique("cc_train"), _unique("cc_test")
+    cfg = tiny_cfg(num_classes=6, opts=[
+        "DATASETS.COCO_INSTANCES", [[train, json_file, image_root], [test, one_class_json, one_class_root]],
+        "DATASETS.TRAIN", (train,), "DATASETS.TEST", (test,), "DATALOADER.NUM_WORKERS", 0,
+        "SOLVER.IMS_PER_BATCH", 2, "OUTPUT_DIR", str(tmp_path / "out"),
+    ])
+    register_datasets_from_config(cfg)
+    with pytest.raises(ConfigError, match=rf"^DATASETS.TEST: dataset '{test}' has 1 classes \(thing\) but "
+                                          r"MODEL.YOLACT.NUM_CLASSES is 6. Set MODEL.YOLACT.NUM_CLASSES 1."):
+        YolactTrainer(cfg)
+    cfg.DATASETS.TEST = ("not_registered_anywhere",)
+    with pytest.raises(ConfigError, match="^DATASETS.TEST: dataset 'not_registered_anywhere' is not registered"):
+        YolactTrainer(cfg)
+
+
+def test_multi_machine_rendezvous_is_logged_and_times_out_with_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"tcp://127.0.0.1:{port}"
+    rc, stdout, stderr = _train_net(
+        "--config-file", SYNTHETIC_CONFIG, "--num-machines", "2", "--machine-rank", "0", "--dist-url", url,
+        "--dist-timeout", "0.05", "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path / "out"),
+    )
+    assert rc == 1, stderr[-3000:]
+    assert (f"[yolact_d2 launch] waiting for the other machines at {url}: machine rank 0 of 2, world size 2 "
+            "(1 process(es) per machine); missing: machine rank(s) 1") in stderr
+    assert "timeout 0.05 min (--dist-timeout)" in stderr
+    lines = _error_lines(stderr)
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert lines[0].startswith(f"error: --dist-url {url}: machine rank 0 of 2, world size 2 (1 process(es) per "
+                               "machine): the other machines did not join within 0.05 min (")
+    assert "1/2 clients joined" in lines[0] and "or raise --dist-timeout)" in lines[0]
+
+
+def test_incompatible_checkpoint_is_one_line_through_run_cli(tmp_path, capsys):
+    import torch
+    from torch import nn
+
+    from yolact_d2.checkpoint import AtomicDetectionCheckpointer, IncompatibleCheckpointError
+    from yolact_d2.utils.errors import UserError, run_cli
+
+    path = str(tmp_path / "other.pth")
+    torch.save({"model": {"head.weight": torch.zeros(4, 4)}}, path)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 1))
+    assert run_cli(lambda: AtomicDetectionCheckpointer(model).load(path), argv=[]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: Checkpoint {path} does not fit this model: only 0 of")
+    assert issubclass(IncompatibleCheckpointError, UserError) and issubclass(IncompatibleCheckpointError, RuntimeError)
