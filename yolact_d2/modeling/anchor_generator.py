@@ -13,9 +13,11 @@ import torch
 from torch import nn
 
 from detectron2.config import configurable
-from detectron2.modeling.anchor_generator import ANCHOR_GENERATOR_REGISTRY
+from detectron2.modeling.anchor_generator import ANCHOR_GENERATOR_REGISTRY, build_anchor_generator
 
-__all__ = ["YolactAnchorGenerator"]
+from ..utils.errors import ConfigError
+
+__all__ = ["YolactAnchorGenerator", "build_yolact_anchor_generator"]
 
 
 @ANCHOR_GENERATOR_REGISTRY.register()
@@ -112,3 +114,24 @@ class YolactAnchorGenerator(nn.Module):
             )
             self._cache[key] = anchors.to(dtype=torch.float32, device=device)
         return self._cache[key]
+
+
+def build_yolact_anchor_generator(cfg, input_shape=None) -> YolactAnchorGenerator:
+    """The generator named by ``MODEL.ANCHOR_GENERATOR.NAME`` (Base-YOLACT.yaml: YolactAnchorGenerator),
+    built through Detectron2's registry as RetinaNet does.
+
+    The head and the losses need YOLACT's relative (cx, cy, w, h) priors, which Detectron2's stock
+    generator cannot make; its name, the Detectron2 default, therefore means "not set" (a config
+    written before this key was set in Base-YOLACT.yaml) and selects YOLACT's generator.
+    """
+    name = cfg.MODEL.ANCHOR_GENERATOR.NAME
+    if name == "DefaultAnchorGenerator":
+        return YolactAnchorGenerator(cfg, input_shape)
+    generator = build_anchor_generator(cfg, input_shape)
+    if not isinstance(generator, YolactAnchorGenerator):
+        raise ConfigError(
+            f"MODEL.ANCHOR_GENERATOR.NAME {name!r} does not make YOLACT anchors",
+            cause="Yolact needs relative (cx, cy, w, h) priors in YOLACT's order (docs/MODEL.md §3)",
+            fix="use 'YolactAnchorGenerator' or a generator derived from it",
+        )
+    return generator

@@ -20,7 +20,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import BitMasks, ImageList, Instances, PolygonMasks
 
-from .anchor_generator import YolactAnchorGenerator
+from .anchor_generator import YolactAnchorGenerator, build_yolact_anchor_generator
 from .box_ops import decode
 from .head import build_yolact_head
 from .inference import detect, detections_to_instances
@@ -105,7 +105,7 @@ class Yolact(nn.Module):
             "protonet": build_protonet(cfg, level_shapes[0]),
             "sem_seg_head": SemanticSegHead(cfg, level_shapes[0]) if y.SEM_SEG_ON else None,
             "maskiou_net": build_maskiou_net(cfg) if y.MASK_IOU_ON else None,
-            "anchor_generator": YolactAnchorGenerator(cfg),
+            "anchor_generator": build_yolact_anchor_generator(cfg, level_shapes),
             "criterion": YolactLoss(cfg),
             "in_features": y.IN_FEATURES,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
