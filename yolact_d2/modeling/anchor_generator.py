@@ -15,6 +15,7 @@ from torch import nn
 from detectron2.config import configurable
 from detectron2.modeling.anchor_generator import ANCHOR_GENERATOR_REGISTRY, build_anchor_generator
 
+from ..config import anchor_aspect_ratios_per_level
 from ..utils.errors import ConfigError
 
 __all__ = ["YolactAnchorGenerator", "build_yolact_anchor_generator"]
@@ -39,13 +40,7 @@ class YolactAnchorGenerator(nn.Module):
             square_anchors: YOLACT v1 behaviour: ``h = w`` after ``w = s * sqrt(ar)``.
         """
         super().__init__()
-        if len(aspect_ratios) == 1:
-            aspect_ratios = list(aspect_ratios) * len(scales)
-        if len(aspect_ratios) != len(scales):
-            raise ValueError(
-                f"MODEL.YOLACT.ANCHOR_ASPECT_RATIOS has {len(aspect_ratios)} levels but "
-                f"MODEL.YOLACT.ANCHOR_SCALES has {len(scales)}"
-            )
+        aspect_ratios = anchor_aspect_ratios_per_level(aspect_ratios, len(scales))
         self.scales = [list(map(float, s)) for s in scales]
         self.aspect_ratios = [list(map(float, a)) for a in aspect_ratios]
         self.square_anchors = bool(square_anchors)

@@ -20,6 +20,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import BitMasks, ImageList, Instances, PolygonMasks
 
+from ..config import check_nms_type
 from .anchor_generator import YolactAnchorGenerator, build_yolact_anchor_generator
 from .box_ops import decode
 from .head import build_yolact_head
@@ -64,8 +65,7 @@ class Yolact(nn.Module):
         fast_postprocess: bool = True,
     ):
         super().__init__()
-        if nms_type not in ("fast", "cross_class", "standard"):
-            raise ValueError(f"MODEL.YOLACT.NMS_TYPE must be 'fast', 'cross_class' or 'standard', got {nms_type!r}")
+        check_nms_type(nms_type)
         self.backbone = backbone
         self.head = head
         self.protonet = protonet
