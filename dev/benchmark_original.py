@@ -76,7 +76,8 @@ class OriginalRunner:
         self.variant = parity.variant_for_config(config_file)
         if self.variant is None:
             known = ", ".join(ours for _, ours, _ in parity.VARIANTS.values())
-            sys.exit(f"error: --original-repo: no original variant for {os.path.basename(config_file)} (known: {known})")
+            name = os.path.basename(config_file)
+            sys.exit(f"error: --original-repo: no original variant for {name} (known: {known})")
         self.parity = parity
         self.mods = parity.import_original(repo, None)
         inputs = [parity.original_input(self.mods, im) for im in images[:2]]

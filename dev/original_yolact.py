@@ -181,7 +181,7 @@ def condition_original(net, images_nchw: List[torch.Tensor], gen: torch.Generato
     with torch.no_grad():
         # Non-backbone convs: Xavier as the original's init_weights, plus small random biases so
         # that every bias goes through the converter too.
-        for name, m in net.named_modules():
+        for m in net.modules():
             if id(m) not in backbone_convs and _is_conv(m):
                 nn.init.xavier_uniform_(m.weight, generator=gen)
                 if m.bias is not None:
@@ -190,10 +190,11 @@ def condition_original(net, images_nchw: List[torch.Tensor], gen: torch.Generato
         for name, m in net.backbone.named_modules():
             if isinstance(m, nn.BatchNorm2d):
                 last = name.endswith("bn3") or name.endswith("downsample.1")
-                m.weight.copy_(rand(m.num_features, low=0.1, high=0.4) if last else rand(m.num_features, low=0.6, high=1.2))
+                low, high = (0.1, 0.4) if last else (0.6, 1.2)
+                m.weight.copy_(rand(m.num_features, low=low, high=high))
                 m.bias.copy_(randn(m.num_features, std=0.1))
         # DCN: random bias, offsets of about a pixel, modulation around sigmoid(0) = 0.5.
-        for name, m in net.backbone.named_modules():
+        for m in net.backbone.modules():
             if hasattr(m, "conv_offset_mask"):
                 fan_in = m.conv_offset_mask.weight[0].numel()
                 m.conv_offset_mask.weight.copy_(randn(*m.conv_offset_mask.weight.shape, std=0.7 / math.sqrt(fan_in)))

@@ -65,7 +65,6 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from original_yolact import (  # dev/ is on sys.path when this file runs as a script
     CONFIG_DIR,
     DEFAULT_VARIANTS,
@@ -290,7 +289,7 @@ def check_variant(variant: str, original_repo: str, work_dir: str, seed: int, dc
         "variant": variant,
         "original_config": config_name,
         "our_config": our_config,
-        "converter_suggests": suggested + ("" if not info["config_overrides"] else " " + " ".join(map(str, info["config_overrides"]))),
+        "converter_suggests": " ".join([suggested, *map(str, info["config_overrides"])]),
         "converter_suggestion_matches": suggested == our_config and not info["config_overrides"],
         "load_keys": keys,
         "load_clean": not any(keys.values()),
@@ -439,7 +438,8 @@ def main(argv=None) -> int:
         os.makedirs(work_dir, exist_ok=True)
         for variant in args.variants:
             out = os.path.join(tmp, f"{variant}.json")
-            cmd = [sys.executable, os.path.abspath(__file__), "--original-repo", args.original_repo, "--single", variant,
+            cmd = [sys.executable, os.path.abspath(__file__), "--original-repo", args.original_repo,
+                   "--single", variant,
                    "--json", out, "--work-dir", work_dir, "--seed", str(args.seed), "--threads", str(args.threads)]
             if args.dcn_reference:
                 cmd.append("--dcn-reference")

@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from conftest import yolact_cfg
 from yolact_d2.modeling.anchor_generator import YolactAnchorGenerator
+
+from conftest import yolact_cfg
 
 
 def _sizes(image_size):

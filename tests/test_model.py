@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CONFIG_DIR, tiny_cfg, yolact_cfg
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 
 from yolact_d2 import add_yolact_config
+
+from conftest import CONFIG_DIR, tiny_cfg, yolact_cfg
 
 
 def _count(module):
@@ -50,7 +51,8 @@ def test_parameter_counts_match_the_original(config, total, backbone):
 
 
 def test_frozen_bn_count_is_unchanged():
-    model = build_model(yolact_cfg("COCO-InstanceSegmentation/yolact_R_50_FPN_550.yaml", ["MODEL.RESNETS.NORM", "FrozenBN"]))
+    cfg = yolact_cfg("COCO-InstanceSegmentation/yolact_R_50_FPN_550.yaml", ["MODEL.RESNETS.NORM", "FrozenBN"])
+    model = build_model(cfg)
     assert sum(p.numel() for p in model.parameters()) == 31_164_943 - 53_120  # BN affine now buffers
     assert _count(model) == 31_164_943
 
@@ -79,7 +81,8 @@ def test_every_config_loads_and_builds(path):
 
 def test_unknown_key_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text('_BASE_: "%s"\nMODEL:\n  YOLACT:\n    NUM_CLASSE: 3\n' % os.path.join(CONFIG_DIR, "Base-YOLACT.yaml"))
+    base = os.path.join(CONFIG_DIR, "Base-YOLACT.yaml")
+    bad.write_text('_BASE_: "%s"\nMODEL:\n  YOLACT:\n    NUM_CLASSE: 3\n' % base)
     cfg = get_cfg()
     add_yolact_config(cfg)
     with pytest.raises(KeyError, match="NUM_CLASSE"):

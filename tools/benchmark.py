@@ -74,7 +74,8 @@ def build_parser(description=__doc__):
     parser.add_argument("--warmup", type=int, default=2, help="images run before timing (default 2)")
     parser.add_argument("--repeat", type=int, default=1, help="passes over the images")
     parser.add_argument("--all-detections", action="store_true", help="score threshold 0: 100 detections per image")
-    parser.add_argument("--faithful", action="store_true", help="reference post-processing (FAST_POSTPROCESS_TEST False)")
+    parser.add_argument(
+        "--faithful", action="store_true", help="reference post-processing (FAST_POSTPROCESS_TEST False)")
     parser.add_argument("--device", default=None, help="MODEL.DEVICE (default: cuda if available, else cpu)")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
@@ -87,7 +88,8 @@ def parse_args(argv=None):
 
 def load_images(args):
     if args.images:
-        paths = sorted(p for p in glob.glob(os.path.join(args.images, "*")) if p.lower().endswith((".jpg", ".jpeg", ".png")))
+        paths = sorted(
+            p for p in glob.glob(os.path.join(args.images, "*")) if p.lower().endswith((".jpg", ".jpeg", ".png")))
         if not paths:
             sys.exit(f"error: no .jpg/.jpeg/.png images in {args.images}")
         images = [cv2.imread(p) for p in paths]
@@ -130,7 +132,8 @@ def build_predictor(args, images, tmp, weights=None):
     elif not args.weights:
         from yolact_d2.utils.testing import save_conditioned_random_weights
 
-        cfg.MODEL.WEIGHTS = save_conditioned_random_weights(cfg, images[:2], os.path.join(tmp, "conditioned_random.pth"))
+        path = os.path.join(tmp, "conditioned_random.pth")
+        cfg.MODEL.WEIGHTS = save_conditioned_random_weights(cfg, images[:2], path)
     if args.backend == "torch":
         return cfg, YolactPredictor(cfg)
     from yolact_d2.export import YolactONNXPredictor, export_onnx

@@ -10,10 +10,10 @@ import warnings
 # silenced for these imports only, so the caller's warning filters stay as they were.
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
-    from .config import add_yolact_config
-    from .modeling import Yolact
     from . import data  # noqa: F401  (registers datasets)
+    from .config import add_yolact_config
     from .engine import YolactTrainer
+    from .modeling import Yolact
     from .predictor import YolactPredictor
 
 __version__ = "0.1.0"

@@ -25,7 +25,7 @@ YOLACT++ only:
 ==========================================  ===========================================
 """
 import re
-from typing import Callable, Dict, List, Mapping, Optional, Pattern, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Pattern, Tuple, Union
 
 import torch
 

@@ -619,7 +619,7 @@ class CV2ResizeTransform(Transform):
         if self.mask_interp == "linear":
             out = self._resize(segmentation.astype(np.float32), cv2.INTER_LINEAR) > 0.5
             return out.astype(dtype)
-        if dtype == bool:
+        if dtype.kind == "b":  # numpy bool
             return self._resize(segmentation.astype(np.uint8), cv2.INTER_NEAREST).astype(bool)
         return self._resize(segmentation, cv2.INTER_NEAREST)
 

@@ -151,7 +151,8 @@ def _background(rng: np.random.Generator, h: int, w: int, yy: np.ndarray, xx: np
     img = c0 + (c1 - c0) * t[..., None]
 
     # Two octaves of smooth noise (coarse blotches, finer mottling).
-    for cells, sigma in ((int(rng.integers(2, 6)), rng.uniform(12, 35)), (int(rng.integers(8, 17)), rng.uniform(4, 12))):
+    octaves = ((int(rng.integers(2, 6)), rng.uniform(12, 35)), (int(rng.integers(8, 17)), rng.uniform(4, 12)))
+    for cells, sigma in octaves:
         grid = rng.normal(0.0, sigma, (cells, cells, 3)).astype(np.float32)
         img += cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
 
