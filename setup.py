@@ -44,7 +44,8 @@ setup(
         "setuptools<81",  # detectron2.model_zoo imports pkg_resources
     ],
     extras_require={
-        # onnx / onnxscript / onnxruntime: the ONNX export test of the YOLACT++ deformable conv
-        "dev": ["pytest>=7", "pytest-timeout", "onnx", "onnxscript", "onnxruntime"],
+        # onnx / onnxscript / onnxruntime: the ONNX export test of the YOLACT++ deformable conv;
+        # ruff: the linter (ruff.toml)
+        "dev": ["pytest>=7", "pytest-timeout", "onnx", "onnxscript", "onnxruntime", "ruff"],
     },
 )

@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from conftest import yolact_cfg
 from yolact_d2.modeling.anchor_generator import YolactAnchorGenerator
+
+from conftest import yolact_cfg
 
 
 def _sizes(image_size):
@@ -91,3 +92,36 @@ def test_mismatched_levels_raise():
         gen([(10, 10)] * 3, (80, 80))
     with pytest.raises(ValueError, match="same number of anchors"):
         YolactAnchorGenerator(scales=[[24], [48, 60]], aspect_ratios=[[1]], square_anchors=True)
+
+
+def test_anchor_generator_is_built_through_the_registry():
+    from detectron2.modeling import build_model
+    from detectron2.modeling.anchor_generator import ANCHOR_GENERATOR_REGISTRY
+
+    from yolact_d2.modeling.anchor_generator import build_yolact_anchor_generator
+    from yolact_d2.utils.errors import ConfigError
+
+    cfg = yolact_cfg("Synthetic/yolact_R_18_FPN_synthetic.yaml")
+    assert cfg.MODEL.ANCHOR_GENERATOR.NAME == "YolactAnchorGenerator"
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    assert type(model.anchor_generator) is YolactAnchorGenerator
+    assert model.head.bbox_pred.out_channels == 4 * model.anchor_generator.num_anchors == 4 * 3
+
+    @ANCHOR_GENERATOR_REGISTRY.register()
+    class FiveAnchorsForTest(YolactAnchorGenerator):  # a derived generator is picked by name
+        pass
+
+    cfg.MODEL.ANCHOR_GENERATOR.NAME = "FiveAnchorsForTest"
+    assert type(build_yolact_anchor_generator(cfg)) is FiveAnchorsForTest
+    cfg.MODEL.ANCHOR_GENERATOR.NAME = "DefaultAnchorGenerator"  # Detectron2's default: a config without the key
+    assert type(build_yolact_anchor_generator(cfg)) is YolactAnchorGenerator
+
+    @ANCHOR_GENERATOR_REGISTRY.register()
+    class OtherAnchorsForTest(torch.nn.Module):  # like the stock generators: other anchors
+        def __init__(self, cfg, input_shape):
+            super().__init__()
+
+    cfg.MODEL.ANCHOR_GENERATOR.NAME = "OtherAnchorsForTest"
+    with pytest.raises(ConfigError, match="MODEL.ANCHOR_GENERATOR.NAME 'OtherAnchorsForTest'"):
+        build_yolact_anchor_generator(cfg)

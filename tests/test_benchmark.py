@@ -1,6 +1,7 @@
 """tools/benchmark.py runs on the stage methods of Yolact and reports every stage (no timing
 assertions: only that it runs, counts detections and writes its JSON)."""
 import contextlib
+import importlib
 import importlib.util
 import io
 import json
@@ -12,7 +13,9 @@ from conftest import CONFIG_DIR
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TOOL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "benchmark.py")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOL = os.path.join(ROOT, "tools", "benchmark.py")
+DEV = os.path.join(ROOT, "dev")
 TINY = [
     "MODEL.DEVICE", "cpu", "INPUT.IMAGE_SIZE", "128",
 ]
@@ -62,10 +65,11 @@ def test_benchmark_image_folder_and_errors(tmp_path):
     assert len(images) == 1 and images[0].shape == (40, 60, 3)
 
 
-def test_benchmark_original_repo_argument_checks(tmp_path):
-    # --original-repo (developer only, needs a dbolya/yolact checkout) brings its own converted
-    # weights and runs on CPU: conflicting arguments are refused before anything is built
-    tool = _tool()
+def test_benchmark_original_repo_argument_checks(tmp_path, monkeypatch):
+    # dev/benchmark_original.py (developer only, needs a dbolya/yolact checkout) brings its own
+    # converted weights and runs on CPU: conflicting arguments are refused before anything is built
+    monkeypatch.syspath_prepend(DEV)
+    tool = importlib.import_module("benchmark_original")
     base = ["--config-file", "x.yaml", "--original-repo", str(tmp_path)]
     with pytest.raises(SystemExit, match="drop --weights"):
         tool.main(base + ["--weights", "w.pth"])

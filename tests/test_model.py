@@ -1,17 +1,21 @@
 """Parameter counts, config loading, training step and inference of the assembled model."""
 import glob
 import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import CONFIG_DIR, tiny_cfg, yolact_cfg
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 
 from yolact_d2 import add_yolact_config
+
+from conftest import CONFIG_DIR, tiny_cfg, yolact_cfg
 
 
 def _count(module):
@@ -47,7 +51,8 @@ def test_parameter_counts_match_the_original(config, total, backbone):
 
 
 def test_frozen_bn_count_is_unchanged():
-    model = build_model(yolact_cfg("COCO-InstanceSegmentation/yolact_R_50_FPN_550.yaml", ["MODEL.RESNETS.NORM", "FrozenBN"]))
+    cfg = yolact_cfg("COCO-InstanceSegmentation/yolact_R_50_FPN_550.yaml", ["MODEL.RESNETS.NORM", "FrozenBN"])
+    model = build_model(cfg)
     assert sum(p.numel() for p in model.parameters()) == 31_164_943 - 53_120  # BN affine now buffers
     assert _count(model) == 31_164_943
 
@@ -76,21 +81,37 @@ def test_every_config_loads_and_builds(path):
 
 def test_unknown_key_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text('_BASE_: "%s"\nMODEL:\n  YOLACT:\n    NUM_CLASSE: 3\n' % os.path.join(CONFIG_DIR, "Base-YOLACT.yaml"))
+    base = os.path.join(CONFIG_DIR, "Base-YOLACT.yaml")
+    bad.write_text('_BASE_: "%s"\nMODEL:\n  YOLACT:\n    NUM_CLASSE: 3\n' % base)
     cfg = get_cfg()
     add_yolact_config(cfg)
     with pytest.raises(KeyError, match="NUM_CLASSE"):
         cfg.merge_from_file(str(bad))
 
 
+# A hard-coded CUDA device in any spelling: x.cuda(), x.to("cuda"), torch.device("cuda"),
+# device="cuda", "cuda:0" (comparisons such as device.type == "cuda" are fine).
+_HARD_CODED_CUDA = re.compile(r"""\.cuda\(|\.to\(\s*['"]cuda|device\(\s*['"]cuda|device\s*=\s*['"]cuda|['"]cuda:\d""")
+
+
 def test_no_cuda_calls_in_package():
-    root = os.path.join(os.path.dirname(CONFIG_DIR))
-    for path in glob.glob(os.path.join(root, "yolact_d2", "**", "*.py"), recursive=True) + [
-        os.path.join(root, "train_net.py")
-    ]:
-        if os.path.exists(path):
-            text = open(path).read()
-            assert ".cuda()" not in text and "device=\"cuda\"" not in text and "'cuda'" not in text, path
+    for bad in ['x.cuda()', 'x.to("cuda")', "x.to( 'cuda:1')", 'torch.device("cuda")', 'f(device="cuda")', '"cuda:0"']:
+        assert _HARD_CODED_CUDA.search(bad), bad  # the check itself can fail
+    assert not _HARD_CODED_CUDA.search('device.type == "cuda"')
+    root = os.path.dirname(CONFIG_DIR)
+    paths = glob.glob(os.path.join(root, "yolact_d2", "**", "*.py"), recursive=True)
+    assert os.path.join(root, "yolact_d2", "modeling", "meta_arch.py") in paths and len(paths) > 20
+    paths.append(os.path.join(root, "train_net.py"))
+    for path in paths:
+        text = open(path).read()  # train_net.py must exist too: open() fails otherwise
+        found = _HARD_CODED_CUDA.search(text)
+        assert found is None and "'cuda'" not in text, f"{path}: {found.group(0) if found else repr('cuda')}"
+
+
+def test_importing_the_package_leaves_warning_filters_alone():
+    code = "import warnings; f = list(warnings.filters); import yolact_d2; assert warnings.filters == f, 'changed'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def _instances(h, w, boxes, classes, crowd=None, polygons=False):

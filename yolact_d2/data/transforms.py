@@ -488,8 +488,7 @@ class RandomSSDCrop(Augmentation):
       test is evaluated here (so custom modes with a finite max_iou behave like the original).
     * left/top: the original calls numpy's ``uniform(W - w)`` (a single argument, i.e.
       ``low=W-w, high=1.0``), so left is uniform between 1 and W-w (between W-w and 1 when
-      W-w < 1), not U(0, W-w). This is reproduced (``faithful_offsets=True``, default);
-      ``faithful_offsets=False`` samples U(0, W-w) instead.
+      W-w < 1), not U(0, W-w). This is reproduced: the crop statistics are the original's.
     * If the input holds no non-crowd box, no crop can ever be accepted, so the original can
       only leave through the ``None`` mode: that case returns the identity directly (without
       consuming random numbers).
@@ -505,7 +504,6 @@ class RandomSSDCrop(Augmentation):
         max_trials: int = 50,
         min_scale: float = 0.3,
         aspect_range: Tuple[float, float] = (0.5, 2.0),
-        faithful_offsets: bool = True,
     ):
         super().__init__()
         modes = tuple(modes)
@@ -518,10 +516,9 @@ class RandomSSDCrop(Augmentation):
         aug_input.transform(tfm)
         return tfm
 
-    def _offset(self, room: float) -> float:
-        if self.faithful_offsets:
-            return float(np.random.uniform(room))  # numpy: low=room, high=1.0 (see docstring)
-        return float(np.random.uniform(0.0, room))
+    @staticmethod
+    def _offset(room: float) -> float:
+        return float(np.random.uniform(room))  # numpy: low=room, high=1.0 (see docstring)
 
     def get_transform(self, image, boxes=None, is_crowd=None) -> Transform:
         if boxes is None:
@@ -622,7 +619,7 @@ class CV2ResizeTransform(Transform):
         if self.mask_interp == "linear":
             out = self._resize(segmentation.astype(np.float32), cv2.INTER_LINEAR) > 0.5
             return out.astype(dtype)
-        if dtype == bool:
+        if dtype.kind == "b":  # numpy bool
             return self._resize(segmentation.astype(np.uint8), cv2.INTER_NEAREST).astype(bool)
         return self._resize(segmentation, cv2.INTER_NEAREST)
 

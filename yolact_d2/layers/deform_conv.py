@@ -66,9 +66,13 @@ class ModulatedDeformConv2d(nn.Module):
         """
         super().__init__()
         if in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})")
+            raise ValueError(
+                f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})"
+            )
         if in_channels % deformable_groups:
-            raise ValueError(f"in_channels ({in_channels}) must be divisible by deformable_groups ({deformable_groups})")
+            raise ValueError(
+                f"in_channels ({in_channels}) must be divisible by deformable_groups ({deformable_groups})"
+            )
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = _pair(kernel_size)

@@ -8,4 +8,21 @@ from .meta_arch import Yolact
 from .protonet import PROTONET_REGISTRY, ProtoNet, build_protonet
 from .semantic_seg import SemanticSegHead
 
-__all__ = [k for k in globals().keys() if not k.startswith("_")]
+__all__ = [
+    "YolactAnchorGenerator",
+    "YolactFPN",
+    "build_yolact_resnet_backbone",
+    "build_yolact_resnet_fpn_backbone",
+    "YOLACT_HEAD_REGISTRY",
+    "YolactHead",
+    "build_yolact_head",
+    "YolactLoss",
+    "MASKIOU_NET_REGISTRY",
+    "FastMaskIoUNet",
+    "build_maskiou_net",
+    "Yolact",
+    "PROTONET_REGISTRY",
+    "ProtoNet",
+    "build_protonet",
+    "SemanticSegHead",
+]

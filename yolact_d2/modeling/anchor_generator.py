@@ -13,9 +13,12 @@ import torch
 from torch import nn
 
 from detectron2.config import configurable
-from detectron2.modeling.anchor_generator import ANCHOR_GENERATOR_REGISTRY
+from detectron2.modeling.anchor_generator import ANCHOR_GENERATOR_REGISTRY, build_anchor_generator
 
-__all__ = ["YolactAnchorGenerator"]
+from ..config import anchor_aspect_ratios_per_level
+from ..utils.errors import ConfigError
+
+__all__ = ["YolactAnchorGenerator", "build_yolact_anchor_generator"]
 
 
 @ANCHOR_GENERATOR_REGISTRY.register()
@@ -37,13 +40,7 @@ class YolactAnchorGenerator(nn.Module):
             square_anchors: YOLACT v1 behaviour: ``h = w`` after ``w = s * sqrt(ar)``.
         """
         super().__init__()
-        if len(aspect_ratios) == 1:
-            aspect_ratios = list(aspect_ratios) * len(scales)
-        if len(aspect_ratios) != len(scales):
-            raise ValueError(
-                f"MODEL.YOLACT.ANCHOR_ASPECT_RATIOS has {len(aspect_ratios)} levels but "
-                f"MODEL.YOLACT.ANCHOR_SCALES has {len(scales)}"
-            )
+        aspect_ratios = anchor_aspect_ratios_per_level(aspect_ratios, len(scales))
         self.scales = [list(map(float, s)) for s in scales]
         self.aspect_ratios = [list(map(float, a)) for a in aspect_ratios]
         self.square_anchors = bool(square_anchors)
@@ -112,3 +109,24 @@ class YolactAnchorGenerator(nn.Module):
             )
             self._cache[key] = anchors.to(dtype=torch.float32, device=device)
         return self._cache[key]
+
+
+def build_yolact_anchor_generator(cfg, input_shape=None) -> YolactAnchorGenerator:
+    """The generator named by ``MODEL.ANCHOR_GENERATOR.NAME`` (Base-YOLACT.yaml: YolactAnchorGenerator),
+    built through Detectron2's registry as RetinaNet does.
+
+    The head and the losses need YOLACT's relative (cx, cy, w, h) priors, which Detectron2's stock
+    generator cannot make; its name, the Detectron2 default, therefore means "not set" (a config
+    written before this key was set in Base-YOLACT.yaml) and selects YOLACT's generator.
+    """
+    name = cfg.MODEL.ANCHOR_GENERATOR.NAME
+    if name == "DefaultAnchorGenerator":
+        return YolactAnchorGenerator(cfg, input_shape)
+    generator = build_anchor_generator(cfg, input_shape)
+    if not isinstance(generator, YolactAnchorGenerator):
+        raise ConfigError(
+            f"MODEL.ANCHOR_GENERATOR.NAME {name!r} does not make YOLACT anchors",
+            cause="Yolact needs relative (cx, cy, w, h) priors in YOLACT's order (docs/MODEL.md §3)",
+            fix="use 'YolactAnchorGenerator' or a generator derived from it",
+        )
+    return generator

@@ -14,6 +14,8 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.utils.registry import Registry
 
+from .anchor_generator import build_yolact_anchor_generator
+
 __all__ = ["YOLACT_HEAD_REGISTRY", "YolactHead", "build_yolact_head"]
 
 YOLACT_HEAD_REGISTRY = Registry("YOLACT_HEAD")
@@ -61,15 +63,13 @@ class YolactHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: List[ShapeSpec]):
-        from .anchor_generator import YolactAnchorGenerator
-
         channels = {s.channels for s in input_shape}
         if len(channels) != 1:
             raise ValueError(f"YolactHead shares weights across levels; got channels {channels}")
         return {
             "in_channels": channels.pop(),
             "num_classes": cfg.MODEL.YOLACT.NUM_CLASSES,
-            "num_anchors": YolactAnchorGenerator(cfg).num_anchors,
+            "num_anchors": build_yolact_anchor_generator(cfg, input_shape).num_anchors,
             "num_prototypes": cfg.MODEL.YOLACT.NUM_PROTOTYPES,
             "norm": cfg.MODEL.YOLACT.NORM,
         }

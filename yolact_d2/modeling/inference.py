@@ -14,6 +14,7 @@ from torchvision.ops import batched_nms
 
 from detectron2.structures import Boxes, Instances
 
+from ..config import check_nms_type
 from .box_ops import box_iou
 from .mask_ops import assemble_masks, crop_keep, paste_masks_faithful, paste_masks_fast
 
@@ -163,6 +164,7 @@ def detect(
         dict with relative ``boxes`` (N, 4), ``scores`` (N,), ``classes`` (N,) in [0, K) and
         ``coefficients`` (N, k), sorted by decreasing score.
     """
+    check_nms_type(nms_type)
     foreground = class_probs[:, 1:]  # (P, K)
     keep = foreground.amax(dim=1) > score_threshold  # on each anchor's best foreground score
     if not (fast and bool(keep.all())):  # (indexing with an all-True mask only copies)
@@ -174,12 +176,10 @@ def detect(
         out = fast_nms(boxes, scores, coefficients, iou_threshold, top_k, max_detections, use_topk=fast)
     elif nms_type == "cross_class":
         out = cross_class_fast_nms(boxes, scores, coefficients, iou_threshold, top_k, max_detections, use_topk=fast)
-    elif nms_type == "standard":
+    else:  # "standard"
         out = standard_nms(
             boxes, scores, coefficients, iou_threshold, top_k, max_detections, score_threshold, image_size
         )
-    else:
-        raise ValueError(f"MODEL.YOLACT.NMS_TYPE must be 'fast', 'cross_class' or 'standard', got {nms_type!r}")
     return dict(zip(("boxes", "scores", "classes", "coefficients"), out))
 
 

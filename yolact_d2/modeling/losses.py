@@ -170,7 +170,9 @@ class YolactLoss(nn.Module):
             losses["loss_sem_seg"] = self.sem_seg_loss(sem_seg_logits, targets)
         return {k: v * self.loss_weights[k] for k, v in losses.items()}
 
-    def mask_loss(self, coefficients, prototypes, matches, targets, maskiou_samples: Optional[list] = None) -> torch.Tensor:
+    def mask_loss(
+        self, coefficients, prototypes, matches, targets, maskiou_samples: Optional[list] = None
+    ) -> torch.Tensor:
         """Sum over images and positives of ``sum_pixels BCE / (GT box area in prototype pixels)``.
 
         If ``maskiou_samples`` is a list, the training samples of the mask re-scoring net are

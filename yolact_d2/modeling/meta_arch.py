@@ -10,17 +10,20 @@ YOLACT++ (``MODEL.YOLACT.MASK_IOU_ON``) adds the mask re-scoring net: ``loss_mas
 training and, in inference, ``Instances.mask_scores`` = class score x predicted mask IoU (used for
 mask AP by :class:`yolact_d2.evaluation.YolactCOCOEvaluator`; ``scores`` stays the class score).
 """
+import contextlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import BitMasks, ImageList, Instances, PolygonMasks
 
-from .anchor_generator import YolactAnchorGenerator
+from ..config import check_nms_type
+from .anchor_generator import YolactAnchorGenerator, build_yolact_anchor_generator
 from .box_ops import decode
 from .head import build_yolact_head
 from .inference import detect, detections_to_instances
@@ -30,6 +33,19 @@ from .protonet import build_protonet
 from .semantic_seg import SemanticSegHead
 
 __all__ = ["Yolact"]
+
+
+def _stage(name: str):
+    """A profiler range named after a stage of ``Yolact.forward`` (tools/benchmark.py times them);
+    none while a graph is traced, scripted or exported, which must not contain profiler ops."""
+    if (
+        torch.jit.is_scripting()
+        or torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+        or torch.compiler.is_compiling()
+    ):
+        return contextlib.nullcontext()
+    return record_function(name)
 
 # The original's Resize drops GT boxes whose width or height is <= 4/550 *pixels* of the network
 # input (a unit slip that leaves only degenerate boxes, docs/MODEL.md §7.3); they cannot be encoded (log 0).
@@ -64,8 +80,7 @@ class Yolact(nn.Module):
         fast_postprocess: bool = True,
     ):
         super().__init__()
-        if nms_type not in ("fast", "cross_class", "standard"):
-            raise ValueError(f"MODEL.YOLACT.NMS_TYPE must be 'fast', 'cross_class' or 'standard', got {nms_type!r}")
+        check_nms_type(nms_type)
         self.backbone = backbone
         self.head = head
         self.protonet = protonet
@@ -105,7 +120,7 @@ class Yolact(nn.Module):
             "protonet": build_protonet(cfg, level_shapes[0]),
             "sem_seg_head": SemanticSegHead(cfg, level_shapes[0]) if y.SEM_SEG_ON else None,
             "maskiou_net": build_maskiou_net(cfg) if y.MASK_IOU_ON else None,
-            "anchor_generator": YolactAnchorGenerator(cfg),
+            "anchor_generator": build_yolact_anchor_generator(cfg, level_shapes),
             "criterion": YolactLoss(cfg),
             "in_features": y.IN_FEATURES,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
@@ -126,113 +141,24 @@ class Yolact(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
-    # ------------------------------------------------------------------ inference stages
-    # Yolact.inference is exactly these stages in this order; tools/benchmark.py times each one.
-    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
-        """Stage "preprocess": normalise (``(x - mean) / std`` in ``INPUT.FORMAT`` order) and pad
-        into one batch."""
-        images = [(x["image"].to(self.device).float() - self.pixel_mean) / self.pixel_std for x in batched_inputs]
-        return ImageList.from_tensors(images, self.backbone.size_divisibility)
-
-    def extract_features(self, images: torch.Tensor) -> List[torch.Tensor]:
-        """Stage "backbone+FPN": the ``MODEL.YOLACT.IN_FEATURES`` levels of a normalised
-        (B, 3, H, W) batch, finest first."""
-        features = self.backbone(images)
-        return [features[f] for f in self.in_features]
-
-    def head_outputs(self, features: List[torch.Tensor], image_shape: Tuple[int, int]):
-        """Raw head outputs: ``(class_logits (B, P, K+1), box_deltas (B, P, 4), coefficients
-        (B, P, k), prototypes (B, k, H', W'), anchors (P, 4))`` for features of an input of
-        (padded) size ``image_shape``."""
-        class_logits, box_deltas, coefficients = self.head(features)
-        prototypes = self.protonet(features[0])
-        anchors = self.anchor_generator(
-            [tuple(f.shape[-2:]) for f in features], tuple(image_shape), device=features[0].device
-        )
-        return class_logits, box_deltas, coefficients, prototypes, anchors
-
-    def predict_from_features(self, features: List[torch.Tensor], image_shape: Tuple[int, int]):
-        """Stage "head+protonet" (with anchors, box decoding and the class softmax):
-        ``(class_probs (B, P, K+1), boxes (B, P, 4) relative point form, coefficients (B, P, k),
-        prototypes (B, k, H', W'))``."""
-        class_logits, box_deltas, coefficients, prototypes, anchors = self.head_outputs(features, image_shape)
-        boxes = decode(box_deltas, anchors[None], self.bbox_variances)
-        return F.softmax(class_logits, dim=-1), boxes, coefficients, prototypes
-
-    def predict_raw(self, images: torch.Tensor):
-        """Network outputs for a normalised (B, 3, H, W) batch.
-
-        Returns ``(class_logits (B, P, K+1), box_deltas (B, P, 4), coefficients (B, P, k),
-        prototypes (B, k, H', W'), anchors (P, 4), p3 features)``.
-        """
-        features = self.extract_features(images)
-        return (*self.head_outputs(features, tuple(images.shape[-2:])), features[0])
-
-    def inference_tensors(self, images: torch.Tensor):
-        """Tensor-in, tensors-out core for export: a normalised (B, 3, H, W) batch ->
-        ``(class_probs (B, P, K+1), boxes (B, P, 4) relative point form, coefficients (B, P, k),
-        prototypes (B, k, H', W'))``."""
-        return self.predict_from_features(self.extract_features(images), tuple(images.shape[-2:]))
-
-    def detect_single(
-        self, class_probs: torch.Tensor, boxes: torch.Tensor, coefficients: torch.Tensor, padded_size: Tuple[int, int]
-    ) -> Dict[str, torch.Tensor]:
-        """Stage "NMS" for one image (score threshold + NMS), see :func:`~.inference.detect`."""
-        return detect(
-            class_probs,
-            boxes,
-            coefficients,
-            score_threshold=self.score_threshold,
-            nms_type=self.nms_type,
-            iou_threshold=self.nms_threshold,
-            top_k=self.topk_candidates,
-            max_detections=self.max_detections_per_image,
-            image_size=padded_size,
-            fast=self.fast_postprocess,
-        )
-
-    def postprocess_single(
-        self,
-        detections: Dict[str, torch.Tensor],
-        prototypes: torch.Tensor,
-        image_size: Tuple[int, int],
-        padded_size: Tuple[int, int],
-        output_size: Tuple[int, int],
-    ) -> Instances:
-        """Stage "masks" for one image (mask assembly, crop, upsampling to ``output_size``,
-        binarisation, pixel boxes), see :func:`~.inference.detections_to_instances`."""
-        return detections_to_instances(
-            detections,
-            prototypes,
-            image_size=tuple(image_size),
-            padded_size=tuple(padded_size),
-            output_size=tuple(output_size),
-            mask_threshold=self.mask_threshold,
-            truncate_boxes=self.truncate_boxes,
-            maskiou_net=self.maskiou_net,
-            fast=self.fast_postprocess,
-        )
-
-    def postprocess_batch(self, batched_inputs: List[Dict], image_sizes, padded_size, outputs) -> List[Dict]:
-        """Stages "NMS" and "masks" for every image of a batch, from ``predict_from_features``'s
-        ``outputs``; the output size is each input's ``height`` x ``width`` (default: its resized size)."""
-        class_probs, boxes, coefficients, prototypes = outputs
-        results = []
-        for i, (x, image_size) in enumerate(zip(batched_inputs, image_sizes)):
-            detections = self.detect_single(class_probs[i], boxes[i], coefficients[i], padded_size)
-            output_size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
-            instances = self.postprocess_single(detections, prototypes[i], image_size, padded_size, output_size)
-            results.append({"instances": instances})
-        return results
-
     # ------------------------------------------------------------------ Detectron2 contract
     def forward(self, batched_inputs: List[Dict]):
+        """Training: a dict of losses; inference: ``[{"instances": Instances}]`` per input."""
         images = self.preprocess_image(batched_inputs)
-        if not self.training:
-            return self.inference(batched_inputs, images)
+        features = self.extract_features(images.tensor)
+        outputs = self.head_outputs(features, tuple(images.tensor.shape[-2:]))  # head, protonet, anchors
+        if self.training:
+            return self.losses(batched_inputs, images, outputs, features[0])
+        return self.inference(batched_inputs, images, outputs)
+
+    def losses(
+        self, batched_inputs: List[Dict], images: ImageList, outputs, p3: torch.Tensor
+    ) -> Dict[str, torch.Tensor]:
+        """The YOLACT losses (docs/MODEL.md §5-6) of :meth:`head_outputs`'s ``outputs``; ``p3``
+        feeds the training-only semantic segmentation head."""
         if not all("instances" in x for x in batched_inputs):
             raise ValueError("Yolact training needs 'instances' in every input dict")
-        class_logits, box_deltas, coefficients, prototypes, anchors, p3 = self.predict_raw(images.tensor)
+        class_logits, box_deltas, coefficients, prototypes, anchors = outputs
         targets = [
             self.prepare_targets(x["instances"].to(self.device), size, tuple(images.tensor.shape[-2:]))
             for x, size in zip(batched_inputs, images.image_sizes)
@@ -243,12 +169,85 @@ class Yolact(nn.Module):
             maskiou_net=self.maskiou_net,
         )
 
-    def inference(self, batched_inputs: List[Dict], images: ImageList = None) -> List[Dict[str, Instances]]:
-        if images is None:
-            images = self.preprocess_image(batched_inputs)
+    def inference(self, batched_inputs: List[Dict], images: ImageList, outputs) -> List[Dict[str, Instances]]:
+        """Detections of :meth:`head_outputs`'s ``outputs``: box decoding and class softmax, then
+        per image score threshold + NMS and mask assembly (docs/MODEL.md §9)."""
         padded_size = tuple(images.tensor.shape[-2:])
-        outputs = self.predict_from_features(self.extract_features(images.tensor), padded_size)
-        return self.postprocess_batch(batched_inputs, images.image_sizes, padded_size, outputs)
+        with _stage("yolact.head"):
+            predictions = self.decode_outputs(outputs)
+        return self.postprocess_batch(batched_inputs, images.image_sizes, padded_size, predictions)
+
+    # ------------------------------------------------------------------ the stages of forward
+    # Each stage is a torch.profiler.record_function range ("yolact.<stage>", see _stage), which is
+    # how tools/benchmark.py times them without a method per stage; outside a profiler they cost a
+    # few microseconds per image.
+    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
+        """Normalise (``(x - mean) / std`` in ``INPUT.FORMAT`` order) and pad into one batch."""
+        with _stage("yolact.preprocess"):
+            images = [(x["image"].to(self.device).float() - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+            return ImageList.from_tensors(images, self.backbone.size_divisibility)
+
+    def extract_features(self, images: torch.Tensor) -> List[torch.Tensor]:
+        """Backbone + FPN: the ``MODEL.YOLACT.IN_FEATURES`` levels of a normalised (B, 3, H, W)
+        batch, finest first."""
+        with _stage("yolact.backbone"):
+            features = self.backbone(images)
+            return [features[f] for f in self.in_features]
+
+    def head_outputs(self, features: List[torch.Tensor], image_shape: Tuple[int, int]):
+        """Raw head outputs: ``(class_logits (B, P, K+1), box_deltas (B, P, 4), coefficients
+        (B, P, k), prototypes (B, k, H', W'), anchors (P, 4))`` for features of an input of
+        (padded) size ``image_shape``."""
+        with _stage("yolact.head"):
+            class_logits, box_deltas, coefficients = self.head(features)
+            prototypes = self.protonet(features[0])
+            anchors = self.anchor_generator(
+                [tuple(f.shape[-2:]) for f in features], tuple(image_shape), device=features[0].device
+            )
+            return class_logits, box_deltas, coefficients, prototypes, anchors
+
+    def decode_outputs(self, outputs):
+        """:meth:`head_outputs` -> ``(class_probs (B, P, K+1), boxes (B, P, 4) relative point form,
+        coefficients (B, P, k), prototypes (B, k, H', W'))``."""
+        class_logits, box_deltas, coefficients, prototypes, anchors = outputs
+        boxes = decode(box_deltas, anchors[None], self.bbox_variances)
+        return F.softmax(class_logits, dim=-1), boxes, coefficients, prototypes
+
+    def postprocess_batch(self, batched_inputs: List[Dict], image_sizes, padded_size, predictions) -> List[Dict]:
+        """Score threshold + NMS and masks (assembly, crop, upsampling, binarisation, pixel boxes)
+        for every image of a batch, from :meth:`decode_outputs`'s ``predictions``; the output size
+        is each input's ``height`` x ``width`` (default: its resized size)."""
+        class_probs, boxes, coefficients, prototypes = predictions
+        results = []
+        for i, (x, image_size) in enumerate(zip(batched_inputs, image_sizes)):
+            with _stage("yolact.nms"):
+                detections = detect(
+                    class_probs[i], boxes[i], coefficients[i], score_threshold=self.score_threshold,
+                    nms_type=self.nms_type, iou_threshold=self.nms_threshold, top_k=self.topk_candidates,
+                    max_detections=self.max_detections_per_image, image_size=padded_size, fast=self.fast_postprocess,
+                )
+            output_size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
+            with _stage("yolact.masks"):
+                instances = detections_to_instances(
+                    detections, prototypes[i], image_size=tuple(image_size), padded_size=tuple(padded_size),
+                    output_size=tuple(output_size), mask_threshold=self.mask_threshold,
+                    truncate_boxes=self.truncate_boxes, maskiou_net=self.maskiou_net, fast=self.fast_postprocess,
+                )
+            results.append({"instances": instances})
+        return results
+
+    # ------------------------------------------------------------------ tensor-only entry points
+    def inference_tensors(self, images: torch.Tensor):
+        """Tensor-in, tensors-out core for export: a normalised (B, 3, H, W) batch ->
+        :meth:`decode_outputs`'s ``(class_probs, boxes, coefficients, prototypes)``."""
+        features = self.extract_features(images)
+        return self.decode_outputs(self.head_outputs(features, tuple(images.shape[-2:])))
+
+    def predict_raw(self, images: torch.Tensor):
+        """:meth:`head_outputs` of a normalised (B, 3, H, W) batch, plus the P3 features (what the
+        losses see; for tests and tools)."""
+        features = self.extract_features(images)
+        return (*self.head_outputs(features, tuple(images.shape[-2:])), features[0])
 
     # ------------------------------------------------------------------ training targets
     @staticmethod

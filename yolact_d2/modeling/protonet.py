@@ -3,7 +3,6 @@
 An FCN on P3: three 3x3 convs + ReLU, bilinear x2 upsampling, one 3x3 conv + ReLU and a 1x1 conv
 to ``k`` prototypes followed by ReLU (k = 32 at 138x138 for a 550 input).
 """
-from typing import List
 
 import torch
 import torch.nn.functional as F

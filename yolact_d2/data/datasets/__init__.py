@@ -11,5 +11,16 @@ from .synthetic import (
     render_synthetic_sample,
 )
 
+__all__ = [
+    "register_datasets_from_config",
+    "SYNTHETIC_CATEGORIES",
+    "SYNTHETIC_CLASSES",
+    "ensure_synthetic_dataset",
+    "generate_synthetic_dataset",
+    "load_synthetic_dataset",
+    "register_synthetic_datasets",
+    "render_synthetic_sample",
+]
+
 # Register the default synthetic splits (cheap: the data is generated on first use).
 register_synthetic_datasets()

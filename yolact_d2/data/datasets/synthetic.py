@@ -66,7 +66,6 @@ class SquareSides(NamedTuple):
 # Square images of 160-256 px. Square because YOLACT squash-resizes every image to a square
 # (docs/MODEL.md §7.1): in a non-square image a circle reaches the model as an ellipse, so "circle" and
 # "ellipse" (axis ratio 0.4-0.65) would not be tellable apart from the model's input.
-# Version 2 drew height and width independently, ((160, 256), (160, 256)).
 DEFAULT_IMAGE_SIZE = SquareSides(160, 256)
 
 # Bump when the rendering changes so that cached datasets on disk get regenerated.
@@ -90,12 +89,13 @@ SYNTHETIC_CATEGORIES: List[Dict[str, Any]] = [
 _ID_TO_CONTIGUOUS = {cid: i for i, (cid, _) in enumerate(_CATEGORY_TABLE)}
 
 # Object extent (diameter of the circumscribed circle) as a fraction of the shorter image side,
-# drawn log-uniformly. Version 1 used 0.08-0.45: at the main job's 192-px input half of its objects
-# were COCO-"small" and only a few prototype pixels wide (48x48 prototypes), which a CPU-sized
-# model trained for minutes cannot segment; 0.15-0.55 gives mostly medium objects.
+# drawn log-uniformly: 0.15-0.55 gives mostly medium objects. Smaller ones (down to 0.08) would at
+# the main job's 192-px input be COCO-"small" and only a few prototype pixels wide (48x48
+# prototypes), which a CPU-sized model trained for minutes cannot segment.
 MIN_OBJECT_FRACTION = 0.15
 MAX_OBJECT_FRACTION = 0.55
-# An object is annotated only if this much of it stays visible (version 1: 0.2).
+# An object is annotated only if this much of it stays visible: a smaller visible part (e.g. 0.2)
+# leaves targets that no longer show the shape of their class.
 MIN_VISIBLE_FRACTION = 0.3
 MIN_VISIBLE_PIXELS = 30
 # Visible fragments smaller than this (pixels) are dropped from a mask: they are rasterisation
@@ -151,7 +151,8 @@ def _background(rng: np.random.Generator, h: int, w: int, yy: np.ndarray, xx: np
     img = c0 + (c1 - c0) * t[..., None]
 
     # Two octaves of smooth noise (coarse blotches, finer mottling).
-    for cells, sigma in ((int(rng.integers(2, 6)), rng.uniform(12, 35)), (int(rng.integers(8, 17)), rng.uniform(4, 12))):
+    octaves = ((int(rng.integers(2, 6)), rng.uniform(12, 35)), (int(rng.integers(8, 17)), rng.uniform(4, 12)))
+    for cells, sigma in octaves:
         grid = rng.normal(0.0, sigma, (cells, cells, 3)).astype(np.float32)
         img += cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
 
