@@ -25,6 +25,7 @@ import warnings
 HERE = os.path.dirname(os.path.abspath(__file__))
 logger = logging.getLogger("yolact_app")
 NUM_EXAMPLES = 4
+MIN_DRAWN_SIDE = 480  # smaller images are drawn enlarged (readable labels); the json keeps image pixels
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -136,7 +137,7 @@ class DemoApp:
             return None, [], None, ""
         pred = state["pred"]
         keep = select(pred, float(threshold), None if classes is None else [int(c) for c in classes])
-        overlay = render(state["rgb"], pred, keep, self.metadata, mask_alpha=float(mask_alpha))
+        overlay = render(state["rgb"], pred, keep, self.metadata, mask_alpha=float(mask_alpha), min_side=MIN_DRAWN_SIDE)
         folder = tempfile.mkdtemp(prefix="render_", dir=self.workdir)
         stem = os.path.splitext(os.path.basename(state["name"]))[0] or "image"
         png, js = os.path.join(folder, f"{stem}_overlay.png"), os.path.join(folder, f"{stem}_detections.json")
@@ -165,12 +166,14 @@ def build_ui(app: DemoApp, examples, threshold: float, min_threshold: float):
                     columns=4, allow_preview=False, interactive=False, elem_id="examples",
                 )
                 status = gr.Markdown(elem_id="status")
-                thr = gr.Slider(min_threshold, 1.0, value=threshold, step=0.01, label="Score threshold", elem_id="threshold")
+                thr = gr.Slider(
+                    min_threshold, 1.0, value=threshold, step=0.01, label="Score threshold", elem_id="threshold"
+                )
                 choices = [(name, i) for i, name in enumerate(app.class_names)]
                 cls = gr.CheckboxGroup(choices, value=list(range(len(choices))), label="Classes", elem_id="classes")
                 alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Mask opacity", elem_id="opacity")
             with gr.Column(scale=2):
-                overlay = gr.Image(label="Detections", type="numpy", interactive=False, elem_id="overlay")
+                overlay = gr.Image(label="Detections", type="numpy", interactive=False, height=520, elem_id="overlay")
                 summary = gr.Markdown(elem_id="summary")
                 table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, elem_id="detections")
                 files = gr.File(label="Downloads: overlay PNG, detections (COCO json, RLE masks)",

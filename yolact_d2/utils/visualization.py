@@ -55,12 +55,15 @@ def instance_colors(num: int) -> List[np.ndarray]:
     return [table[i % len(table)] for i in range(num)]
 
 
-def draw_instances(rgb: np.ndarray, instances, metadata, mask_alpha: float = 0.5, colors=None) -> np.ndarray:
+def draw_instances(
+    rgb: np.ndarray, instances, metadata, mask_alpha: float = 0.5, colors=None, scale: float = 1.0
+) -> np.ndarray:
     """Detectron2's ``Visualizer.draw_instance_predictions`` (``ColorMode.IMAGE``: masks, boxes,
-    "class score%" labels) with a chosen mask opacity and chosen colours; RGB uint8 in and out."""
+    "class score%" labels) with a chosen mask opacity and chosen colours; RGB uint8 in, RGB uint8
+    ``scale`` times the size out."""
     from detectron2.utils.visualizer import _create_text_labels
 
-    visualizer = Visualizer(rgb, metadata, instance_mode=ColorMode.IMAGE)
+    visualizer = Visualizer(rgb, metadata, scale=scale, instance_mode=ColorMode.IMAGE)
     classes = instances.pred_classes.tolist()
     labels = _create_text_labels(classes, instances.scores, metadata.get("thing_classes", None))
     masks = np.asarray(instances.pred_masks) if instances.has("pred_masks") and len(instances) else None

@@ -124,14 +124,18 @@ def _instances(pred: Prediction, keep: np.ndarray):
     return instances
 
 
-def render(rgb: np.ndarray, pred: Prediction, keep: np.ndarray, metadata, mask_alpha: float = 0.5) -> np.ndarray:
+def render(
+    rgb: np.ndarray, pred: Prediction, keep: np.ndarray, metadata, mask_alpha: float = 0.5, min_side: int = 0
+) -> np.ndarray:
     """The overlay (RGB uint8) of the kept detections; each detection keeps its colour (by its
-    index in ``pred``) whatever the filters."""
+    index in ``pred``) whatever the filters. Images whose longer side is under ``min_side`` are
+    drawn enlarged (integer factor) so that the labels stay readable."""
     from .visualization import draw_instances, instance_colors
 
     colors = instance_colors(len(pred))
     return draw_instances(
-        rgb, _instances(pred, keep), metadata, mask_alpha=mask_alpha, colors=[colors[i] for i in keep]
+        rgb, _instances(pred, keep), metadata, mask_alpha=mask_alpha, colors=[colors[i] for i in keep],
+        scale=float(max(1, -(-min_side // max(rgb.shape[:2])))),
     )
 
 
