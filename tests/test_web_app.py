@@ -165,13 +165,15 @@ def test_demo_app_runs_the_model_once_per_image(tmp_path):
     assert app.redraw(None, 0.3, [0], 0.5) == (None, [], None, "")
 
 
-def test_app_help_and_bad_arguments():
-    env = dict(os.environ, PYTHONPATH=REPO)
-    out = subprocess.run([sys.executable, APP, "--help"], capture_output=True, text=True, timeout=120, env=env)
-    assert out.returncode == 0 and "--onnx" in out.stdout and "--port" in out.stdout
-    out = subprocess.run([sys.executable, APP, "--config-file", "nope.yaml"], capture_output=True, text=True,
-                         timeout=120, env=env)
-    assert out.returncode == 2 and "config file not found: nope.yaml" in out.stderr
+def test_app_help_and_bad_arguments(capsys):
+    app_module = _app_module()
+    with pytest.raises(SystemExit) as exit_:
+        app_module.main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and "--onnx" in out and "--port" in out
+    with pytest.raises(SystemExit) as exit_:
+        app_module.main(["--config-file", "nope.yaml"])
+    assert exit_.value.code == 2 and "config file not found: nope.yaml" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------
@@ -220,8 +222,13 @@ def running_app(tmp_path_factory):
                 if time.time() > deadline:
                     pytest.fail("demo/app.py did not answer within 300 s")
                 time.sleep(1)
-        log.seek(0)
-        assert f"running at {url}" in log.read()
+        for _ in range(30):  # the URL is printed just after the server starts answering
+            log.seek(0)
+            if f"running at {url}" in log.read():
+                break
+            time.sleep(1)
+        else:
+            pytest.fail(f"demo/app.py did not print its URL {url}")
         yield url, proc
     finally:
         proc.terminate()
@@ -296,6 +303,7 @@ def test_web_app_in_chromium(running_app, tmp_path):
 
             bad = tmp_path / "notes.txt"
             bad.write_text("not an image")
+            page.locator("#upload").get_by_role("button", name="Clear").click()  # back to the file input
             page.set_input_files("#upload input[type=file]", str(bad))
             _wait_status(page, "Error: 'notes.txt': is not an image")
             assert proc.poll() is None
