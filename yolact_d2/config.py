@@ -140,3 +140,8 @@ def add_yolact_config(cfg):
     # skipped images and the total at the end (also in metrics.json as "bad_images_skipped").
     # Evaluation never skips images (that would change the metrics).
     _C.DATALOADER.SKIP_BAD_IMAGES = False
+
+    # COCOeval used by the evaluator (YolactCOCOEvaluator): "auto" (faster-coco-eval when installed,
+    # else Detectron2's choice: its compiled COCOeval_opt, else pycocotools), "pycocotools" or
+    # "faster_coco_eval" (an error if it is not installed). Same AP, 4-9x faster (docs/BENCHMARKS.md).
+    _C.TEST.COCO_EVAL_BACKEND = "auto"

@@ -48,13 +48,16 @@ def faster_cocoeval_class(threads=None):
 
 def resolve_cocoeval_class(backend: str):
     """The COCOeval class for ``backend`` (one of :data:`COCO_EVAL_BACKENDS`), or None for
-    Detectron2's own choice (its compiled COCOeval_opt if built, else pycocotools)."""
+    Detectron2's own choice (its compiled COCOeval_opt if built, else pycocotools; "auto" without
+    faster-coco-eval)."""
     from ..utils.errors import ConfigError
 
     if backend not in COCO_EVAL_BACKENDS:
         raise ConfigError("TEST.COCO_EVAL_BACKEND", f"unknown backend {backend!r}", f"use one of {COCO_EVAL_BACKENDS}")
     if backend == "pycocotools":
-        return None
+        from pycocotools.cocoeval import COCOeval
+
+        return COCOeval
     try:
         return faster_cocoeval_class()
     except ImportError as e:
@@ -72,7 +75,7 @@ class YolactCOCOEvaluator(AtomicResultsMixin, COCOEvaluator):
         super().__init__(*args, **kwargs)
         self._cocoeval_cls = resolve_cocoeval_class(eval_backend)
         if self._cocoeval_cls is not None:
-            self._logger.info("COCO evaluation backend: faster_coco_eval")
+            self._logger.info(f"COCO evaluation backend: {self._cocoeval_cls.__module__}.{self._cocoeval_cls.__name__}")
 
     @contextlib.contextmanager
     def _cocoeval_backend(self):
