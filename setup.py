@@ -44,7 +44,12 @@ setup(
         "setuptools<81",  # detectron2.model_zoo imports pkg_resources
     ],
     extras_require={
-        # onnx / onnxscript / onnxruntime: the ONNX export test of the YOLACT++ deformable conv
-        "dev": ["pytest>=7", "pytest-timeout", "onnx", "onnxscript", "onnxruntime"],
+        # onnx / onnxscript / onnxruntime: the ONNX export test of the YOLACT++ deformable conv;
+        # faster-coco-eval: TEST.COCO_EVAL_BACKEND "auto" and its test; playwright: the web demo's browser
+        # test (Python API only, it drives Debian's chromium: never run `playwright install`)
+        "dev": ["pytest>=7", "pytest-timeout", "onnx", "onnxscript", "onnxruntime", "faster-coco-eval>=1.8",
+                "playwright>=1.40"],
+        # the web demo, demo/app.py (tested with gradio 6.31)
+        "app": ["gradio>=6.0"],
     },
 )
