@@ -163,7 +163,7 @@ def build_ui(app: DemoApp, examples, threshold: float, min_threshold: float):
                 upload = gr.File(label="Upload an image", file_count="single", type="filepath", elem_id="upload")
                 gallery = gr.Gallery(
                     value=[(p, os.path.basename(p)) for p in examples], label="Examples (synthetic shapes)",
-                    columns=4, allow_preview=False, interactive=False, elem_id="examples",
+                    columns=4, height=200, allow_preview=False, interactive=False, elem_id="examples",
                 )
                 status = gr.Markdown(elem_id="status")
                 thr = gr.Slider(
