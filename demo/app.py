@@ -225,6 +225,7 @@ def main(argv=None) -> int:
     app = DemoApp(build_predictor(cfg, args.onnx), demo_cli.resolve_metadata(cfg),
                   tempfile.mkdtemp(prefix="yolact_app_"), args.max_pixels)
     examples = write_examples(app.workdir)
+    app.analyse(examples[0], "warm-up")  # the first run is slow (allocations, kernels): not the user's image
     page = build_ui(app, examples, max(args.confidence_threshold, min_threshold), min_threshold)
     page.queue(default_concurrency_limit=1)  # one inference at a time: the model is shared
     _, url, _ = page.launch(

@@ -51,37 +51,43 @@ def _detection(rng, image_id, mask, category_id):
             "segmentation": _rle(mask)}
 
 
+def _image_detections(rng, image, pairs, cat_ids, false_positives):
+    """One perturbed detection per (gt annotation, mask) pair, plus false positives."""
+    results = []
+    for ann, mask in pairs:
+        cid = ann["category_id"] if rng.random() > 0.1 else int(rng.choice(cat_ids))
+        det = _detection(rng, image["id"], _perturb(rng, mask), cid)
+        if det:
+            results.append(det)
+    for _ in range(int(round(false_positives * len(pairs)))):
+        h, w = image["height"], image["width"]
+        m = np.zeros((h, w), np.uint8)
+        cv2.ellipse(m, (int(rng.integers(w)), int(rng.integers(h))),
+                    (int(rng.integers(5, w // 4)), int(rng.integers(5, h // 4))), 0, 0, 360, 1, -1)
+        det = _detection(rng, image["id"], m.astype(bool), int(rng.choice(cat_ids)))
+        if det:
+            results.append(det)
+    return results
+
+
 def make_detections(gt, masks_of, seed=0, false_positives=0.3):
     """Detections for every gt object of the COCO dict ``gt``; ``masks_of(image) -> [(ann, mask)]``."""
     rng = np.random.default_rng(seed)
     cat_ids = [c["id"] for c in gt["categories"]]
-    results = []
-    for image in gt["images"]:
-        pairs = masks_of(image)
-        for ann, mask in pairs:
-            cid = ann["category_id"] if rng.random() > 0.1 else int(rng.choice(cat_ids))
-            det = _detection(rng, image["id"], _perturb(rng, mask), cid)
-            if det:
-                results.append(det)
-        for _ in range(int(round(false_positives * len(pairs)))):
-            h, w = image["height"], image["width"]
-            m = np.zeros((h, w), np.uint8)
-            cv2.ellipse(m, (int(rng.integers(w)), int(rng.integers(h))),
-                        (int(rng.integers(5, w // 4)), int(rng.integers(5, h // 4))), 0, 0, 360, 1, -1)
-            det = _detection(rng, image["id"], m.astype(bool), int(rng.choice(cat_ids)))
-            if det:
-                results.append(det)
-    return results
+    return [d for im in gt["images"] for d in _image_detections(rng, im, masks_of(im), cat_ids, false_positives)]
 
 
 def generated_set(num_images, instances, size=(480, 640), seed=0):
-    """A COCO gt dict with ``instances`` random ellipse / polygon masks per image, and their detections."""
+    """A COCO gt dict with ``instances`` random ellipse / polygon masks per image, and their detections
+    (made image by image: all the masks at once would not fit in memory)."""
     rng = np.random.default_rng(seed)
     h, w = size
     cats = [{"id": i, "name": f"c{i}"} for i in range(1, 11)]
-    images, anns, masks = [], [], {}
+    images, anns, results = [], [], []
     for image_id in range(1, num_images + 1):
-        images.append({"id": image_id, "height": h, "width": w, "file_name": f"{image_id}.jpg"})
+        image = {"id": image_id, "height": h, "width": w, "file_name": f"{image_id}.jpg"}
+        images.append(image)
+        pairs = []
         for _ in range(instances):
             m = np.zeros((h, w), np.uint8)
             centre = (int(rng.integers(w)), int(rng.integers(h)))
@@ -98,9 +104,9 @@ def generated_set(num_images, instances, size=(480, 640), seed=0):
                    "segmentation": _rle(m), "area": float(m.sum()), "iscrowd": 0,
                    "bbox": [float(xs.min()), float(ys.min()), float(np.ptp(xs) + 1), float(np.ptp(ys) + 1)]}
             anns.append(ann)
-            masks.setdefault(image_id, []).append((ann, m.astype(bool)))
-    gt = {"images": images, "annotations": anns, "categories": cats}
-    return gt, make_detections(gt, lambda image: masks.get(image["id"], []), seed)
+            pairs.append((ann, m.astype(bool)))
+        results.extend(_image_detections(rng, image, pairs, [c["id"] for c in cats], 0.3))
+    return {"images": images, "annotations": anns, "categories": cats}, results
 
 
 def synthetic_val_set():
@@ -151,7 +157,8 @@ def run(gt, results, repeats, threads):
                 with contextlib.redirect_stdout(io.StringIO()):
                     ev = _evaluate_predictions_on_coco(coco_gt, results, task, cocoeval_fn=fn)
                 times.append(time.perf_counter() - start)
-            report[f"{name}/{task}"] = {"seconds": round(min(times), 3), "stats": [round(float(s), 6) for s in ev.stats]}
+            stats = [round(float(s), 6) for s in ev.stats]
+            report[f"{name}/{task}"] = {"seconds": round(min(times), 3), "stats": stats}
     return report
 
 
