@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
 from conftest import tiny_cfg

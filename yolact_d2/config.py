@@ -143,5 +143,5 @@ def add_yolact_config(cfg):
 
     # COCOeval used by the evaluator (YolactCOCOEvaluator): "auto" (faster-coco-eval when installed,
     # else Detectron2's choice: its compiled COCOeval_opt, else pycocotools), "pycocotools" or
-    # "faster_coco_eval" (an error if it is not installed). Same AP, 4-9x faster (docs/BENCHMARKS.md).
+    # "faster_coco_eval" (an error if it is not installed). Same AP, 3.5-9x faster (docs/BENCHMARKS.md).
     _C.TEST.COCO_EVAL_BACKEND = "auto"
