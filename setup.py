@@ -45,7 +45,12 @@ setup(
     ],
     extras_require={
         # onnx / onnxscript / onnxruntime: the ONNX export test of the YOLACT++ deformable conv;
-        # ruff: the linter (ruff.toml)
-        "dev": ["pytest>=7", "pytest-timeout", "onnx", "onnxscript", "onnxruntime", "ruff"],
+        # ruff: the linter (ruff.toml); faster-coco-eval: TEST.COCO_EVAL_BACKEND "auto" and its test;
+        # playwright: the web demo's browser test (Python API only, it drives Debian's chromium: never run
+        # `playwright install`)
+        "dev": ["pytest>=7", "pytest-timeout", "onnx", "onnxscript", "onnxruntime", "ruff", "faster-coco-eval>=1.8",
+                "playwright>=1.40"],
+        # the web demo, demo/app.py (tested with gradio 6.31)
+        "app": ["gradio>=6.0"],
     },
 )

@@ -10,8 +10,10 @@
 #      pure-Python sources of the `sal-detectron2` wheel (a build of detectron2 main) without its
 #      compiled extension, which was built for Python 3.10 only. A user with a source build of
 #      detectron2 keeps theirs (see docs/INSTALL.md, "The official detectron2").
-#   3. yolact_d2 itself (`pip install -e .`) with its runtime and test dependencies, if it is not
-#      installed from this checkout or a dependency is missing.
+#   3. yolact_d2 itself (`pip install -e ".[dev,app]"`) with its runtime, test and web-demo dependencies,
+#      if it is not installed from this checkout or a dependency is missing.
+#   4. Debian's chromium for the web demo's browser test, if missing (root + apt only; without it
+#      tests/test_web_app.py skips with a loud reason).
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
 cd "$(dirname "$0")/.."
@@ -22,7 +24,7 @@ say() { echo "[setup] $*"; }
 # One interpreter start reports what is missing (run from / so this checkout does not shadow an install).
 status() {
     (cd / && "$PYTHON" - <<'PY' 2>/dev/null
-import importlib, os
+import importlib, importlib.util, os
 def ok(*mods):
     try:
         for m in mods:
@@ -39,6 +41,8 @@ try:
 except Exception:
     where = ""
 print(where if deps else "")
+web = all(importlib.util.find_spec(m) for m in ("gradio", "playwright", "faster_coco_eval"))
+print("web" if web else "")
 PY
     ) || true
 }
@@ -63,8 +67,20 @@ if [ "${state[1]:-}" != "detectron2" ]; then
     rm -rf "$tmp"
 fi
 
-if [ "${state[2]:-}" != "$here" ]; then
+if [ "${state[2]:-}" != "$here" ] || [ "${state[3]:-}" != "web" ]; then
     say "installing yolact_d2 (editable, from $here) and its dependencies"
-    "$PYTHON" -m pip install --quiet -e ".[dev]"
+    start=$SECONDS
+    "$PYTHON" -m pip install --quiet -e ".[dev,app]"
+    say "pip install took $((SECONDS - start)) s"
+fi
+
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing chromium (apt) for tests/test_web_app.py"
+    start=$SECONDS
+    if { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null; then
+        say "apt-get install chromium took $((SECONDS - start)) s"
+    else
+        say "WARNING: could not install chromium: the browser test will be skipped"
+    fi
 fi
 say "ok: yolact_d2 from $here, detectron2 and torch importable"

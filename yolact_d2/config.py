@@ -149,6 +149,10 @@ def add_yolact_config(cfg):
     # Evaluation never skips images (that would change the metrics).
     _C.DATALOADER.SKIP_BAD_IMAGES = False
 
+    # COCOeval used by the evaluator (YolactCOCOEvaluator): "auto" (faster-coco-eval when installed,
+    # else Detectron2's choice: its compiled COCOeval_opt, else pycocotools), "pycocotools" or
+    # "faster_coco_eval" (an error if it is not installed). Same AP, 3.5-9x faster (docs/BENCHMARKS.md).
+    _C.TEST.COCO_EVAL_BACKEND = "auto"
 
 # ---- Checks of single keys, shared by the modules that read them (one message per mistake).
 NMS_TYPES = ("fast", "cross_class", "standard")

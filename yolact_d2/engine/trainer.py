@@ -382,5 +382,5 @@ class YolactTrainer(DefaultTrainer):
         # (YOLACT++ mask re-scoring, docs/MODEL.md §9.7); identical to COCOEvaluator otherwise.
         return YolactCOCOEvaluator(
             dataset_name, tasks=("bbox", "segm"), distributed=True, output_dir=output_folder,
-            max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+            max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE, eval_backend=cfg.TEST.COCO_EVAL_BACKEND,
         )

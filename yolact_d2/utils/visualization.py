@@ -13,7 +13,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from ..data.dataset_mapper import YolactDatasetMapper
 
-__all__ = ["save_prediction_visualizations"]
+__all__ = ["save_prediction_visualizations", "draw_instances", "instance_colors"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,3 +44,30 @@ def save_prediction_visualizations(
     model.train(was_training)
     logger.info(f"Wrote {len(paths)} visualisations (ground truth | prediction) to {output_dir}")
     return paths
+
+
+def instance_colors(num: int) -> List[np.ndarray]:
+    """``num`` distinct RGB colours in [0, 1] from Detectron2's colormap, the same for the same
+    index every time (``draw_instance_predictions`` picks random ones, which flicker on redraw)."""
+    from detectron2.utils.colormap import colormap
+
+    table = colormap(rgb=True, maximum=1)
+    return [table[i % len(table)] for i in range(num)]
+
+
+def draw_instances(
+    rgb: np.ndarray, instances, metadata, mask_alpha: float = 0.5, colors=None, scale: float = 1.0
+) -> np.ndarray:
+    """Detectron2's ``Visualizer.draw_instance_predictions`` (``ColorMode.IMAGE``: masks, boxes,
+    "class score%" labels) with a chosen mask opacity and chosen colours; RGB uint8 in, RGB uint8
+    ``scale`` times the size out."""
+    from detectron2.utils.visualizer import _create_text_labels
+
+    visualizer = Visualizer(rgb, metadata, scale=scale, instance_mode=ColorMode.IMAGE)
+    classes = instances.pred_classes.tolist()
+    labels = _create_text_labels(classes, instances.scores, metadata.get("thing_classes", None))
+    masks = np.asarray(instances.pred_masks) if instances.has("pred_masks") and len(instances) else None
+    visualizer.overlay_instances(
+        masks=masks, boxes=instances.pred_boxes, labels=labels, assigned_colors=colors, alpha=mask_alpha
+    )
+    return visualizer.output.get_image()
