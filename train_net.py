@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import sys
+import time
 
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
@@ -29,7 +30,8 @@ from yolact_d2.engine.interrupt import launch_stoppable
 from yolact_d2.engine.launch import add_dist_timeout_argument, launch_logging_rendezvous
 from yolact_d2.engine.trainer import check_num_classes
 from yolact_d2.utils.config_loading import merge_config_file, merge_config_list
-from yolact_d2.utils.errors import ConfigError, run_cli
+from yolact_d2.utils.errors import ConfigError, UserError, run_cli
+from yolact_d2.utils.plot_metrics import plot_training_curves
 from yolact_d2.utils.visualization import save_prediction_visualizations
 
 RANDOM_WEIGHTS = "random"  # MODEL.WEIGHTS value that asks for a randomly initialised model
@@ -67,13 +69,47 @@ def setup(args):
 
 def visualize(cfg, model, num_images):
     if num_images <= 0 or not cfg.DATASETS.TEST or not comm.is_main_process():
-        return
+        return None
     out_dir = os.path.join(cfg.OUTPUT_DIR, "visualizations")
     save_prediction_visualizations(cfg, model, cfg.DATASETS.TEST[0], out_dir, num_images)
-    print(f"Visualisations of predictions (ground truth | prediction): {os.path.abspath(out_dir)}")
+    return os.path.abspath(out_dir)
+
+
+def plot_curves(cfg):
+    """training_curves.png from metrics.json; a problem there is reported, not fatal after a training."""
+    try:
+        return os.path.abspath(plot_training_curves(cfg.OUTPUT_DIR)[0])
+    except UserError as e:
+        print(f"warning: no training curves: {e}")
+        return None
+
+
+def print_summary(cfg, results, seconds, vis_dir=None, curves=None):
+    """The last lines of the log: time, APs and where the outputs are."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    lines = [f"Time taken (setup, training, evaluation, visualisations): {minutes} min {secs:02d} s"]
+    results = results or {}
+    # DefaultTrainer.test returns {task: metrics} for one test set, {dataset: {task: metrics}} for several
+    if "segm" in results or "bbox" in results:
+        results = {cfg.DATASETS.TEST[0]: results}
+    for name, res in results.items():
+        if not isinstance(res, dict):
+            continue
+        aps = [f"{label} AP {res[task]['AP']:.1f}" for task, label in (("segm", "mask"), ("bbox", "box"))
+               if task in res and "AP" in res[task]]
+        lines.append(f"{', '.join(aps)} on {name}" if aps else f"no AP on {name}")
+    if vis_dir:
+        lines.append(f"Visualisations of predictions (ground truth | prediction): {vis_dir}")
+    if curves:
+        lines.append(f"Training curves: {curves}")
+    metrics = os.path.join(cfg.OUTPUT_DIR, "metrics.json")
+    if os.path.isfile(metrics):
+        lines.append(f"Metrics: {os.path.abspath(metrics)}")
+    print("\n".join(lines))
 
 
 def main(args):
+    start = time.perf_counter()
     cfg = setup(args)
     if args.eval_only:
         check_eval_weights(cfg, args)
@@ -87,16 +123,20 @@ def main(args):
         results = YolactTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)
-        visualize(cfg, model, args.num_vis)
+        vis_dir = visualize(cfg, model, args.num_vis)
+        if comm.is_main_process():
+            print_summary(cfg, results, time.perf_counter() - start, vis_dir)
         return results
 
     trainer = YolactTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     results = trainer.train()
+    # DefaultTrainer.train returns the final evaluation only when TEST.EXPECTED_RESULTS is set
+    results = results if results is not None else getattr(trainer, "_last_eval_results", None)
     model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
-    visualize(cfg, model, args.num_vis)
+    vis_dir = visualize(cfg, model, args.num_vis)
     if comm.is_main_process():
-        print(f"Metrics: {os.path.abspath(os.path.join(cfg.OUTPUT_DIR, 'metrics.json'))}")
+        print_summary(cfg, results, time.perf_counter() - start, vis_dir, plot_curves(cfg))
     return results
 
 

@@ -58,6 +58,15 @@ def test_train_checkpoint_resume_and_eval_only(coco_dirs, tmp_path):
     trained = _eval_results(log)
     assert [line for line in trained if line.startswith("Task")] == ["Task: bbox", "Task: segm"]
     assert len(trained) == 6  # per task: name, header, values
+    # stdout ends with the time, the APs (those of metrics.json) and the paths of the outputs
+    lines = log.splitlines()
+    at = [i for i, line in enumerate(lines) if line.startswith("Time taken (setup, training, evaluation, ")]
+    assert len(at) == 1
+    last = lines[at[0]:at[0] + 5]
+    assert last[1] == f"mask AP {metrics['segm/AP']:.1f}, box AP {metrics['bbox/AP']:.1f} on t_val"
+    assert last[2].endswith(str(out / "visualizations"))
+    assert last[3] == f"Training curves: {out / 'training_curves.png'}" and (out / "training_curves.png").is_file()
+    assert last[4] == f"Metrics: {out / 'metrics.json'}"
 
     # resume: continues at iteration 6 from last_checkpoint and runs to the new MAX_ITER
     log = _run(coco_dirs, out, "--resume", opts=["SOLVER.MAX_ITER", "8"])
