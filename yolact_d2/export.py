@@ -180,13 +180,17 @@ class _ExportedPredictor(YolactPredictor):
 
     def __call__(self, original_image: np.ndarray) -> Dict[str, Any]:
         with torch.inference_mode():
-            inputs = self.preprocess(original_image)
-            image = inputs["image"]
-            size = tuple(image.shape[-2:])
-            if not self.dynamic and size != (self.image_size, self.image_size):
-                raise ValueError(f"expected a {self.image_size}x{self.image_size} resized image, got {tuple(image.shape)}")
-            outputs = self.run_network(image[None])
-            return self.model.postprocess_batch([inputs], [size], size, outputs)[0]
+            return self.predict_inputs(self.preprocess(original_image))
+
+    def predict_inputs(self, inputs: Dict[str, Any]) -> Dict[str, Any]:
+        """Predictions for one model input dict (``image`` resized, ``height``, ``width``), as
+        ``preprocess`` or ``YolactDatasetMapper(cfg, is_train=False)`` make it (evaluation)."""
+        image = inputs["image"].to(self.model.device)
+        size = tuple(image.shape[-2:])
+        if not self.dynamic and size != (self.image_size, self.image_size):
+            raise ValueError(f"expected a {self.image_size}x{self.image_size} resized image, got {tuple(image.shape)}")
+        outputs = self.run_network(image[None])
+        return self.model.postprocess_batch([inputs], [size], size, outputs)[0]
 
 
 class YolactONNXPredictor(_ExportedPredictor):

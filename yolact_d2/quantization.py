@@ -34,6 +34,8 @@ __all__ = [
     "nodes_in_scopes",
     "quantize_onnx",
     "read_quantization_metadata",
+    "match_detections",
+    "detection_agreement",
 ]
 
 logger = logging.getLogger(__name__)
@@ -165,3 +167,49 @@ def read_quantization_metadata(custom_metadata: Dict[str, str]) -> Optional[Dict
     """The quantisation record from an ONNX Runtime session's ``custom_metadata_map`` (None for a float model)."""
     text = custom_metadata.get(METADATA_KEY)
     return None if text is None else json.loads(text)
+
+
+def _box_iou(a, b):
+    import torch
+
+    lt, rb = torch.max(a[:, None, :2], b[None, :, :2]), torch.min(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area = lambda x: (x[:, 2:] - x[:, :2]).clamp(min=0).prod(-1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None] - inter).clamp(min=1e-9)
+
+
+def match_detections(reference, other, min_box_iou: float = 0.5):
+    """Greedy one-to-one matching of two ``Instances`` of the same image (e.g. float32 and
+    int8): in decreasing reference score, each reference detection takes the unused detection
+    of ``other`` of the same class with the highest box IoU (>= ``min_box_iou``). Returns
+    index pairs ``(i, j)``."""
+    if len(reference) == 0 or len(other) == 0:
+        return []
+    ious = _box_iou(reference.pred_boxes.tensor.float(), other.pred_boxes.tensor.float())
+    ious[reference.pred_classes[:, None] != other.pred_classes[None, :]] = -1
+    pairs, used = [], set()
+    for i in reference.scores.argsort(descending=True).tolist():
+        row = ious[i].clone()
+        if used:
+            row[list(used)] = -1
+        j = int(row.argmax())
+        if row[j] >= min_box_iou:
+            used.add(j)
+            pairs.append((i, j))
+    return pairs
+
+
+def detection_agreement(reference, other, min_score: float = 0.3) -> Dict[str, object]:
+    """How ``other`` reproduces the reference's detections scoring >= ``min_score``: the number
+    of those, how many are matched (:func:`match_detections`), and per match the mask IoU and
+    the absolute score difference (lists, to be pooled over images)."""
+    keep = reference.scores >= min_score
+    reference = reference[keep]
+    pairs = match_detections(reference, other)
+    ious, diffs = [], []
+    for i, j in pairs:
+        a, b = reference.pred_masks[i], other.pred_masks[j]
+        union = (a | b).sum().item()
+        ious.append(1.0 if union == 0 else (a & b).sum().item() / union)
+        diffs.append(abs(float(reference.scores[i]) - float(other.scores[j])))
+    return {"detections": len(reference), "matched": len(pairs), "mask_iou": ious, "score_diff": diffs}
