@@ -141,7 +141,7 @@ def quantize_onnx(
     model = onnx.load(float_path)
     excluded = nodes_in_scopes(model, excluded_scopes)
     if excluded_scopes and not excluded:
-        logger.warning("no node of %s found in %s: nothing excluded from quantisation", list(excluded_scopes), float_path)
+        logger.warning("no node of %s in %s: nothing excluded from quantisation", list(excluded_scopes), float_path)
     extra = {"CalibPercentile": percentile} if method.lower() == "percentile" else {}
     quantize_static(
         float_path, output_path, reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types),
