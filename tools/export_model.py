@@ -3,6 +3,12 @@
 
     python tools/export_model.py --format onnx --config-file configs/COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml \\
         [--weights W.pth] --output yolact.onnx [--opset 19] [KEY VALUE ...]
+    python tools/export_model.py --format onnx --int8 --calibration-dataset yolact_synthetic_train \
+        [--calibration-images 64] [--calibration-method minmax] --config-file ... --output yolact_int8.onnx
+
+``--int8``: static int8 quantisation with ONNX Runtime (yolact_d2/quantization.py), calibrated on
+N images of a registered dataset through the YOLACT test mapper; the float32 model is written
+next to it (``<output>.float32.onnx``). Same inputs and outputs: ``YolactONNXPredictor`` runs it.
 
 Input of the exported graph: ``image`` float32 (1, 3, S, S), the image resized to
 ``INPUT.IMAGE_SIZE`` (S) in ``INPUT.FORMAT`` channel order, pixel values 0..255 (``--dynamic``:
@@ -27,12 +33,50 @@ def parse_args(argv=None):
         "--dynamic", action="store_true",
         help="ONNX: dynamic height/width (outputs box_deltas; anchors are computed by the predictor)",
     )
+    parser.add_argument("--int8", action="store_true", help="ONNX: static int8 quantisation (see above)")
+    parser.add_argument("--calibration-dataset", help="--int8: registered dataset name (e.g. yolact_synthetic_train)")
+    parser.add_argument("--calibration-images", type=int, default=64, help="--int8: calibration images (default 64)")
+    parser.add_argument(
+        "--calibration-method", default="minmax", choices=["minmax", "percentile", "entropy"],
+        help="--int8: how activation ranges are set (default minmax; see docs/EXPORT.md)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser.parse_args(argv)
 
 
+def _check_int8_args(args):
+    from yolact_d2.utils.errors import ConfigError
+
+    if args.int8 and args.format != "onnx":
+        raise ConfigError("--int8", f"applies to --format onnx only, got --format {args.format}")
+    if args.int8 and not args.calibration_dataset:
+        raise ConfigError("--int8", "needs --calibration-dataset NAME", "e.g. yolact_synthetic_train or your train set")
+    if not args.int8 and args.calibration_dataset:
+        raise ConfigError("--calibration-dataset", "is used with --int8 only")
+
+
+def _calibration_reader(cfg, args):
+    """Checked before the (slow) export, so that a wrong dataset name fails at once."""
+    from yolact_d2.data.datasets import register_datasets_from_config
+    from yolact_d2.quantization import DatasetCalibrationReader
+
+    register_datasets_from_config(cfg)  # DATASETS.COCO_INSTANCES: the user's own datasets
+    return DatasetCalibrationReader(cfg, args.calibration_dataset, args.calibration_images)
+
+
+def _quantize(args, reader):
+    from yolact_d2.quantization import quantize_onnx
+
+    float_path = os.path.splitext(args.output)[0] + ".float32.onnx"
+    os.replace(args.output, float_path)
+    info = quantize_onnx(float_path, args.output, reader, method=args.calibration_method,
+                         dataset_name=args.calibration_dataset)
+    print(f"int8: {args.calibration_method} calibration on {info['calibration_images']} images of "
+          f"{args.calibration_dataset}; float32 model: {float_path}")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    _check_int8_args(args)
     from detectron2.config import get_cfg
 
     from yolact_d2 import YolactPredictor, add_yolact_config
@@ -46,11 +90,14 @@ def main(argv=None):
     cfg.MODEL.DEVICE = "cpu"
     if args.weights is not None:
         cfg.MODEL.WEIGHTS = args.weights
+    reader = _calibration_reader(cfg, args) if args.int8 else None
     model = YolactPredictor(cfg).model  # builds, checks the config and loads the weights
     size = int(cfg.INPUT.IMAGE_SIZE)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     if args.format == "onnx":
         export_onnx(model, args.output, size, opset_version=args.opset or DEFAULT_ONNX_OPSET, dynamic=args.dynamic)
+        if args.int8:
+            _quantize(args, reader)
     else:
         if args.opset is not None or args.dynamic:
             sys.exit("error: --opset and --dynamic apply to --format onnx only")

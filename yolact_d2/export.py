@@ -31,6 +31,7 @@ re-scoring net runs after NMS, in PyTorch, inside :class:`YolactONNXPredictor`.
 """
 import contextlib
 import io
+import logging
 import math
 import os
 from typing import Any, Dict, Optional
@@ -42,6 +43,8 @@ from torch import nn
 from .layers.deform_conv import ONNX_DEFORM_CONV_MIN_OPSET, check_onnx_exportable
 from .modeling.box_ops import decode
 from .predictor import YolactPredictor
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "YolactTensorCore",
@@ -177,13 +180,17 @@ class _ExportedPredictor(YolactPredictor):
 
     def __call__(self, original_image: np.ndarray) -> Dict[str, Any]:
         with torch.inference_mode():
-            inputs = self.preprocess(original_image)
-            image = inputs["image"]
-            size = tuple(image.shape[-2:])
-            if not self.dynamic and size != (self.image_size, self.image_size):
-                raise ValueError(f"expected a {self.image_size}x{self.image_size} resized image, got {tuple(image.shape)}")
-            outputs = self.run_network(image[None])
-            return self.model.postprocess_batch([inputs], [size], size, outputs)[0]
+            return self.predict_inputs(self.preprocess(original_image))
+
+    def predict_inputs(self, inputs: Dict[str, Any]) -> Dict[str, Any]:
+        """Predictions for one model input dict (``image`` resized, ``height``, ``width``), as
+        ``preprocess`` or ``YolactDatasetMapper(cfg, is_train=False)`` make it (evaluation)."""
+        image = inputs["image"].to(self.model.device)
+        size = tuple(image.shape[-2:])
+        if not self.dynamic and size != (self.image_size, self.image_size):
+            raise ValueError(f"expected a {self.image_size}x{self.image_size} resized image, got {tuple(image.shape)}")
+        outputs = self.run_network(image[None])
+        return self.model.postprocess_batch([inputs], [size], size, outputs)[0]
 
 
 class YolactONNXPredictor(_ExportedPredictor):
@@ -200,6 +207,9 @@ class YolactONNXPredictor(_ExportedPredictor):
         onnx_path: the exported model.
         num_threads: ONNX Runtime intra-op threads (default: ``torch.get_num_threads()``).
         graph_optimization: ``"all"`` (default, ORT_ENABLE_ALL), ``"extended"``, ``"basic"`` or ``"none"``.
+
+    An int8 file from :func:`yolact_d2.quantization.quantize_onnx` runs the same way;
+    ``self.quantization`` is then its recorded quantisation settings (None for float32).
     """
 
     def __init__(self, cfg, onnx_path: str, num_threads: Optional[int] = None, graph_optimization: str = "all"):
@@ -224,6 +234,17 @@ class YolactONNXPredictor(_ExportedPredictor):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(onnx_path, sess_options=options, providers=["CPUExecutionProvider"])
         self.output_names = [o.name for o in self.session.get_outputs()]
+        # int8 files (yolact_d2.quantization) record how they were quantised; None for float32
+        from .quantization import read_quantization_metadata
+
+        self.quantization = read_quantization_metadata(self.session.get_modelmeta().custom_metadata_map)
+        if self.quantization is not None:
+            q = self.quantization
+            logger.info(
+                "%s: int8 %s, calibrated (%s) on %s images of %s; float: %s", onnx_path, q.get("format"),
+                q.get("calibration_method"), q.get("calibration_images"), q.get("calibration_dataset") or "?",
+                ", ".join(q.get("excluded_scopes", [])) or "-",
+            )
         self.dynamic = self.output_names == list(DYNAMIC_OUTPUT_NAMES)
         if not self.dynamic and self.output_names != list(OUTPUT_NAMES):
             raise ValueError(f"{onnx_path} is not a yolact_d2 export: outputs {self.output_names}")

@@ -1,0 +1,153 @@
+#!/usr/bin/env python
+"""COCO evaluation (mask and box AP, per class) of PyTorch weights and exported ONNX files (float32
+or int8) on one dataset, with the agreement of each ONNX model's detections with the first model's.
+
+    python tools/evaluate.py --config-file configs/Synthetic/yolact_R_18_FPN_synthetic.yaml \\
+        --weights model_final.pth --onnx model.float32.onnx --onnx model_int8.onnx \\
+        [--dataset yolact_synthetic_val] [--threads 2] [--max-images N] [--json OUT] [KEY VALUE ...]
+
+Models: the PyTorch model of ``--weights`` (``YolactPredictor``; omit ``--weights`` to evaluate
+ONNX files only, the post-processing then uses cfg ``MODEL.WEIGHTS`` or a random init, which only
+matters for YOLACT++'s mask re-scoring) and every ``--onnx`` file (``YolactONNXPredictor``), in
+that order. Every image of ``--dataset`` (default ``DATASETS.TEST[0]``; your own data through
+``DATASETS.COCO_INSTANCES``) goes through the YOLACT test mapper once and then through every model;
+each model has its own Detectron2 ``COCOEvaluator`` (``YolactCOCOEvaluator``).
+
+Agreement with the first model (the reference, normally float32): its detections scoring
+>= ``--agreement-score`` (default 0.3) are matched one to one to the other model's (same class,
+box IoU >= 0.5, ``yolact_d2.quantization.match_detections``); reported: the fraction matched, the
+mean / 5th percentile / minimum mask IoU of the matches and the largest score difference.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--weights", default=None, help="PyTorch checkpoint to evaluate (and to build the predictors)")
+    parser.add_argument("--onnx", action="append", default=[], help="exported model (repeat for several)")
+    parser.add_argument("--dataset", default=None, help="registered dataset (default: DATASETS.TEST[0])")
+    parser.add_argument("--threads", type=int, default=None, help="torch / onnxruntime threads")
+    parser.add_argument("--max-images", type=int, default=None, help="evaluate the first N images only")
+    parser.add_argument("--agreement-score", type=float, default=0.3)
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    return parser.parse_args(argv)
+
+
+def build(args):
+    from detectron2.config import get_cfg
+
+    from yolact_d2 import YolactPredictor, add_yolact_config
+    from yolact_d2.data.datasets import register_datasets_from_config
+    from yolact_d2.export import YolactONNXPredictor
+    from yolact_d2.utils.errors import ConfigError
+
+    cfg = get_cfg()
+    add_yolact_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.MODEL.DEVICE = "cpu"
+    if args.weights is not None:
+        cfg.MODEL.WEIGHTS = args.weights
+    register_datasets_from_config(cfg)
+    dataset = args.dataset or (cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None)
+    if not dataset:
+        raise ConfigError("--dataset", "not given and DATASETS.TEST is empty")
+    if args.weights is None and not args.onnx:
+        raise ConfigError("models", "none given", "pass --weights and/or --onnx FILE")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    models = []
+    if args.weights is not None:
+        torch_predictor = YolactPredictor(cfg)
+        models.append(("torch", lambda d: torch_predictor.model([d])[0]))
+    for path in args.onnx:
+        if not os.path.isfile(path):
+            raise ConfigError("--onnx", f"file not found: {path}")
+        predictor = YolactONNXPredictor(cfg, path, num_threads=args.threads)
+        label = os.path.basename(path) + (" (int8)" if predictor.quantization else "")
+        models.append((label, predictor.predict_inputs))
+    return cfg, dataset, models
+
+
+def evaluate(cfg, dataset, models, max_images=None, agreement_score=0.3):
+    """{label: {"bbox": {...}, "segm": {...}, "agreement": {...}}} for every model."""
+    from detectron2.data import DatasetCatalog
+
+    from yolact_d2.data.dataset_mapper import YolactDatasetMapper
+    from yolact_d2.evaluation import YolactCOCOEvaluator
+    from yolact_d2.quantization import detection_agreement
+
+    dicts = DatasetCatalog.get(dataset)[:max_images]
+    mapper = YolactDatasetMapper(cfg, is_train=False)
+    evaluators = []
+    for _ in models:
+        evaluator = YolactCOCOEvaluator(dataset, tasks=("bbox", "segm"), distributed=False,
+                                        max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
+        evaluator.reset()
+        evaluators.append(evaluator)
+    pooled = [{"detections": 0, "matched": 0, "mask_iou": [], "score_diff": []} for _ in models]
+    with torch.inference_mode():
+        for d in dicts:
+            inputs = mapper(d)
+            outputs = [run(inputs) for _, run in models]
+            for k, (evaluator, output) in enumerate(zip(evaluators, outputs)):
+                evaluator.process([inputs], [output])
+                if k:
+                    a = detection_agreement(outputs[0]["instances"], output["instances"], agreement_score)
+                    for key in pooled[k]:
+                        pooled[k][key] += a[key]
+    results = {}
+    for (label, _), evaluator, agree in zip(models, evaluators, pooled):
+        results[label] = dict(evaluator.evaluate(img_ids=[d["image_id"] for d in dicts]))
+        if agree["detections"]:
+            iou = np.array(agree["mask_iou"] or [0.0])
+            results[label]["agreement"] = {
+                "reference": models[0][0], "min_score": agreement_score, "detections": agree["detections"],
+                "matched_fraction": agree["matched"] / agree["detections"],
+                "mask_iou_mean": float(iou.mean()), "mask_iou_p5": float(np.percentile(iou, 5)),
+                "mask_iou_min": float(iou.min()), "score_diff_max": float(max(agree["score_diff"] or [0.0])),
+            }
+    return results
+
+
+def print_table(results):
+    labels = list(results)
+    classes = sorted({k[3:] for r in results.values() for k in r["segm"] if k.startswith("AP-")})
+    width = max(12, *(len(x) for x in labels))
+    print(f"{'':18}" + "".join(f"{x:>{width + 2}}" for x in labels))
+    for task, name in (("segm", "mask"), ("bbox", "box")):
+        for metric in ["AP", "AP50", "AP75"] + [f"AP-{c}" for c in classes]:
+            row = [results[x][task].get(metric, float("nan")) for x in labels]
+            print(f"{name + ' ' + metric:18}" + "".join(f"{v:>{width + 2}.2f}" for v in row))
+    for label in labels[1:]:
+        a = results[label].get("agreement")
+        if a:
+            print(f"{label} vs {a['reference']} (score >= {a['min_score']}): {a['matched_fraction']:.1%} of "
+                  f"{a['detections']} matched, mask IoU mean {a['mask_iou_mean']:.3f} p5 {a['mask_iou_p5']:.3f} "
+                  f"min {a['mask_iou_min']:.3f}, max score diff {a['score_diff_max']:.3f}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg, dataset, models = build(args)
+    results = evaluate(cfg, dataset, models, args.max_images, args.agreement_score)
+    print(f"dataset {dataset}, {len(models)} models")
+    print_table(results)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    from yolact_d2.utils.errors import run_cli
+
+    sys.exit(run_cli(main))

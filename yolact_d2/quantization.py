@@ -1,0 +1,215 @@
+"""Static int8 quantisation of an exported YOLACT ONNX model with ONNX Runtime, for CPU inference.
+
+Why: float32 inference is at the CPU's floor (docs/BENCHMARKS.md); int8 convolutions run faster
+on CPUs with ONNX Runtime's int8 kernels. The quantised file keeps the graph's inputs and outputs,
+so :class:`~yolact_d2.export.YolactONNXPredictor` runs it unchanged.
+
+* Format: QDQ (QuantizeLinear / DequantizeLinear pairs around the quantised ops, which ONNX
+  Runtime fuses into int8 kernels), per-channel symmetric int8 weights, uint8 activations.
+* Calibration: :class:`DatasetCalibrationReader` feeds N images of a registered Detectron2
+  dataset through the project's TEST mapper (``YolactDatasetMapper(cfg, is_train=False)``), i.e.
+  exactly the resized 0..255 tensors the ONNX predictor feeds (the normalisation is in the graph).
+* What stays float: every op type not in :data:`DEFAULT_OP_TYPES` (the coefficient ``Tanh``, the
+  class ``Softmax``, box decoding, reshapes and concatenations of the head outputs, GroupNorm) and
+  the convolutions of :data:`DEFAULT_EXCLUDED_SCOPES` (the last layers of the head and protonet,
+  whose outputs are the network's outputs), found by the module scopes the dynamo exporter records
+  on each node (``pkg.torch.onnx.name_scopes``). The defaults were chosen by measurement
+  (docs/EXPORT.md, "int8").
+* The choice is recorded in the model's ``metadata_props`` under :data:`METADATA_KEY` (JSON), which
+  ``YolactONNXPredictor`` reads (``predictor.quantization``) and logs.
+"""
+import ast
+import json
+import logging
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+__all__ = [
+    "METADATA_KEY",
+    "CALIBRATION_METHODS",
+    "DEFAULT_OP_TYPES",
+    "DEFAULT_EXCLUDED_SCOPES",
+    "DatasetCalibrationReader",
+    "nodes_in_scopes",
+    "quantize_onnx",
+    "read_quantization_metadata",
+    "match_detections",
+    "detection_agreement",
+]
+
+logger = logging.getLogger(__name__)
+
+METADATA_KEY = "yolact_d2.quantization"
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+# Ops quantised to int8; ONNX Runtime has int8 kernels (or drops the QDQ pairs) for all of them.
+DEFAULT_OP_TYPES = ("Conv", "Relu", "Add", "MaxPool", "Resize")
+# Modules whose convolutions stay float: the prediction layers (the network's outputs).
+DEFAULT_EXCLUDED_SCOPES = (
+    "model.head.bbox_pred",
+    "model.head.cls_score",
+    "model.head.coeff_pred",
+    "model.protonet.predictor",
+)
+_NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+
+
+class DatasetCalibrationReader:
+    """ONNX Runtime ``CalibrationDataReader`` over ``num_images`` images of ``dataset_name``, spread
+    evenly over the dataset, each mapped by the YOLACT test mapper of ``cfg`` (the predictor's
+    preprocessing) into the exported graph's ``image`` input, (1, 3, H, W) float32 0..255."""
+
+    def __init__(self, cfg, dataset_name: str, num_images: int, input_name: str = "image"):
+        from detectron2.data import DatasetCatalog
+
+        from .data.dataset_mapper import YolactDatasetMapper
+        from .utils.errors import ConfigError
+
+        if dataset_name not in DatasetCatalog.list():
+            names = ", ".join(n for n in DatasetCatalog.list() if n.startswith("yolact_"))
+            raise ConfigError(
+                f"calibration dataset {dataset_name!r}", "is not registered",
+                f"registered yolact_d2 datasets: {names}; add your own with DATASETS.COCO_INSTANCES",
+            )
+        if num_images < 1:
+            raise ConfigError("--calibration-images", f"must be >= 1, got {num_images}")
+        dicts = DatasetCatalog.get(dataset_name)
+        if not dicts:
+            raise ConfigError(f"calibration dataset {dataset_name!r}", "has no images")
+        picks = np.unique(np.linspace(0, len(dicts) - 1, min(num_images, len(dicts))).round().astype(int))
+        self.dicts = [dicts[i] for i in picks]
+        self.mapper = YolactDatasetMapper(cfg, is_train=False)
+        self.input_name = input_name
+        self._next = 0
+
+    def __len__(self):
+        return len(self.dicts)
+
+    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+        if self._next >= len(self.dicts):
+            return None
+        image = self.mapper(self.dicts[self._next])["image"]
+        self._next += 1
+        return {self.input_name: image[None].numpy().astype(np.float32)}
+
+    def rewind(self):
+        self._next = 0
+
+
+def nodes_in_scopes(model, scopes: Sequence[str], op_types: Sequence[str] = ("Conv",)) -> List[str]:
+    """Names of the nodes of ``model`` (onnx.ModelProto) of ``op_types`` exported from a module
+    in ``scopes`` (module paths as in ``YolactTensorCore``: ``model.head.cls_score``)."""
+    wanted, names = set(scopes), []
+    for node in model.graph.node:
+        if node.op_type not in op_types:
+            continue
+        meta = {p.key: p.value for p in node.metadata_props}
+        if _NAME_SCOPES in meta and wanted & set(ast.literal_eval(meta[_NAME_SCOPES])):
+            names.append(node.name)
+    return names
+
+
+def _calibration_method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    from .utils.errors import ConfigError
+
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    if name.lower() not in methods:
+        raise ConfigError("calibration method", f"unknown: {name!r}", f"use one of {', '.join(CALIBRATION_METHODS)}")
+    return methods[name.lower()]
+
+
+def quantize_onnx(
+    float_path: str,
+    output_path: str,
+    reader: DatasetCalibrationReader,
+    method: str = "minmax",
+    excluded_scopes: Sequence[str] = DEFAULT_EXCLUDED_SCOPES,
+    op_types: Sequence[str] = DEFAULT_OP_TYPES,
+    percentile: float = 99.999,
+    dataset_name: str = "",
+) -> Dict[str, object]:
+    """Write the static QDQ int8 version of the float model ``float_path`` (from
+    :func:`~yolact_d2.export.export_onnx`) to ``output_path``, calibrated with ``reader``.
+    Returns the recorded metadata (also in the file under :data:`METADATA_KEY`)."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    calibrate_method = _calibration_method(method)
+    model = onnx.load(float_path)
+    excluded = nodes_in_scopes(model, excluded_scopes)
+    if excluded_scopes and not excluded:
+        logger.warning("no node of %s in %s: nothing excluded from quantisation", list(excluded_scopes), float_path)
+    extra = {"CalibPercentile": percentile} if method.lower() == "percentile" else {}
+    quantize_static(
+        float_path, output_path, reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types),
+        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        nodes_to_exclude=excluded, calibrate_method=calibrate_method, extra_options=extra,
+    )
+    info = {
+        "format": "QDQ", "weights": "int8 per-channel symmetric", "activations": "uint8 asymmetric",
+        "calibration_method": method.lower(), "calibration_images": len(reader),
+        "calibration_dataset": dataset_name, "op_types": list(op_types),
+        "excluded_scopes": list(excluded_scopes), "excluded_nodes": excluded,
+    }
+    if method.lower() == "percentile":
+        info["percentile"] = percentile
+    quantized = onnx.load(output_path)
+    entry = quantized.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(info)
+    onnx.save(quantized, output_path)
+    return info
+
+
+def read_quantization_metadata(custom_metadata: Dict[str, str]) -> Optional[Dict[str, object]]:
+    """The quantisation record from an ONNX Runtime session's ``custom_metadata_map`` (None for a float model)."""
+    text = custom_metadata.get(METADATA_KEY)
+    return None if text is None else json.loads(text)
+
+
+def _box_iou(a, b):
+    import torch
+
+    lt, rb = torch.max(a[:, None, :2], b[None, :, :2]), torch.min(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area = lambda x: (x[:, 2:] - x[:, :2]).clamp(min=0).prod(-1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None] - inter).clamp(min=1e-9)
+
+
+def match_detections(reference, other, min_box_iou: float = 0.5):
+    """Greedy one-to-one matching of two ``Instances`` of the same image (e.g. float32 and
+    int8): in decreasing reference score, each reference detection takes the unused detection
+    of ``other`` of the same class with the highest box IoU (>= ``min_box_iou``). Returns
+    index pairs ``(i, j)``."""
+    if len(reference) == 0 or len(other) == 0:
+        return []
+    ious = _box_iou(reference.pred_boxes.tensor.float(), other.pred_boxes.tensor.float())
+    ious[reference.pred_classes[:, None] != other.pred_classes[None, :]] = -1
+    pairs, used = [], set()
+    for i in reference.scores.argsort(descending=True).tolist():
+        row = ious[i].clone()
+        if used:
+            row[list(used)] = -1
+        j = int(row.argmax())
+        if row[j] >= min_box_iou:
+            used.add(j)
+            pairs.append((i, j))
+    return pairs
+
+
+def detection_agreement(reference, other, min_score: float = 0.3) -> Dict[str, object]:
+    """How ``other`` reproduces the reference's detections scoring >= ``min_score``: the number
+    of those, how many are matched (:func:`match_detections`), and per match the mask IoU and
+    the absolute score difference (lists, to be pooled over images)."""
+    keep = reference.scores >= min_score
+    reference = reference[keep]
+    pairs = match_detections(reference, other)
+    ious, diffs = [], []
+    for i, j in pairs:
+        a, b = reference.pred_masks[i], other.pred_masks[j]
+        union = (a | b).sum().item()
+        ious.append(1.0 if union == 0 else (a & b).sum().item() / union)
+        diffs.append(abs(float(reference.scores[i]) - float(other.scores[j])))
+    return {"detections": len(reference), "matched": len(pairs), "mask_iou": ious, "score_diff": diffs}
