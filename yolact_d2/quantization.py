@@ -13,8 +13,8 @@ so :class:`~yolact_d2.export.YolactONNXPredictor` runs it unchanged.
   class ``Softmax``, box decoding, reshapes and concatenations of the head outputs, GroupNorm) and
   the convolutions of :data:`DEFAULT_EXCLUDED_SCOPES` (the last layers of the head and protonet,
   whose outputs are the network's outputs), found by the module scopes the dynamo exporter records
-  on each node (``pkg.torch.onnx.name_scopes``). The defaults were chosen by measurement
-  (docs/EXPORT.md, "int8").
+  on each node (``pkg.torch.onnx.name_scopes``). The defaults are reasoned choices that have not yet
+  been compared against the alternatives (docs/EXPORT.md, "int8").
 * The choice is recorded in the model's ``metadata_props`` under :data:`METADATA_KEY` (JSON), which
   ``YolactONNXPredictor`` reads (``predictor.quantization``) and logs.
 """
