@@ -154,6 +154,7 @@ def add_yolact_config(cfg):
     # "faster_coco_eval" (an error if it is not installed). Same AP, 3.5-9x faster (docs/BENCHMARKS.md).
     _C.TEST.COCO_EVAL_BACKEND = "auto"
 
+
 # ---- Checks of single keys, shared by the modules that read them (one message per mistake).
 NMS_TYPES = ("fast", "cross_class", "standard")
 

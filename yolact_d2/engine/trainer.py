@@ -31,6 +31,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint.atomic import AtomicDetectionCheckpointer
 from ..checkpoint.safe_load import trusted_weights_file
+from ..config import anchor_aspect_ratios_per_level
 from ..data.dataset_mapper import SKIPPED_IMAGES_KEY, YolactDatasetMapper
 from ..evaluation import YolactCOCOEvaluator
 from .interrupt import InterruptHook
@@ -112,11 +113,7 @@ def check_yolact_config(cfg, model=None) -> None:
             f"MODEL.YOLACT.IN_FEATURES has {len(features)} {features}: give one list of anchor "
             "scales per feature level."
         )
-    if len(ratios) not in (1, len(features)):
-        raise ValueError(
-            f"MODEL.YOLACT.ANCHOR_ASPECT_RATIOS has {len(ratios)} levels; it needs 1 (shared) or "
-            f"{len(features)} (one per MODEL.YOLACT.IN_FEATURES level)."
-        )
+    anchor_aspect_ratios_per_level(ratios, len(features))  # the one rule, shared with the anchor generator
     for key, lists in (("ANCHOR_SCALES", scales), ("ANCHOR_ASPECT_RATIOS", ratios)):
         if any(len(level) == 0 or any(not v > 0 for v in level) for level in lists):
             raise ValueError(f"MODEL.YOLACT.{key} {lists}: every level needs positive values.")
