@@ -154,24 +154,3 @@ def add_yolact_config(cfg):
     # "faster_coco_eval" (an error if it is not installed). Same AP, 3.5-9x faster (docs/BENCHMARKS.md).
     _C.TEST.COCO_EVAL_BACKEND = "auto"
 
-
-# ---- Checks of single keys, shared by the modules that read them (one message per mistake).
-NMS_TYPES = ("fast", "cross_class", "standard")
-
-
-def check_nms_type(nms_type: str) -> None:
-    """``MODEL.YOLACT.NMS_TYPE`` must name one of the NMS variants of ``modeling/inference.py``."""
-    if nms_type not in NMS_TYPES:
-        raise ValueError(f"MODEL.YOLACT.NMS_TYPE must be 'fast', 'cross_class' or 'standard', got {nms_type!r}")
-
-
-def anchor_aspect_ratios_per_level(aspect_ratios, num_levels: int) -> list:
-    """``MODEL.YOLACT.ANCHOR_ASPECT_RATIOS`` for each of ``num_levels`` levels: one list shared by
-    all levels, or one list per level."""
-    aspect_ratios = list(aspect_ratios)
-    if len(aspect_ratios) not in (1, num_levels):
-        raise ValueError(
-            f"MODEL.YOLACT.ANCHOR_ASPECT_RATIOS has {len(aspect_ratios)} levels; it needs 1 (shared) or "
-            f"{num_levels} (one per level of MODEL.YOLACT.ANCHOR_SCALES and MODEL.YOLACT.IN_FEATURES)."
-        )
-    return aspect_ratios * num_levels if len(aspect_ratios) == 1 else aspect_ratios
