@@ -77,16 +77,11 @@ def _quantize(args, reader):
 def main(argv=None):
     args = parse_args(argv)
     _check_int8_args(args)
-    from detectron2.config import get_cfg
-
-    from yolact_d2 import YolactPredictor, add_yolact_config
-    from yolact_d2.utils.config_loading import merge_config_file, merge_config_list
+    from yolact_d2 import YolactPredictor
     from yolact_d2.export import DEFAULT_ONNX_OPSET, export_onnx, export_torchscript
+    from yolact_d2.utils.config_loading import setup_cfg
 
-    cfg = get_cfg()
-    add_yolact_config(cfg)
-    merge_config_file(cfg, args.config_file)  # one-line errors (YAML syntax, unknown keys)
-    merge_config_list(cfg, args.opts)
+    cfg = setup_cfg(args.config_file, args.opts, freeze=False)
     cfg.MODEL.DEVICE = "cpu"
     if args.weights is not None:
         cfg.MODEL.WEIGHTS = args.weights
