@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Export YOLACT's tensor-only core (image -> class_probs, boxes, coefficients, prototypes).
 
-    python tools/export_model.py --format onnx --config-file configs/COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml \\
+    python tools/export_model.py --format onnx \\
+        --config-file configs/COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml \\
         [--weights W.pth] --output yolact.onnx [--opset 19] [KEY VALUE ...]
     python tools/export_model.py --format onnx --int8 --calibration-dataset yolact_synthetic_train \
         [--calibration-images 64] [--calibration-method minmax] --config-file ... --output yolact_int8.onnx
