@@ -1,5 +1,5 @@
 """The demo's predictor: :class:`~yolact_d2.YolactPredictor` plus Detectron2's visualizers, and the
-class names to draw, as in Detectron2's demo/predictor.py."""
+class names to draw, laid out as Detectron2's own demo."""
 import logging
 from typing import Iterator
 
