@@ -15,24 +15,28 @@ import logging
 import os
 import sys
 import time
+import warnings
 
-from detectron2.config import get_cfg
-from detectron2.engine import default_argument_parser, default_setup
-from detectron2.evaluation import verify_results
-from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
+# detectron2.engine decorates helpers with torch.jit.script, which torch >= 2.10 reports as deprecated
+# on import; not actionable here. Scoped to these imports, as in yolact_d2/__init__.py.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
+    from detectron2.engine import default_argument_parser, default_setup
+    from detectron2.evaluation import verify_results
+    from detectron2.utils import comm
+    from detectron2.utils.logger import setup_logger
 
-from yolact_d2 import YolactTrainer, add_yolact_config
-from yolact_d2.checkpoint import AtomicDetectionCheckpointer
-from yolact_d2.checkpoint.safe_load import trusted_weights_file
-from yolact_d2.data.datasets import register_datasets_from_config
-from yolact_d2.engine.interrupt import launch_stoppable
-from yolact_d2.engine.launch import add_dist_timeout_argument, launch_logging_rendezvous
-from yolact_d2.engine.trainer import check_num_classes
-from yolact_d2.utils.config_loading import merge_config_file, merge_config_list
-from yolact_d2.utils.errors import ConfigError, UserError, run_cli
-from yolact_d2.utils.plot_metrics import plot_training_curves
-from yolact_d2.utils.visualization import save_prediction_visualizations
+    from yolact_d2 import YolactTrainer
+    from yolact_d2.checkpoint import AtomicDetectionCheckpointer
+    from yolact_d2.checkpoint.safe_load import trusted_weights_file
+    from yolact_d2.config_checks import check_num_classes
+    from yolact_d2.data.datasets import register_datasets_from_config
+    from yolact_d2.engine.interrupt import launch_stoppable
+    from yolact_d2.engine.launch import add_dist_timeout_argument, launch_logging_rendezvous
+    from yolact_d2.utils.config_loading import setup_cfg
+    from yolact_d2.utils.errors import ConfigError, UserError, run_cli
+    from yolact_d2.utils.plot_metrics import plot_training_curves
+    from yolact_d2.utils.visualization import save_prediction_visualizations
 
 RANDOM_WEIGHTS = "random"  # MODEL.WEIGHTS value that asks for a randomly initialised model
 
@@ -51,10 +55,7 @@ def check_eval_weights(cfg, args) -> None:
 
 
 def setup(args):
-    cfg = get_cfg()
-    add_yolact_config(cfg)
-    merge_config_file(cfg, args.config_file)  # one-line errors: YAML syntax (file:line:column), unknown keys
-    merge_config_list(cfg, args.opts)
+    cfg = setup_cfg(args.config_file, args.opts, freeze=False)  # one-line errors (YAML syntax, unknown keys)
     # "MODEL.WEIGHTS random": random initialisation on purpose (--eval-only refuses empty weights)
     args.random_weights = cfg.MODEL.WEIGHTS == RANDOM_WEIGHTS and not os.path.exists(RANDOM_WEIGHTS)
     if args.random_weights:

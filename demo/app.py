@@ -9,12 +9,11 @@ masks, filter them, download the overlay and the detections.
 It serves on 127.0.0.1 only (``--port``, default 7860) and prints its URL. The model runs once per
 image at the config's ``MODEL.YOLACT.SCORE_THRESH_TEST``; the score-threshold slider (from that value
 to 1), the class filter and the mask opacity only redraw the cached detections, which gives the
-same detections as running the model at the slider's threshold (see demo/demo.py). ``--onnx FILE``
+same detections as running the model at the slider's threshold (yolact_d2/demo/predictor.py). ``--onnx FILE``
 runs the network with ONNX Runtime (``YolactONNXPredictor``, a file from tools/export_model.py).
 The logic lives in :mod:`yolact_d2.utils.web_demo`; this file is the command line and the page.
 """
 import argparse
-import importlib.util
 import json
 import logging
 import os
@@ -49,27 +48,6 @@ def get_parser() -> argparse.ArgumentParser:
         help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth MODEL.DEVICE cpu (must come last)",
     )
     return parser
-
-
-def setup_cfg(args):
-    from detectron2.config import get_cfg
-
-    from yolact_d2 import add_yolact_config
-
-    cfg = get_cfg()
-    add_yolact_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(list(args.opts))
-    cfg.freeze()
-    return cfg
-
-
-def _demo_module():
-    """demo/demo.py, for its metadata lookup (class names) and its import fallback."""
-    spec = importlib.util.spec_from_file_location("yolact_demo_cli", os.path.join(HERE, "demo.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def build_predictor(cfg, onnx_path=None):
@@ -208,8 +186,6 @@ def main(argv=None) -> int:
         parser.error(f"--confidence-threshold must be in [0, 1], got {args.confidence_threshold}")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local demo sends nothing anywhere
     warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.script.*")
-    demo_cli = _demo_module()
-    demo_cli._import_yolact_d2()
     try:
         import gradio  # noqa: F401
     except ImportError:
@@ -218,11 +194,14 @@ def main(argv=None) -> int:
         raise UserError("demo/app.py", "gradio is not installed", 'pip install -e ".[app]"') from None
     from detectron2.utils.logger import setup_logger
 
+    from yolact_d2.demo import resolve_metadata
+    from yolact_d2.utils.config_loading import setup_cfg
+
     setup_logger(name="yolact_d2")
     setup_logger(name=logger.name, abbrev_name="app")
-    cfg = setup_cfg(args)
+    cfg = setup_cfg(args.config_file, args.opts)  # one-line errors (YAML syntax, unknown keys)
     min_threshold = float(cfg.MODEL.YOLACT.SCORE_THRESH_TEST)
-    app = DemoApp(build_predictor(cfg, args.onnx), demo_cli.resolve_metadata(cfg),
+    app = DemoApp(build_predictor(cfg, args.onnx), resolve_metadata(cfg),
                   tempfile.mkdtemp(prefix="yolact_app_"), args.max_pixels)
     examples = write_examples(app.workdir)
     app.analyse(examples[0], "warm-up")  # the first run is slow (allocations, kernels): not the user's image

@@ -148,29 +148,7 @@ def main(argv=None):
         original.check_weights(benchmark.build_cfg(args))
         cfg, predictor = benchmark.build_predictor(args, images, tmp, weights=original.converted_weights)
     stages = benchmark.TORCH_STAGES if args.backend == "torch" else benchmark.ORT_STAGES
-
-    def run_both(image, k):
-        # alternate which implementation goes first, so that drift affects both alike
-        if k % 2:
-            o = original.timed_stages(image)
-            return benchmark.timed_stages(predictor, image, args.backend, lambda: None), o
-        u = benchmark.timed_stages(predictor, image, args.backend, lambda: None)
-        return u, original.timed_stages(image)
-
-    for i in range(args.warmup):
-        run_both(images[i % len(images)], i)
-    records, counts = {s: [] for s in stages}, []
-    orig_records, orig_counts = {s: [] for s in ORIGINAL_STAGES}, []
-    for k, image in enumerate(images * args.repeat):
-        (times, n), (orig_times, orig_n) = run_both(image, k)
-        for s in stages:
-            records[s].append(times[s])
-        counts.append(n)
-        for s in ORIGINAL_STAGES:
-            orig_records[s].append(orig_times[s])
-        orig_counts.append(orig_n)
-    records["nms+masks"] = [a + b for a, b in zip(records["nms"], records["masks"])]
-    orig_records["detect+postprocess"] = [a + b for a, b in zip(orig_records["detect"], orig_records["postprocess"])]
+    records, counts, orig_records, orig_counts = _time_both(args, images, predictor, original, stages)
     peak_mb, peak_kind = benchmark.peak_memory(predictor.model.device)
     peak_kind += ", both models"
 
@@ -225,6 +203,34 @@ def main(argv=None):
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
     return summary
+
+
+def _time_both(args, images, predictor, original, stages):
+    """Per-stage times and detection counts of ours and of the original, image by image."""
+
+    def run_both(image, k):
+        # alternate which implementation goes first, so that drift affects both alike
+        if k % 2:
+            o = original.timed_stages(image)
+            return benchmark.timed_stages(predictor, image, args.backend, lambda: None), o
+        u = benchmark.timed_stages(predictor, image, args.backend, lambda: None)
+        return u, original.timed_stages(image)
+
+    for i in range(args.warmup):
+        run_both(images[i % len(images)], i)
+    records, counts = {s: [] for s in stages}, []
+    orig_records, orig_counts = {s: [] for s in ORIGINAL_STAGES}, []
+    for k, image in enumerate(images * args.repeat):
+        (times, n), (orig_times, orig_n) = run_both(image, k)
+        for s in stages:
+            records[s].append(times[s])
+        counts.append(n)
+        for s in ORIGINAL_STAGES:
+            orig_records[s].append(orig_times[s])
+        orig_counts.append(orig_n)
+    records["nms+masks"] = [a + b for a, b in zip(records["nms"], records["masks"])]
+    orig_records["detect+postprocess"] = [a + b for a, b in zip(orig_records["detect"], orig_records["postprocess"])]
+    return records, counts, orig_records, orig_counts
 
 
 def _ratios(ours, orig):

@@ -168,14 +168,24 @@ def _is_conv(module) -> bool:
 
 
 def condition_original(net, images_nchw: List[torch.Tensor], gen: torch.Generator) -> Dict[str, Any]:
-    """Make the random original model produce realistic outputs (see the module docstring)."""
+    """Make the random original model produce realistic outputs (see the module docstring). The
+    steps draw from ``gen`` in this order, so the conditioned weights depend on the seed only."""
+    _randomise_parameters(net, gen)
+    _calibrate_batch_norm(net, images_nchw)
+    return _rescale_outputs(net, images_nchw[0], gen)
+
+
+def _rand(gen, *shape, low=0.0, high=1.0):
+    return torch.rand(*shape, generator=gen) * (high - low) + low
+
+
+def _randn(gen, *shape, std=1.0):
+    return torch.randn(*shape, generator=gen) * std
+
+
+def _randomise_parameters(net, gen: torch.Generator) -> None:
+    """Convs, backbone BN affine parameters, DCN offsets and the mask-IoU bias, at random."""
     from torch import nn
-
-    def rand(*shape, low=0.0, high=1.0):
-        return torch.rand(*shape, generator=gen) * (high - low) + low
-
-    def randn(*shape, std=1.0):
-        return torch.randn(*shape, generator=gen) * std
 
     backbone_convs = set(id(m) for m in net.backbone.modules())
     with torch.no_grad():
@@ -185,26 +195,31 @@ def condition_original(net, images_nchw: List[torch.Tensor], gen: torch.Generato
             if id(m) not in backbone_convs and _is_conv(m):
                 nn.init.xavier_uniform_(m.weight, generator=gen)
                 if m.bias is not None:
-                    m.bias.copy_(randn(*m.bias.shape, std=0.02))
+                    m.bias.copy_(_randn(gen, *m.bias.shape, std=0.02))
         # Backbone BN affine parameters (the last BN of a residual branch small, like trained nets).
         for name, m in net.backbone.named_modules():
             if isinstance(m, nn.BatchNorm2d):
                 last = name.endswith("bn3") or name.endswith("downsample.1")
                 low, high = (0.1, 0.4) if last else (0.6, 1.2)
-                m.weight.copy_(rand(m.num_features, low=low, high=high))
-                m.bias.copy_(randn(m.num_features, std=0.1))
+                m.weight.copy_(_rand(gen, m.num_features, low=low, high=high))
+                m.bias.copy_(_randn(gen, m.num_features, std=0.1))
         # DCN: random bias, offsets of about a pixel, modulation around sigmoid(0) = 0.5.
         for m in net.backbone.modules():
             if hasattr(m, "conv_offset_mask"):
                 fan_in = m.conv_offset_mask.weight[0].numel()
-                m.conv_offset_mask.weight.copy_(randn(*m.conv_offset_mask.weight.shape, std=0.7 / math.sqrt(fan_in)))
-                m.conv_offset_mask.bias.copy_(randn(*m.conv_offset_mask.bias.shape, std=0.3))
-                m.bias.copy_(randn(*m.bias.shape, std=0.05))
+                offset_std = 0.7 / math.sqrt(fan_in)
+                m.conv_offset_mask.weight.copy_(_randn(gen, *m.conv_offset_mask.weight.shape, std=offset_std))
+                m.conv_offset_mask.bias.copy_(_randn(gen, *m.conv_offset_mask.bias.shape, std=0.3))
+                m.bias.copy_(_randn(gen, *m.bias.shape, std=0.05))
         if hasattr(net, "maskiou_net"):
             last = getattr(net.maskiou_net.maskiou_net, "10")
-            last.bias.copy_(rand(*last.bias.shape, low=0.2, high=0.8))
+            last.bias.copy_(_rand(gen, *last.bias.shape, low=0.2, high=0.8))
 
-    # BN running statistics from batch statistics of the test images (cumulative average).
+
+def _calibrate_batch_norm(net, images_nchw: List[torch.Tensor]) -> None:
+    """BN running statistics from batch statistics of the test images (cumulative average)."""
+    from torch import nn
+
     bns = [m for m in net.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
     for m in bns:
         m.reset_running_stats()
@@ -219,7 +234,9 @@ def condition_original(net, images_nchw: List[torch.Tensor], gen: torch.Generato
         m.momentum = 0.1
     net.eval()
 
-    # Head and protonet: measure on the first image, rescale the last layers.
+
+def _rescale_outputs(net, image: torch.Tensor, gen: torch.Generator) -> Dict[str, Any]:
+    """Head and protonet: measure on one image, rescale the last layers to realistic outputs."""
     head = net.prediction_layers[0]
     captured: Dict[str, List[torch.Tensor]] = {"conf": [], "bbox": [], "mask": [], "proto": []}
     hooks = [
@@ -229,7 +246,7 @@ def condition_original(net, images_nchw: List[torch.Tensor], gen: torch.Generato
         net.proto_net.register_forward_hook(lambda m, i, o: captured["proto"].append(o)),
     ]
     with torch.no_grad():
-        net(images_nchw[0])
+        net(image)
     for h in hooks:
         h.remove()
     num_classes = net.detect.num_classes  # 81, with background
@@ -255,7 +272,7 @@ def condition_original(net, images_nchw: List[torch.Tensor], gen: torch.Generato
         # class logits: foreground std 1.5, per-class offsets, then the background offset that
         # puts the target number of anchors above the score threshold
         s_conf = 1.5 / conf[:, 1:].std().item()
-        class_offset = randn(num_classes, std=0.4)
+        class_offset = _randn(gen, num_classes, std=0.4)
         class_offset[0] = 0
         logits = conf * s_conf + class_offset
         target = min(MAX_ABOVE_THRESH, int(TARGET_FRACTION_ABOVE_THRESH * conf.shape[0]))

@@ -81,15 +81,12 @@ from original_yolact import (  # dev/ is on sys.path when this file runs as a sc
 
 
 def build_ours(config_file: str, weights: str):
-    from detectron2.config import get_cfg
     from detectron2.modeling import build_model
 
-    from yolact_d2 import add_yolact_config
     from yolact_d2.predictor import YolactPredictor
+    from yolact_d2.utils.config_loading import setup_cfg
 
-    cfg = get_cfg()
-    add_yolact_config(cfg)
-    cfg.merge_from_file(os.path.join(CONFIG_DIR, config_file))
+    cfg = setup_cfg(os.path.join(CONFIG_DIR, config_file), freeze=False)
     cfg.MODEL.DEVICE = "cpu"
     # the unmodified forward (no BN folding / channels-last, which change outputs by rounding)
     cfg.MODEL.YOLACT.FUSE_BN_TEST = False

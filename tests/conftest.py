@@ -12,17 +12,11 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 
 def yolact_cfg(config_file="Base-YOLACT.yaml", opts=()):
-    """A frozen-free cfg with the yolact keys, merged from a file under configs/."""
-    from detectron2.config import get_cfg
+    """A frozen-free cfg with the yolact keys, merged from a file under configs/, on the CPU unless
+    ``opts`` say otherwise."""
+    from yolact_d2.utils.config_loading import setup_cfg
 
-    from yolact_d2 import add_yolact_config
-
-    cfg = get_cfg()
-    add_yolact_config(cfg)
-    cfg.merge_from_file(os.path.join(CONFIG_DIR, config_file))
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.merge_from_list(list(opts))
-    return cfg
+    return setup_cfg(os.path.join(CONFIG_DIR, config_file), ["MODEL.DEVICE", "cpu", *opts], freeze=False)
 
 
 def tiny_cfg(num_classes=3, image_size=128, opts=()):

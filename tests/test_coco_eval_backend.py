@@ -79,14 +79,11 @@ def test_faster_coco_eval_gives_the_pycocotools_numbers(generated, with_mask_sco
 def test_backend_choice():
     from pycocotools.cocoeval import COCOeval
 
-    from yolact_d2.config import add_yolact_config
     from yolact_d2.evaluation.coco_evaluation import resolve_cocoeval_class
+    from yolact_d2.utils.config_loading import setup_cfg
     from yolact_d2.utils.errors import ConfigError
 
-    from detectron2.config import get_cfg
-
-    cfg = get_cfg()
-    add_yolact_config(cfg)
+    cfg = setup_cfg()
     assert cfg.TEST.COCO_EVAL_BACKEND == "auto"
     assert resolve_cocoeval_class("pycocotools") is COCOeval
     with pytest.raises(ConfigError, match="TEST.COCO_EVAL_BACKEND: unknown backend 'fast'"):

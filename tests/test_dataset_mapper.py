@@ -5,18 +5,17 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 
-from detectron2.config import get_cfg
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, BoxMode, PolygonMasks
 from detectron2.structures.masks import polygons_to_bitmask
 
-from yolact_d2.config import add_yolact_config
 from yolact_d2.data.dataset_mapper import (
     YolactDatasetMapper,
     build_yolact_test_augmentation,
     build_yolact_train_augmentation,
 )
 from yolact_d2.data.transforms import RandomSSDCrop, SquashResize
+from yolact_d2.utils.config_loading import setup_cfg
 
 H, W, S = 40, 60, 32
 BG = (10, 20, 30)  # BGR
@@ -86,8 +85,7 @@ def _all_annos():
 
 
 def _cfg(fmt="BGR", mask_format="polygon", test_mode="squash"):
-    cfg = get_cfg()
-    add_yolact_config(cfg)
+    cfg = setup_cfg(freeze=False)
     cfg.INPUT.IMAGE_SIZE = S
     cfg.INPUT.FORMAT = fmt
     cfg.INPUT.MASK_FORMAT = mask_format
@@ -290,9 +288,9 @@ def test_mapper_fixed_crop_drops_by_centre_rule_only(image_file, mask_format):
 
 
 def test_mapper_with_base_config_expand_uses_rgb_mean(image_file):
-    from conftest import yolact_cfg
-
     from yolact_d2.data.transforms import RandomExpand
+
+    from conftest import yolact_cfg
 
     cfg = yolact_cfg("Base-YOLACT.yaml", ["INPUT.IMAGE_SIZE", S])
     assert cfg.INPUT.FORMAT == "RGB"

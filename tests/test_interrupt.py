@@ -15,12 +15,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from detectron2.config import get_cfg
 from detectron2.solver import build_lr_scheduler
 
-from conftest import captured, small_synthetic_coco
-from yolact_d2 import add_yolact_config
 from yolact_d2.engine import interrupt
+from yolact_d2.utils.config_loading import setup_cfg
+
+from conftest import captured, small_synthetic_coco
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NET = os.path.join(ROOT, "train_net.py")
@@ -143,10 +143,7 @@ def _check_checkpoint(out, path, iteration):
 
 def _expected_lr(opts, steps):
     """The LR the schedule of these options gives after ``steps`` scheduler steps."""
-    cfg = get_cfg()
-    add_yolact_config(cfg)
-    cfg.merge_from_file(SYNTHETIC_CONFIG)
-    cfg.merge_from_list(opts)
+    cfg = setup_cfg(SYNTHETIC_CONFIG, opts, freeze=False)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.SOLVER.BASE_LR)
     scheduler = build_lr_scheduler(cfg, optimizer)
     for _ in range(steps):

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 
-from yolact_d2 import add_yolact_config
+from yolact_d2.utils.config_loading import setup_cfg
 
 from conftest import CONFIG_DIR, tiny_cfg, yolact_cfg
 
@@ -83,8 +82,7 @@ def test_unknown_key_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     base = os.path.join(CONFIG_DIR, "Base-YOLACT.yaml")
     bad.write_text('_BASE_: "%s"\nMODEL:\n  YOLACT:\n    NUM_CLASSE: 3\n' % base)
-    cfg = get_cfg()
-    add_yolact_config(cfg)
+    cfg = setup_cfg(freeze=False)
     with pytest.raises(KeyError, match="NUM_CLASSE"):
         cfg.merge_from_file(str(bad))
 

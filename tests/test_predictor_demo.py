@@ -185,16 +185,12 @@ def test_threshold_in_model_equals_filtering_afterwards(predictor):
 
 
 def test_cfg_dump_reloads(tmp_path):
-    from detectron2.config import get_cfg
-
-    from yolact_d2 import add_yolact_config
+    from yolact_d2.utils.config_loading import setup_cfg
 
     cfg = _cfg()
     path = tmp_path / "cfg.yaml"
     path.write_text(cfg.dump())
-    loaded = get_cfg()
-    add_yolact_config(loaded)
-    loaded.merge_from_file(str(path))
+    loaded = setup_cfg(str(path))
     assert yaml.safe_load(loaded.dump()) == yaml.safe_load(cfg.dump())
 
 
@@ -232,8 +228,9 @@ def test_demo_help():
 
 
 def test_output_names_are_distinct():
-    demo = _load_demo_module()
-    names = demo.output_names(["a/x.jpg", "b/y.png", "c/x.png", "d/X.jpg", "e/x_jpg.bmp"])
+    from yolact_d2.demo import output_names
+
+    names = output_names(["a/x.jpg", "b/y.png", "c/x.png", "d/X.jpg", "e/x_jpg.bmp"])
     assert names[1] == "y.png"
     assert len({n.lower() for n in names}) == 5 and all(n.endswith(".png") for n in names)
 

@@ -4,7 +4,6 @@ multi-process run. Tiny ResNet-18 runs on a small generated dataset; subprocesse
 """
 import glob
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -15,14 +14,14 @@ import uuid
 import pytest
 import torch
 
-from detectron2.config import get_cfg
-
-from conftest import captured, small_synthetic_coco, tiny_cfg
-from yolact_d2 import YolactTrainer, add_yolact_config
+from yolact_d2 import YolactTrainer
 from yolact_d2.checkpoint import AtomicDetectionCheckpointer, atomic_open
 from yolact_d2.checkpoint import atomic as atomic_module
 from yolact_d2.data.datasets import register_datasets_from_config
-from yolact_d2.engine.trainer import NonFiniteLossError
+from yolact_d2.engine.finite_loss import NonFiniteLossError
+from yolact_d2.utils.config_loading import setup_cfg
+
+from conftest import captured, small_synthetic_coco, tiny_cfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYNTHETIC_CONFIG = os.path.join(ROOT, "configs", "Synthetic", "yolact_R_18_FPN_synthetic.yaml")
@@ -58,10 +57,7 @@ def _run_opts(coco, out, tag, extra=()):
 
 def _cfg_like_train_net(opts):
     """The cfg train_net.py builds for these command-line options (without its logging setup)."""
-    cfg = get_cfg()
-    add_yolact_config(cfg)
-    cfg.merge_from_file(SYNTHETIC_CONFIG)
-    cfg.merge_from_list(list(opts))
+    cfg = setup_cfg(SYNTHETIC_CONFIG, opts, freeze=False)
     register_datasets_from_config(cfg)
     return cfg
 

@@ -103,15 +103,9 @@ def load_images(args):
 
 
 def build_cfg(args):
-    from detectron2.config import get_cfg
+    from yolact_d2.utils.config_loading import setup_cfg
 
-    from yolact_d2 import add_yolact_config
-    from yolact_d2.utils.config_loading import merge_config_file, merge_config_list
-
-    cfg = get_cfg()
-    add_yolact_config(cfg)
-    merge_config_file(cfg, args.config_file)  # one-line errors (YAML syntax, unknown keys)
-    merge_config_list(cfg, args.opts)
+    cfg = setup_cfg(args.config_file, args.opts, freeze=False)
     cfg.MODEL.WEIGHTS = args.weights
     cfg.MODEL.DEVICE = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.all_detections:

@@ -42,17 +42,13 @@ def parse_args(argv=None):
 
 
 def prepare(args, images):
-    from detectron2.config import get_cfg
-
-    from yolact_d2 import YolactPredictor, add_yolact_config
+    from yolact_d2 import YolactPredictor
     from yolact_d2.export import YolactONNXPredictor, export_onnx
     from yolact_d2.quantization import DatasetCalibrationReader, quantize_onnx
+    from yolact_d2.utils.config_loading import setup_cfg
     from yolact_d2.utils.testing import save_conditioned_random_weights
 
-    cfg = get_cfg()
-    add_yolact_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = setup_cfg(args.config_file, args.opts, freeze=False)
     cfg.MODEL.DEVICE = "cpu"
     os.makedirs(args.work_dir, exist_ok=True)
     name = os.path.splitext(os.path.basename(args.config_file))[0]

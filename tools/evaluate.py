@@ -42,17 +42,13 @@ def parse_args(argv=None):
 
 
 def build(args):
-    from detectron2.config import get_cfg
-
-    from yolact_d2 import YolactPredictor, add_yolact_config
+    from yolact_d2 import YolactPredictor
     from yolact_d2.data.datasets import register_datasets_from_config
     from yolact_d2.export import YolactONNXPredictor
+    from yolact_d2.utils.config_loading import setup_cfg
     from yolact_d2.utils.errors import ConfigError
 
-    cfg = get_cfg()
-    add_yolact_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = setup_cfg(args.config_file, args.opts, freeze=False)
     cfg.MODEL.DEVICE = "cpu"
     if args.weights is not None:
         cfg.MODEL.WEIGHTS = args.weights

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Export YOLACT's tensor-only core (image -> class_probs, boxes, coefficients, prototypes).
 
-    python tools/export_model.py --format onnx --config-file configs/COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml \\
+    python tools/export_model.py --format onnx \\
+        --config-file configs/COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml \\
         [--weights W.pth] --output yolact.onnx [--opset 19] [KEY VALUE ...]
     python tools/export_model.py --format onnx --int8 --calibration-dataset yolact_synthetic_train \
         [--calibration-images 64] [--calibration-method minmax] --config-file ... --output yolact_int8.onnx
@@ -77,16 +78,11 @@ def _quantize(args, reader):
 def main(argv=None):
     args = parse_args(argv)
     _check_int8_args(args)
-    from detectron2.config import get_cfg
-
-    from yolact_d2 import YolactPredictor, add_yolact_config
-    from yolact_d2.utils.config_loading import merge_config_file, merge_config_list
+    from yolact_d2 import YolactPredictor
     from yolact_d2.export import DEFAULT_ONNX_OPSET, export_onnx, export_torchscript
+    from yolact_d2.utils.config_loading import setup_cfg
 
-    cfg = get_cfg()
-    add_yolact_config(cfg)
-    merge_config_file(cfg, args.config_file)  # one-line errors (YAML syntax, unknown keys)
-    merge_config_list(cfg, args.opts)
+    cfg = setup_cfg(args.config_file, args.opts, freeze=False)
     cfg.MODEL.DEVICE = "cpu"
     if args.weights is not None:
         cfg.MODEL.WEIGHTS = args.weights

@@ -14,8 +14,13 @@ __all__ = ["add_yolact_config"]
 
 def add_yolact_config(cfg):
     """Add the yolact_d2 keys to a Detectron2 config (in place). Safe to call once per cfg."""
-    _C = cfg
+    _add_model_keys(cfg)
+    _add_inference_keys(cfg)
+    _add_data_and_solver_keys(cfg)
 
+
+def _add_model_keys(_C):
+    """The network, the anchors, the training targets and the losses."""
     # True: load MODEL.WEIGHTS with the unrestricted pickle loaders (runs any code in the file; only for files
     # you trust). Default: tensors / numpy arrays / plain data only (docs/RELIABILITY.md).
     _C.MODEL.WEIGHTS_TRUSTED = False
@@ -65,6 +70,9 @@ def add_yolact_config(cfg):
     # Auxiliary semantic-segmentation head on P3 (training only, §2.5).
     _C.MODEL.YOLACT.SEM_SEG_ON = True
 
+
+def _add_inference_keys(_C):
+    """Post-processing (§9) and the YOLACT++ parts (§1.2)."""
     # ---- Inference (§9).
     # Anchors whose best foreground score is <= this are dropped before NMS. There is no second
     # threshold after Fast NMS (§9.2), so final scores can be lower than this.
@@ -108,6 +116,9 @@ def add_yolact_config(cfg):
     # Only positives whose GT mask covers more than this many prototype pixels train the net.
     _C.MODEL.YOLACT.MASK_IOU_MIN_AREA = 25
 
+
+def _add_data_and_solver_keys(_C):
+    """The input keys next to Detectron2's ``INPUT.*``, datasets, solver, reliability and evaluation."""
     # ---- Input. YOLACT squashes every image to a square of IMAGE_SIZE pixels (§7.1, §7.2).
     _C.INPUT.IMAGE_SIZE = 550
     # Training augmentations of the YOLACT mapper, applied in the original order (§7.2) before the
@@ -153,25 +164,3 @@ def add_yolact_config(cfg):
     # else Detectron2's choice: its compiled COCOeval_opt, else pycocotools), "pycocotools" or
     # "faster_coco_eval" (an error if it is not installed). Same AP, 3.5-9x faster (docs/BENCHMARKS.md).
     _C.TEST.COCO_EVAL_BACKEND = "auto"
-
-
-# ---- Checks of single keys, shared by the modules that read them (one message per mistake).
-NMS_TYPES = ("fast", "cross_class", "standard")
-
-
-def check_nms_type(nms_type: str) -> None:
-    """``MODEL.YOLACT.NMS_TYPE`` must name one of the NMS variants of ``modeling/inference.py``."""
-    if nms_type not in NMS_TYPES:
-        raise ValueError(f"MODEL.YOLACT.NMS_TYPE must be 'fast', 'cross_class' or 'standard', got {nms_type!r}")
-
-
-def anchor_aspect_ratios_per_level(aspect_ratios, num_levels: int) -> list:
-    """``MODEL.YOLACT.ANCHOR_ASPECT_RATIOS`` for each of ``num_levels`` levels: one list shared by
-    all levels, or one list per level."""
-    aspect_ratios = list(aspect_ratios)
-    if len(aspect_ratios) not in (1, num_levels):
-        raise ValueError(
-            f"MODEL.YOLACT.ANCHOR_ASPECT_RATIOS has {len(aspect_ratios)} levels; it needs 1 (shared) or "
-            f"{num_levels} (one per level of MODEL.YOLACT.ANCHOR_SCALES and MODEL.YOLACT.IN_FEATURES)."
-        )
-    return aspect_ratios * num_levels if len(aspect_ratios) == 1 else aspect_ratios

@@ -18,8 +18,8 @@ from detectron2.modeling import build_model
 
 from .checkpoint.atomic import AtomicDetectionCheckpointer
 from .checkpoint.safe_load import trusted_weights_file
+from .config_checks import check_yolact_config
 from .data.dataset_mapper import build_yolact_test_augmentation
-from .engine.trainer import check_yolact_config
 from .modeling.optimize import optimize_for_inference
 
 __all__ = ["YolactPredictor"]
@@ -150,11 +150,11 @@ class YolactPredictor:
         test_sets = self.cfg.DATASETS.TEST
         self.metadata = MetadataCatalog.get(test_sets[0]) if len(test_sets) else None
         # Errors naming the file for unreadable weights or weights of another architecture.
-        AtomicDetectionCheckpointer(self.model, trusted_file=trusted_weights_file(self.cfg)).load(self.cfg.MODEL.WEIGHTS)
+        checkpointer = AtomicDetectionCheckpointer(self.model, trusted_file=trusted_weights_file(self.cfg))
+        checkpointer.load(self.cfg.MODEL.WEIGHTS)
         # inference-only rewrites (same function, float rounding only): MODEL.YOLACT.*_TEST
-        optimize_for_inference(
-            self.model, fuse_bn=self.cfg.MODEL.YOLACT.FUSE_BN_TEST, channels_last=self.cfg.MODEL.YOLACT.CHANNELS_LAST_TEST
-        )
+        y = self.cfg.MODEL.YOLACT
+        optimize_for_inference(self.model, fuse_bn=y.FUSE_BN_TEST, channels_last=y.CHANNELS_LAST_TEST)
         self.aug = T.AugmentationList(build_yolact_test_augmentation(self.cfg))
         self.input_format = self.cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):

@@ -1,3 +1,7 @@
-from .trainer import YolactTrainer, create_ddp_model
+from .ddp import create_ddp_model
+from .finite_loss import NonFiniteLossError
+from .hooks import BadImageCounter
+from .loaders import build_dataset_mapper
+from .trainer import YolactTrainer
 
-__all__ = ["YolactTrainer", "create_ddp_model"]
+__all__ = ["YolactTrainer", "create_ddp_model", "NonFiniteLossError", "BadImageCounter", "build_dataset_mapper"]

@@ -1,15 +1,17 @@
 """Config files and command-line overrides with errors of one line (docs/RELIABILITY.md): an unknown
 key names where it came from and the closest existing keys, a YAML syntax error names the file, the
-line and the column. Used by train_net.py, demo/demo.py and tools/."""
+line and the column. :func:`setup_cfg` is how train_net.py, demo/, tools/ and the tests build a config."""
 import difflib
 import os
-from typing import Iterator, Sequence
+import re
+from typing import Iterator, Optional, Sequence
 
 import yaml
 
+from ..config import add_yolact_config
 from .errors import ConfigError
 
-__all__ = ["UnknownConfigKeyError", "merge_config_file", "merge_config_list"]
+__all__ = ["UnknownConfigKeyError", "merge_config_file", "merge_config_list", "setup_cfg"]
 
 
 class UnknownConfigKeyError(ConfigError, KeyError):
@@ -59,6 +61,43 @@ def merge_config_file(cfg, path: str) -> None:
         ) from e
 
 
+_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+")  # the spelling of a config key: MODEL.YOLACT.NUM_CLASSES
+
+
+def _check_pairs(opts: Sequence, source: str) -> None:
+    """yacs asserts an even count with no message; a shell argument holding a key and its value
+    (``"SOLVER.STEPS (1120,)"``) is the usual cause, so name it when there is one."""
+    if len(opts) % 2 == 0:
+        return
+    joined = [o for o in opts if isinstance(o, str) and len(o.split(None, 1)) == 2 and _KEY.fullmatch(o.split()[0])]
+    if joined:
+        key, value = joined[0].split(None, 1)
+        raise ConfigError(
+            f"{source}: {joined[0]!r}", "a key and its value in one item; overrides are KEY VALUE pairs",
+            fix=f"give them as two items: {key} {value!r}",
+        )
+    raise ConfigError(
+        f"{source}: {opts[-1]!r}", f"no value: overrides are KEY VALUE pairs, got {len(opts)} items",
+        fix="give a value after each key",
+    )
+
+
 def merge_config_list(cfg, opts: Sequence[str], source: str = "the command line") -> None:
-    """``cfg.merge_from_list(opts)`` with a one-line error for unknown keys."""
+    """``cfg.merge_from_list(opts)`` with one-line errors for unknown keys and an odd number of items."""
+    _check_pairs(opts, source)
     _merge(cfg, lambda: cfg.merge_from_list(list(opts)), source)
+
+
+def setup_cfg(config_file: Optional[str] = None, opts: Sequence = (), freeze: bool = True):
+    """Detectron2's default config with the yolact_d2 keys, then ``config_file`` and the ``KEY VALUE``
+    overrides ``opts``, with the one-line errors above; frozen unless the caller still sets keys."""
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    add_yolact_config(cfg)
+    if config_file is not None:
+        merge_config_file(cfg, config_file)
+    merge_config_list(cfg, opts)
+    if freeze:
+        cfg.freeze()
+    return cfg

@@ -1,0 +1,72 @@
+"""One way to build a config (setup_cfg), one-line errors for malformed KEY VALUE overrides, and one
+dataset-mapper selection for the training and the test loader."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from yolact_d2.utils.config_loading import merge_config_list, setup_cfg
+from yolact_d2.utils.errors import ConfigError, format_user_error
+
+from conftest import CONFIG_DIR
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SYNTHETIC_CONFIG = os.path.join(CONFIG_DIR, "Synthetic", "yolact_R_18_FPN_synthetic.yaml")
+
+
+def test_setup_cfg_merges_file_then_overrides_and_freezes():
+    cfg = setup_cfg(SYNTHETIC_CONFIG, ["SOLVER.MAX_ITER", "7"])
+    assert cfg.is_frozen() and cfg.SOLVER.MAX_ITER == 7
+    assert cfg.MODEL.YOLACT.NUM_CLASSES == 6  # from the file
+    plain = setup_cfg(freeze=False)
+    assert not plain.is_frozen() and plain.MODEL.YOLACT.NUM_CLASSES == 80  # the defaults
+
+
+def test_odd_number_of_overrides_is_a_one_line_config_error():
+    cfg = setup_cfg(freeze=False)
+    with pytest.raises(ConfigError) as info:  # one shell argument holding a key and its value
+        merge_config_list(cfg, ["SOLVER.MAX_ITER", "5", "SOLVER.STEPS (1120,)"])
+    line = format_user_error(info.value)
+    assert "'SOLVER.STEPS (1120,)'" in line and "KEY VALUE pairs" in line and "\n" not in line
+    with pytest.raises(ConfigError, match=r"'SOLVER.BASE_LR': no value: overrides are KEY VALUE pairs, got 3"):
+        merge_config_list(cfg, ["SOLVER.MAX_ITER", "5", "SOLVER.BASE_LR"])
+    assert cfg.SOLVER.MAX_ITER != 5  # nothing merged from a malformed list
+
+
+def test_train_net_odd_overrides_one_line_on_stderr():
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", SYNTHETIC_CONFIG, "SOLVER.STEPS (1120,)"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [proc.stderr.strip()], proc.stderr  # one line
+    assert proc.stderr.startswith("error: the command line: 'SOLVER.STEPS (1120,)'")
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "torch.jit.script" not in proc.stderr  # the deprecation warning of detectron2's imports
+
+
+@pytest.mark.parametrize("loader", ["train", "test"])
+def test_misspelt_dataset_mapper_name_is_an_error_for_both_loaders(loader):
+    from yolact_d2 import YolactTrainer
+
+    cfg = setup_cfg(SYNTHETIC_CONFIG, ["INPUT.DATASET_MAPPER_NAME", "yolcat"])
+    with pytest.raises(ConfigError) as info:
+        if loader == "train":
+            YolactTrainer.build_train_loader(cfg)
+        else:
+            YolactTrainer.build_test_loader(cfg, cfg.DATASETS.TEST[0])
+    assert format_user_error(info.value) == (
+        "error: INPUT.DATASET_MAPPER_NAME 'yolcat': unknown mapper (use one of 'yolact', 'detectron2')"
+    )
+
+
+def test_stock_mapper_for_evaluation_when_asked_for():
+    from detectron2.data import DatasetMapper
+
+    from yolact_d2.data.dataset_mapper import YolactDatasetMapper
+    from yolact_d2.engine import build_dataset_mapper
+
+    cfg = setup_cfg(SYNTHETIC_CONFIG, ["INPUT.DATASET_MAPPER_NAME", "detectron2"])
+    assert type(build_dataset_mapper(cfg, is_train=False)) is DatasetMapper
+    assert isinstance(build_dataset_mapper(setup_cfg(SYNTHETIC_CONFIG), is_train=False), YolactDatasetMapper)

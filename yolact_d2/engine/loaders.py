@@ -1,0 +1,49 @@
+"""The data loaders of the trainer, with the mapper named by ``INPUT.DATASET_MAPPER_NAME``: "yolact"
+(SSD augmentation and the square resize, docs/MODEL.md §7) or "detectron2" (the stock mapper)."""
+from detectron2.data import (
+    DatasetMapper,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
+
+from ..config_checks import check_num_classes
+from ..data.dataset_mapper import YolactDatasetMapper
+from ..utils.errors import ConfigError
+from .hooks import BadImageTally
+
+__all__ = ["DATASET_MAPPERS", "build_dataset_mapper", "build_train_loader", "build_test_loader"]
+
+DATASET_MAPPERS = {"yolact": YolactDatasetMapper, "detectron2": DatasetMapper}
+
+
+def build_dataset_mapper(cfg, is_train: bool):
+    """The mapper of ``INPUT.DATASET_MAPPER_NAME``, for training and for evaluation alike, so that a
+    misspelt name is an error in both instead of a silent fall-back to another mapper."""
+    name = cfg.INPUT.DATASET_MAPPER_NAME
+    if name not in DATASET_MAPPERS:
+        raise ConfigError(
+            f"INPUT.DATASET_MAPPER_NAME {name!r}", "unknown mapper",
+            fix=f"use one of {', '.join(repr(n) for n in DATASET_MAPPERS)}",
+        )
+    return DATASET_MAPPERS[name](cfg, is_train=is_train)
+
+
+def build_train_loader(cfg):
+    """Detectron2's training loader over ``DATASETS.TRAIN``; with the YOLACT mapper it also counts
+    the images skipped by ``DATALOADER.SKIP_BAD_IMAGES`` (:class:`~yolact_d2.engine.hooks.BadImageTally`)."""
+    mapper = build_dataset_mapper(cfg, is_train=True)
+    dataset = get_detection_dataset_dicts(
+        cfg.DATASETS.TRAIN,
+        filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+        proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
+    )
+    check_num_classes(cfg, cfg.DATASETS.TRAIN)  # metadata is complete once the dicts are loaded
+    if isinstance(mapper, YolactDatasetMapper):
+        mapper.dataset_size = len(dataset)  # to stop, not loop, when every image is bad
+    loader = build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
+    return BadImageTally(loader) if isinstance(mapper, YolactDatasetMapper) else loader
+
+
+def build_test_loader(cfg, dataset_name: str):
+    return build_detection_test_loader(cfg, dataset_name, mapper=build_dataset_mapper(cfg, is_train=False))
