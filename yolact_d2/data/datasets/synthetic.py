@@ -23,13 +23,14 @@ import functools
 import json
 import logging
 import os
-import tempfile
 import zlib
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_util
+
+from ...utils.atomic_io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -418,22 +419,6 @@ def _info(split, num_images, seed, image_size, max_objects, crowd_fraction) -> D
     }
 
 
-def _write_atomic(path: str, data: bytes, sync: bool = True) -> None:
-    """Temp file + os.replace: readers never see a half-written file, even across processes."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def generate_synthetic_dataset(
     output_dir: str,
     split: str,
@@ -469,7 +454,7 @@ def generate_synthetic_dataset(
         ok, encoded = cv2.imencode(".jpg", sample["image"], _JPEG_PARAMS)
         if not ok:  # pragma: no cover
             raise RuntimeError("JPEG encoding failed")
-        _write_atomic(os.path.join(image_dir, file_name), encoded.tobytes(), sync=False)
+        atomic_write_bytes(os.path.join(image_dir, file_name), encoded.tobytes(), sync=False)
         images.append({"id": image_id, "file_name": file_name, "height": sample["height"], "width": sample["width"]})
         for instance in sample["instances"]:
             ann = _annotation(instance, len(annotations) + 1, image_id)
@@ -483,7 +468,7 @@ def generate_synthetic_dataset(
         "annotations": annotations,
         "categories": [dict(c) for c in SYNTHETIC_CATEGORIES],
     }
-    _write_atomic(json_path, json.dumps(coco, separators=(",", ":")).encode("utf-8"))
+    atomic_write_bytes(json_path, json.dumps(coco, separators=(",", ":")).encode("utf-8"))
     return json_path
 
 
