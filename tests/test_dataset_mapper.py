@@ -11,12 +11,13 @@ from detectron2.structures import BitMasks, BoxMode, PolygonMasks
 from detectron2.structures.masks import polygons_to_bitmask
 
 from yolact_d2.config import add_yolact_config
-from yolact_d2.data.dataset_mapper import (
-    YolactDatasetMapper,
+from yolact_d2.data.dataset_mapper import YolactDatasetMapper
+from yolact_d2.data.transforms import (
+    RandomSSDCrop,
+    SquashResize,
     build_yolact_test_augmentation,
     build_yolact_train_augmentation,
 )
-from yolact_d2.data.transforms import RandomSSDCrop, SquashResize
 
 H, W, S = 40, 60, 32
 BG = (10, 20, 30)  # BGR
@@ -290,9 +291,9 @@ def test_mapper_fixed_crop_drops_by_centre_rule_only(image_file, mask_format):
 
 
 def test_mapper_with_base_config_expand_uses_rgb_mean(image_file):
-    from conftest import yolact_cfg
-
     from yolact_d2.data.transforms import RandomExpand
+
+    from conftest import yolact_cfg
 
     cfg = yolact_cfg("Base-YOLACT.yaml", ["INPUT.IMAGE_SIZE", S])
     assert cfg.INPUT.FORMAT == "RGB"

@@ -18,7 +18,7 @@ from detectron2.modeling import build_model
 
 from .checkpoint.atomic import AtomicDetectionCheckpointer
 from .checkpoint.safe_load import trusted_weights_file
-from .data.dataset_mapper import build_yolact_test_augmentation
+from .data.transforms import build_yolact_test_augmentation
 from .engine.trainer import check_yolact_config
 from .modeling.optimize import optimize_for_inference
 

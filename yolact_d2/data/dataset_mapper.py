@@ -30,28 +30,22 @@ from detectron2.utils.file_io import PathManager
 from ..utils.errors import ConfigError
 from .annotation_checks import AnnotationError, check_box_xyxy, check_segmentation, format_annotation, mask_extent_xyxy
 from .transforms import (
-    RandomExpand,
-    RandomPhotometricDistort,
-    RandomSSDCrop,
-    ResizeLongestSide,
-    SquashResize,
+    MIN_CROP_SCALE,
     YolactAugInput,
+    build_yolact_test_augmentation,
+    build_yolact_train_augmentation,
+    input_image_size,
 )
 
 __all__ = [
     "BadImageError",
     "SKIPPED_IMAGES_KEY",
     "YolactDatasetMapper",
-    "build_yolact_train_augmentation",
-    "build_yolact_test_augmentation",
     "check_image_size",
     "read_image_file",
 ]
 
 logger = logging.getLogger(__name__)
-
-# Smallest side fraction kept by RandomSSDCrop (its min_scale); see max_input_size.
-_MIN_CROP_SCALE = 0.3
 
 # Key of the list of image files the training mapper skipped (DATALOADER.SKIP_BAD_IMAGES) before
 # producing this dict; the trainer pops it in the main process to count them.
@@ -150,63 +144,6 @@ def check_image_size(dataset_dict: dict, image: np.ndarray) -> None:
             message += " Fix the width/height (and the annotations) of this image in the dataset."
         raise BadImageError(message)
     dataset_dict["height"], dataset_dict["width"] = h, w
-
-
-def _image_size(cfg) -> int:
-    try:
-        return int(cfg.INPUT.IMAGE_SIZE)
-    except AttributeError as e:
-        raise KeyError(
-            "cfg.INPUT.IMAGE_SIZE is missing: call yolact_d2.config.add_yolact_config(cfg) first."
-        ) from e
-
-
-def build_yolact_train_augmentation(cfg) -> List[Union[T.Augmentation, T.Transform]]:
-    """The original ``SSDAugmentation`` (docs/MODEL.md §7.2) as a list of Detectron2 augmentations::
-
-        RandomPhotometricDistort -> RandomExpand(PIXEL_MEAN) -> RandomSSDCrop
-        -> RandomFlip(0.5, horizontal) -> SquashResize(IMAGE_SIZE)
-
-    ``cfg.MODEL.PIXEL_MEAN`` is in ``cfg.INPUT.FORMAT`` channel order, like the mapper's image, so
-    the expand canvas has the mean colour whatever the format. ``cfg.INPUT.YOLACT_AUGMENTATIONS``
-    selects which of the four random steps run (the original's ``augment_*`` flags); the order
-    stays the original's. The degenerate-box rule of the original ``Resize`` is applied by the
-    mapper (``degenerate_box_threshold``).
-    """
-    size = _image_size(cfg)
-    available = {
-        "photometric_distort": lambda: RandomPhotometricDistort(image_format=cfg.INPUT.FORMAT),
-        "expand": lambda: RandomExpand(mean=list(cfg.MODEL.PIXEL_MEAN)),
-        "random_sample_crop": lambda: RandomSSDCrop(),
-        "mirror": lambda: T.RandomFlip(prob=0.5, horizontal=True, vertical=False),
-    }
-    names = list(cfg.INPUT.YOLACT_AUGMENTATIONS)
-    unknown = [n for n in names if n not in available]
-    if unknown:
-        raise ValueError(
-            f"INPUT.YOLACT_AUGMENTATIONS: unknown {unknown}; choose from {list(available)}"
-        )
-    # Always in the original order, whatever the order of the list.
-    return [available[n]() for n in available if n in names] + [SquashResize(size)]
-
-
-def build_yolact_test_augmentation(cfg) -> List[Union[T.Augmentation, T.Transform]]:
-    """Test-time resize (docs/MODEL.md §7.1), per ``cfg.INPUT.TEST_RESIZE_MODE``: ``"squash"`` (IMAGE_SIZE x
-    IMAGE_SIZE, the original protocol) or ``"keep_aspect"`` (longer side = IMAGE_SIZE, aspect kept,
-    no padding: the model pads). Both use cv2 INTER_LINEAR on float32."""
-    size = _image_size(cfg)
-    mode = cfg.INPUT.get("TEST_RESIZE_MODE", None)
-    if mode is None:
-        raise KeyError(
-            "cfg.INPUT.TEST_RESIZE_MODE is missing: call yolact_d2.config.add_yolact_config(cfg)."
-        )
-    if mode == "squash":
-        return [SquashResize(size)]
-    if mode == "keep_aspect":
-        return [ResizeLongestSide(size)]
-    raise ValueError(
-        f"cfg.INPUT.TEST_RESIZE_MODE must be 'squash' or 'keep_aspect', got {mode!r}."
-    )
 
 
 def _mask_to_polygons(mask: np.ndarray) -> List[np.ndarray]:
@@ -370,10 +307,10 @@ class YolactDatasetMapper:
             "augmentations": augs,
             "image_format": cfg.INPUT.FORMAT,
             "instance_mask_format": cfg.INPUT.MASK_FORMAT,
-            "degenerate_box_threshold": 4.0 / _image_size(cfg),
+            "degenerate_box_threshold": 4.0 / input_image_size(cfg),
             "skip_bad_images": bool(cfg.DATALOADER.get("SKIP_BAD_IMAGES", False)),
             "num_classes": cfg.MODEL.YOLACT.NUM_CLASSES if "YOLACT" in cfg.MODEL else None,
-            "max_input_size": int(math.ceil(_image_size(cfg) / _MIN_CROP_SCALE)) if is_train else None,
+            "max_input_size": int(math.ceil(input_image_size(cfg) / MIN_CROP_SCALE)) if is_train else None,
             "box_source": cfg.INPUT.get("GT_BOX_SOURCE", "json"),
         }
 
