@@ -347,7 +347,7 @@ def run_images(demo: VisualizationDemo, paths, missing, outputs) -> int:
     from tqdm import tqdm
 
     # Detectron2's read_image plus 16-bit grayscale rescaling and errors naming the file.
-    from yolact_d2.data.dataset_mapper import read_image_file
+    from yolact_d2.data.detection_utils import read_image_file
 
     failed = list(missing)
     succeeded = 0

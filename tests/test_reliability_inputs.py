@@ -7,7 +7,6 @@ training starts. Tiny images, the ResNet-18 helper config, one thread.
 """
 import importlib.util
 import json
-import logging
 import os
 import sys
 import uuid
@@ -22,17 +21,14 @@ from PIL import Image
 from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts
 from detectron2.structures import BoxMode
 
-from conftest import captured, tiny_cfg
 from yolact_d2.checkpoint import AtomicDetectionCheckpointer, IncompatibleCheckpointError
 from yolact_d2.data.annotation_checks import AnnotationError
-from yolact_d2.data.dataset_mapper import (
-    SKIPPED_IMAGES_KEY,
-    BadImageError,
-    YolactDatasetMapper,
-    read_image_file,
-)
+from yolact_d2.data.dataset_mapper import SKIPPED_IMAGES_KEY, YolactDatasetMapper
 from yolact_d2.data.datasets import generate_synthetic_dataset, register_datasets_from_config
+from yolact_d2.data.detection_utils import BadImageError, read_image_file
 from yolact_d2.data.transforms import SquashResize
+
+from conftest import captured, tiny_cfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 S = 128  # network input of the tiny config (P7 stride)
@@ -77,7 +73,11 @@ BAD_FILES = {
     "zero_bytes": ("empty.jpg", lambda p: p.write_bytes(b""), "empty (0 bytes)"),
     "truncated_jpeg": ("truncated.jpg", "truncate", "truncated"),
     "text_as_png": ("notes.png", lambda p: p.write_bytes(b"just some text, not pixels\n" * 20), "not an image"),
-    "random_as_jpg": ("noise.jpg", lambda p: p.write_bytes(np.random.default_rng(0).integers(0, 256, 700, dtype=np.uint8).tobytes()), "not an image"),
+    "random_as_jpg": (
+        "noise.jpg",
+        lambda p: p.write_bytes(np.random.default_rng(0).integers(0, 256, 700, dtype=np.uint8).tobytes()),
+        "not an image",
+    ),
 }
 
 
@@ -407,7 +407,9 @@ def test_training_stops_on_a_bad_image_by_default(synthetic, tmp_path):
     from yolact_d2 import YolactTrainer
 
     # one good image of three: any batch of two distinct images holds a bad one
-    json_file, image_root, broken = _copy_dataset(synthetic, tmp_path, [(0, "empty"), (1, "truncate"), (3, "empty"), (4, "truncate"), (5, "empty")])
+    json_file, image_root, broken = _copy_dataset(
+        synthetic, tmp_path, [(0, "empty"), (1, "truncate"), (3, "empty"), (4, "truncate"), (5, "empty")]
+    )
     cfg = _trainer_cfg(tmp_path, json_file, image_root, "SOLVER.MAX_ITER", 1)
     trainer = YolactTrainer(cfg)
     with pytest.raises(BadImageError) as info:
@@ -427,7 +429,7 @@ def test_training_skips_and_counts_bad_images_when_asked(synthetic, tmp_path):
         trainer.train()
     log = _text(records)
     for path in broken:
-        assert f"skipping a bad training image" in log and path in log
+        assert "skipping a bad training image" in log and path in log
     assert "Bad training images skipped so far: 1 " in log
     assert "Training skipped bad images" in log and "2 distinct file(s)" in log
     with open(os.path.join(cfg.OUTPUT_DIR, "metrics.json")) as f:
@@ -508,7 +510,8 @@ def test_bad_annotation_in_the_mapper(tmp_path, name):
 
 def test_mapper_rejects_a_category_outside_the_classes(tmp_path):
     path = _write_jpeg(tmp_path / "img.jpg")
-    with pytest.raises(AnnotationError, match=r"img\.jpg \(image_id 1\), annotation id 9: category_id 3 .*NUM_CLASSES 3"):
+    with pytest.raises(AnnotationError,
+                       match=r"img\.jpg \(image_id 1\), annotation id 9: category_id 3 .*NUM_CLASSES 3"):
         _mapper()(_dict(path, annos=[_anno(9, [4, 4, 20, 14], category=3)]))
 
 
@@ -557,7 +560,7 @@ def _register(json_file, image_root, opts=()):
 
 def test_bad_annotations_in_a_json_are_fixed_or_dropped_with_ids(tmp_path):
     anns = [_coco_ann(1, 1, [4, 4, 20, 14])]  # image 1: one good annotation
-    for k, name in enumerate(sorted(BAD_ANNOTATIONS)):
+    for name in sorted(BAD_ANNOTATIONS):
         anno, _, _ = _bad_anno(name)
         segm = anno.get("segmentation", None)
         if isinstance(segm, dict) and isinstance(segm["counts"], bytes):
@@ -595,7 +598,9 @@ def test_bad_annotations_in_a_json_are_fixed_or_dropped_with_ids(tmp_path):
 
 
 def test_unknown_category_in_a_json_is_an_error_naming_it(tmp_path):
-    json_file, image_root = _coco_json(tmp_path, [_coco_ann(1, 1, [4, 4, 20, 14]), _coco_ann(77, 2, [4, 4, 20, 14], category=5)])
+    json_file, image_root = _coco_json(
+        tmp_path, [_coco_ann(1, 1, [4, 4, 20, 14]), _coco_ann(77, 2, [4, 4, 20, 14], category=5)]
+    )
     name, _ = _register(json_file, image_root)
     with pytest.raises(AnnotationError) as info:
         DatasetCatalog.get(name)
@@ -612,7 +617,9 @@ def test_json_without_any_segmentation_is_an_error(tmp_path):
 
 JSON_STRUCTURE_ERRORS = {
     "duplicate_image_id": (lambda d: d["images"].append(dict(d["images"][0])), "image id 1 appears twice"),
-    "duplicate_annotation_id": (lambda d: d["annotations"].append(dict(d["annotations"][0])), "annotation id 1 appears twice"),
+    "duplicate_annotation_id": (
+        lambda d: d["annotations"].append(dict(d["annotations"][0])), "annotation id 1 appears twice"
+    ),
     "duplicate_category_id": (lambda d: d["categories"].append({"id": 3, "name": "c"}), "category id 3 appears twice"),
     "no_categories": (lambda d: d.pop("categories"), "has no 'categories' list"),
     "ignore_flag": (lambda d: d["annotations"][0].update(ignore=1), "annotation id 1 has 'ignore': 1"),
@@ -667,7 +674,8 @@ def test_unknown_config_keys_are_errors(tmp_path):
     bad_file = tmp_path / "bad.yaml"
     bad_file.write_text(f'_BASE_: "{config}"\nSOLVER:\n  BASE_LRR: 0.1\n')
     args = train_net.get_parser().parse_args(["--config-file", str(bad_file)])
-    with pytest.raises(KeyError, match=r"Non-existent config key: SOLVER.BASE_LRR \(in .*bad.yaml\). Did you mean SOLVER.BASE_LR"):
+    with pytest.raises(KeyError, match=r"Non-existent config key: SOLVER.BASE_LRR \(in .*bad.yaml\). "
+                                       r"Did you mean SOLVER.BASE_LR"):
         train_net.setup(args)
     from detectron2.config import get_cfg
 
@@ -682,7 +690,8 @@ def test_num_classes_that_disagrees_with_the_dataset(synthetic, tmp_path):
 
     json_file, image_root = synthetic
     cfg = _trainer_cfg(tmp_path, json_file, image_root, "MODEL.YOLACT.NUM_CLASSES", 4)
-    with pytest.raises(ValueError, match=r"has 6 classes \(circle, .*\) but MODEL.YOLACT.NUM_CLASSES is 4. Set MODEL.YOLACT.NUM_CLASSES 6"):
+    with pytest.raises(ValueError, match=r"has 6 classes \(circle, .*\) but MODEL.YOLACT.NUM_CLASSES is 4. "
+                                         r"Set MODEL.YOLACT.NUM_CLASSES 6"):
         YolactTrainer.build_train_loader(cfg)
     with pytest.raises(ValueError, match="MODEL.YOLACT.NUM_CLASSES is 4"):
         check_num_classes(cfg, cfg.DATASETS.TRAIN)
@@ -692,7 +701,8 @@ def test_input_size_too_small_for_the_coarsest_level():
     from yolact_d2 import YolactPredictor, YolactTrainer
 
     cfg = tiny_cfg(image_size=64)
-    with pytest.raises(ValueError, match=r"INPUT.IMAGE_SIZE 64 is smaller than the stride 128 of the coarsest feature level 'p7'"):
+    with pytest.raises(ValueError,
+                       match=r"INPUT.IMAGE_SIZE 64 is smaller than the stride 128 of the coarsest feature level 'p7'"):
         YolactTrainer.build_model(cfg)
     with pytest.raises(ValueError, match="INPUT.IMAGE_SIZE 64"):
         YolactPredictor(cfg)
@@ -753,7 +763,8 @@ def test_checkpoint_of_another_architecture_is_an_error_with_counts(tmp_path, ti
 def test_compatible_checkpoints_still_load(tmp_path, tiny_state):
     # same architecture, other number of classes: fine-tuning (class-dependent layers skipped)
     model, _ = _load_into_fresh_model(tmp_path, tiny_state, num_classes=5)
-    assert torch.equal(model.state_dict()["backbone.bottom_up.stem.conv1.weight"], tiny_state["backbone.bottom_up.stem.conv1.weight"])
+    stem = "backbone.bottom_up.stem.conv1.weight"
+    assert torch.equal(model.state_dict()[stem], tiny_state[stem])
     # an ImageNet-style backbone-only checkpoint
     backbone = {k: v for k, v in tiny_state.items() if k.startswith("backbone.bottom_up.")}
     _load_into_fresh_model(tmp_path, backbone)
