@@ -161,6 +161,13 @@ class YolactDatasetMapper:
             self._warned.add(key)
             logger.warning(message)
 
+    def _check_annotations(self, annos: List[dict], dataset_dict: dict, image_hw: Tuple[int, int]) -> List[dict]:
+        """The annotations to use, validated and fixed with this mapper's settings (class docstring)."""
+        return check_training_annotations(
+            annos, dataset_dict, image_hw, num_classes=self.num_classes, box_source=self.box_source,
+            warn_once=self._warn_once,
+        )
+
     def _skip_bad_image(self, file_name: str, error: BadImageError) -> None:
         self.num_skipped += 1
         self._pending_skipped.append((str(file_name), str(error)))
@@ -234,10 +241,7 @@ class YolactDatasetMapper:
         annos = dataset_dict.pop("annotations", None) if self.is_train else None
         if annos is not None:
             had_non_crowd = any(not a.get("iscrowd", 0) for a in annos)
-            annos = check_training_annotations(
-                annos, dataset_dict, image.shape[:2], num_classes=self.num_classes,
-                box_source=self.box_source, warn_once=self._warn_once,
-            )
+            annos = self._check_annotations(annos, dataset_dict, image.shape[:2])
         aug_input, transforms = self._augment(image, annos)
         image = np.asarray(aug_input.image).astype(np.float32, copy=False)
         image_shape = image.shape[:2]
