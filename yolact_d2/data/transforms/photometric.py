@@ -16,6 +16,11 @@ _HSV_CODES = {
 }
 
 
+def _check_image_format(image_format: str, who: str) -> None:
+    if image_format not in _HSV_CODES:
+        raise ValueError(f"{who} supports image_format 'BGR' or 'RGB', got {image_format!r}.")
+
+
 def _check_color_image(img: np.ndarray, who: str) -> None:
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"{who} expects an HxWx3 colour image, got shape {tuple(img.shape)}.")
@@ -62,11 +67,7 @@ class PhotometricDistortTransform(Transform):
         image_format: str = "BGR",
     ):
         super().__init__()
-        if image_format not in _HSV_CODES:
-            raise ValueError(
-                f"PhotometricDistortTransform supports image_format 'BGR' or 'RGB', "
-                f"got {image_format!r}."
-            )
+        _check_image_format(image_format, "PhotometricDistortTransform")
         self._set_attributes(locals())
 
     def apply_image(self, img: np.ndarray) -> np.ndarray:
@@ -118,11 +119,7 @@ class RandomPhotometricDistort(Augmentation):
         image_format: str = "BGR",
     ):
         super().__init__()
-        if image_format not in _HSV_CODES:
-            raise ValueError(
-                f"RandomPhotometricDistort supports image_format 'BGR' or 'RGB', "
-                f"got {image_format!r}."
-            )
+        _check_image_format(image_format, "RandomPhotometricDistort")
         self._init(locals())
 
     def _maybe(self, low: float, high: float) -> Optional[float]:
