@@ -9,12 +9,13 @@ from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, BoxMode, PolygonMasks
 from detectron2.structures.masks import polygons_to_bitmask
 
-from yolact_d2.data.dataset_mapper import (
-    YolactDatasetMapper,
+from yolact_d2.data.dataset_mapper import YolactDatasetMapper
+from yolact_d2.data.transforms import (
+    RandomSSDCrop,
+    SquashResize,
     build_yolact_test_augmentation,
     build_yolact_train_augmentation,
 )
-from yolact_d2.data.transforms import RandomSSDCrop, SquashResize
 from yolact_d2.utils.config_loading import setup_cfg
 
 H, W, S = 40, 60, 32

@@ -14,6 +14,7 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
 from yolact_d2.data.datasets import synthetic as syn
+from yolact_d2.data.datasets.synthetic import coco_json
 
 NUM_IMAGES = 20
 SEED = 0
@@ -162,7 +163,7 @@ def test_polygons_of_mask_with_hole_leave_the_hole_out():
     mask = np.zeros((60, 60), bool)
     mask[10:50, 10:50] = True
     mask[25:35, 20:30] = False  # an occluder inside the object
-    polygons = syn._mask_to_polygons(mask)
+    polygons = coco_json._mask_to_exact_polygons(mask)
     raster = mask_util.decode(mask_util.merge(mask_util.frPyObjects(polygons, 60, 60))).astype(bool)
     assert not raster[25:35, 20:30].any()
     assert (raster & mask).sum() / (raster | mask).sum() >= 0.97
@@ -170,7 +171,7 @@ def test_polygons_of_mask_with_hole_leave_the_hole_out():
     split = np.zeros((40, 40), bool)
     split[5:30, 5:15] = split[5:30, 20:35] = True  # one object, two visible pieces
     split[38:40, 0] = True  # a 2-pixel sliver still gets a polygon (crumbs are dropped earlier)
-    polygons = syn._mask_to_polygons(split)
+    polygons = coco_json._mask_to_exact_polygons(split)
     assert len(polygons) == 3
     raster = mask_util.decode(mask_util.merge(mask_util.frPyObjects(polygons, 40, 40))).astype(bool)
     assert (raster == split).all()

@@ -9,11 +9,8 @@ import sys
 import pytest
 import torch
 import torchvision
-
-from yolact_d2.checkpoint.safe_load import UnsafeCheckpointError
 from torch import nn
 
-from conftest import captured, tiny_cfg, yolact_cfg
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
@@ -25,6 +22,9 @@ from yolact_d2.checkpoint import (
     inspect_yolact_state_dict,
     load_checkpoint_file,
 )
+from yolact_d2.checkpoint.safe_load import UnsafeCheckpointError
+
+from conftest import captured, tiny_cfg, yolact_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 YOLACT_TOOL = os.path.join(REPO, "tools", "convert_yolact_weights.py")
@@ -387,7 +387,8 @@ def test_yolact_plus_r101_round_trip(r101_plus_original, r101_plus_model):
         assert torch.equal(new_sd[new_key], r101_plus_original[old_key]), new_key
         assert keys[source_index(new_sd[new_key])] == old_key
     for ours, theirs in [
-        ("backbone.bottom_up.res3.3.conv2.conv_offset_mask.weight", "backbone.layers.1.3.conv2.conv_offset_mask.weight"),
+        ("backbone.bottom_up.res3.3.conv2.conv_offset_mask.weight",
+         "backbone.layers.1.3.conv2.conv_offset_mask.weight"),
         ("backbone.bottom_up.res4.21.conv2.bias", "backbone.layers.2.21.conv2.bias"),
         ("backbone.bottom_up.res5.0.conv2.conv_offset_mask.bias", "backbone.layers.3.0.conv2.conv_offset_mask.bias"),
         ("backbone.bottom_up.res5.0.conv2.norm.running_var", "backbone.layers.3.0.bn2.running_var"),
@@ -458,7 +459,7 @@ def test_cli_converts_r50(r50_files):
     assert saved["__author__"] == "yolact_d2 convert_yolact_weights"
     assert saved["matching_heuristics"] is False
     assert count_parameters(saved["model"]) == 31_164_943
-    assert not [p for p in os.listdir(out.parent) if p.startswith(".tmp_")]
+    assert not [p for p in os.listdir(out.parent) if ".tmp" in p]  # no temporary file left
 
 
 

@@ -19,7 +19,7 @@ from detectron2.modeling import build_model
 from .checkpoint.atomic import AtomicDetectionCheckpointer
 from .checkpoint.safe_load import trusted_weights_file
 from .config_checks import check_yolact_config
-from .data.dataset_mapper import build_yolact_test_augmentation
+from .data.transforms import build_yolact_test_augmentation
 from .modeling.optimize import optimize_for_inference
 
 __all__ = ["YolactPredictor"]
@@ -112,7 +112,7 @@ class YolactPredictor:
     initialisation; weights of another architecture raise), applies the inference-only rewrites
     ``MODEL.YOLACT.FUSE_BN_TEST`` / ``CHANNELS_LAST_TEST`` (BN folded into convs, channels-last
     layout: same function up to float rounding, :mod:`yolact_d2.modeling.optimize`) and builds
-    the YOLACT test-time resize (:func:`~yolact_d2.data.dataset_mapper.build_yolact_test_augmentation`).
+    the YOLACT test-time resize (:func:`~yolact_d2.data.transforms.build_yolact_test_augmentation`).
 
     ``__call__(original_image)`` takes an image in **BGR** order, as ``cv2.imread`` returns it:
 

@@ -2,11 +2,12 @@
 
 :class:`AtomicDetectionCheckpointer` is Detectron2's ``DetectionCheckpointer`` with:
 
-* **atomic writes**: a checkpoint is written to a temporary file in the same folder, flushed to
-  disk, then renamed over the final name; ``last_checkpoint`` is updated the same way, and only
-  after the checkpoint is complete. A process killed at any moment (SIGKILL included) leaves either
-  the previous checkpoint or the new one, and ``last_checkpoint`` never names a partial file.
-  Temporary files left by a killed process are removed at the next save.
+* **atomic writes** (:mod:`yolact_d2.utils.atomic_io`): a checkpoint is written to a temporary
+  file in the same folder, flushed to disk, then renamed over the final name; ``last_checkpoint``
+  is updated the same way, and only after the checkpoint is complete. A process killed at any
+  moment (SIGKILL included) leaves either the previous checkpoint or the new one, and
+  ``last_checkpoint`` never names a partial file. Temporary files left by a killed process are
+  removed at the next save.
 * **clear load errors**: a file that cannot be read names the file; loading weights of which
   less than half match the model (another architecture, e.g. a different backbone or a
   detector without YOLACT's head) raises :class:`IncompatibleCheckpointError` with the counts,
@@ -16,18 +17,17 @@
 
 Writes to non-local paths (``scheme://``) fall back to Detectron2's behaviour.
 """
-import contextlib
 import errno
 import logging
 import os
 import shutil
-import uuid
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict
 
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 
+from ..utils.atomic_io import atomic_open, remove_stale_temporary_files
 from ..utils.errors import UserError
 from .safe_load import WEIGHTS_OPT_IN, load_checkpoint
 
@@ -35,7 +35,6 @@ __all__ = ["AtomicDetectionCheckpointer", "IncompatibleCheckpointError", "Checkp
 
 logger = logging.getLogger(__name__)
 
-_TMP_MARK = ".tmp-"
 # Parameter-name prefix of the ResNet part of the model; a checkpoint that loads into it only is
 # an ImageNet (or other backbone) initialisation.
 _BACKBONE_PREFIX = "backbone.bottom_up."
@@ -93,76 +92,6 @@ def _write_error(path: str, exc: BaseException, previous: str) -> CheckpointWrit
 
 def _is_local(path: str) -> bool:
     return "://" not in path
-
-
-def _fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_open(path: str, mode: str = "wb") -> Iterator[Any]:
-    """Open a temporary file next to ``path`` for writing; on a normal exit, flush it to disk and
-    rename it to ``path`` (atomic on POSIX); on an exception, delete it. ``mode``: "w" or "wb"."""
-    if mode not in ("w", "wb"):
-        raise ValueError(f"atomic_open supports modes 'w' and 'wb', got {mode!r}")
-    folder, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    f = open(tmp, mode.replace("w", "x"))
-    try:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
-        os.replace(tmp, path)
-    except BaseException:
-        f.close()
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
-def remove_stale_temporary_files(folder: str) -> List[str]:
-    """Delete the temporary files of :func:`atomic_open` in ``folder`` whose writer process is
-    gone (killed during a write); returns their paths."""
-    removed = []
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return removed
-    for name in names:
-        if not name.startswith(".") or _TMP_MARK not in name:
-            continue
-        try:
-            pid = int(name.rsplit(_TMP_MARK, 1)[1].split("-")[0])
-        except ValueError:
-            continue
-        if pid != os.getpid() and _pid_alive(pid):
-            continue
-        path = os.path.join(folder, name)
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-            removed.append(path)
-    return removed
 
 
 def _strip_module(key: str) -> str:

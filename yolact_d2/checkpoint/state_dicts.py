@@ -1,12 +1,12 @@
 """State dicts and checkpoint files of the weight converters: unwrapping, counting, reading and
 writing. Only ``torch`` is imported, so the command-line tools need no Detectron2."""
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any, Dict, Optional
 
 import torch
 
+from ..utils.atomic_io import atomic_open
 from ..utils.errors import UserError
 
 _BN_RUNNING = ("running_mean", "running_var", "num_batches_tracked")
@@ -110,16 +110,6 @@ def _first_line(error: BaseException) -> str:
 def save_converted_checkpoint(state_dict: Mapping[str, torch.Tensor], path: str, author: str) -> None:
     """Write ``{"model": state_dict, "__author__": author, "matching_heuristics": False}`` (the
     format ``DetectionCheckpointer`` loads with exact names), atomically: to a temporary file in
-    the same directory, then ``os.replace``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pth", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(
-                {"model": dict(state_dict), "__author__": author, "matching_heuristics": False}, f
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    the same directory, flushed to disk, then renamed (:func:`~yolact_d2.utils.atomic_io.atomic_open`)."""
+    with atomic_open(path, "wb") as f:
+        torch.save({"model": dict(state_dict), "__author__": author, "matching_heuristics": False}, f)

@@ -8,7 +8,6 @@ disk and renames it into the output folder (an atomic replace). An interrupted e
 therefore leaves the previous complete files (or none), never partial ones, and running it again
 gives the same files and metrics. Staging folders of processes that no longer exist are removed.
 """
-import contextlib
 import logging
 import os
 import shutil
@@ -16,16 +15,13 @@ import tempfile
 
 from detectron2.utils import comm
 
+from ..utils.atomic_io import process_alive, publish_file
+
 __all__ = ["AtomicResultsMixin"]
 
 logger = logging.getLogger(__name__)
 
 _STAGING_PREFIX = ".staging-"
-
-
-def _fsync_file(path: str) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 def _remove_stale_staging(folder: str) -> None:
@@ -36,14 +32,8 @@ def _remove_stale_staging(folder: str) -> None:
             pid = int(name[len(_STAGING_PREFIX):].split("-")[0])
         except ValueError:
             continue
-        if pid != os.getpid():
-            try:
-                os.kill(pid, 0)
-                continue  # still running: another evaluation in the same folder
-            except ProcessLookupError:
-                pass
-            except OSError:
-                continue
+        if pid != os.getpid() and process_alive(pid):
+            continue  # another evaluation in the same folder
         shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
         logger.warning(f"Removed {os.path.join(folder, name)}, left by an interrupted evaluation")
 
@@ -66,15 +56,8 @@ class AtomicResultsMixin:
                 source = os.path.join(staging, name)
                 if not os.path.isfile(source):
                     continue
-                _fsync_file(source)
-                os.replace(source, os.path.join(final_dir, name))
+                publish_file(source, os.path.join(final_dir, name))
                 logger.info(f"Wrote {os.path.join(final_dir, name)}")
-            with contextlib.suppress(OSError):
-                fd = os.open(final_dir, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
         finally:
             self._output_dir = final_dir
             shutil.rmtree(staging, ignore_errors=True)

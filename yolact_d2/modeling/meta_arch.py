@@ -24,7 +24,7 @@ from detectron2.structures import BitMasks, ImageList, Instances, PolygonMasks
 
 from ..config_checks import check_nms_type
 from .anchor_generator import YolactAnchorGenerator, build_yolact_anchor_generator
-from .box_ops import decode
+from .box_ops import decode, degenerate_box_side
 from .head import build_yolact_head
 from .inference import detect, detections_to_instances
 from .losses import YolactLoss
@@ -47,9 +47,9 @@ def _stage(name: str):
         return contextlib.nullcontext()
     return record_function(name)
 
-# The original's Resize drops GT boxes whose width or height is <= 4/550 *pixels* of the network
-# input (a unit slip that leaves only degenerate boxes, docs/MODEL.md §7.3); they cannot be encoded (log 0).
-_MIN_GT_BOX_SIDE = 4 / 550
+# Checked again on the model's targets, at the original's 550 input whatever INPUT.IMAGE_SIZE, so that
+# Detectron2's stock mapper is covered too (docs/MODEL.md §7.3).
+_MIN_GT_BOX_SIDE = degenerate_box_side(550)
 
 
 @META_ARCH_REGISTRY.register()

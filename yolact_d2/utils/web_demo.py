@@ -59,7 +59,7 @@ def read_upload(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, name: Optional[
     """
     from PIL import Image
 
-    from ..data.dataset_mapper import BadImageError, read_image_file
+    from ..data.detection_utils import BadImageError, read_image_file
 
     name = name or os.path.basename(path)
     try:
@@ -114,6 +114,7 @@ def select(pred: Prediction, threshold: float, classes: Optional[Iterable[int]] 
 
 def _instances(pred: Prediction, keep: np.ndarray):
     import torch
+
     from detectron2.structures import Boxes, Instances
 
     instances = Instances(pred.image_size)

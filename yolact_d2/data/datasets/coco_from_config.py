@@ -18,7 +18,12 @@ from detectron2.structures import BoxMode
 
 from ...utils.errors import ConfigError, DataError
 from ..annotation_checks import (
-    BOX_MASK_IOU_THRESHOLD, AnnotationError, box_iou_xyxy, check_box_xyxy, check_segmentation, format_annotation,
+    BOX_MASK_IOU_THRESHOLD,
+    AnnotationError,
+    box_iou_xyxy,
+    check_box_xyxy,
+    check_segmentation,
+    format_annotation,
     mask_extent_xyxy,
 )
 
@@ -221,6 +226,31 @@ def _images(json_file: str, data: dict, image_root: str) -> Dict[Any, dict]:
     return images
 
 
+def _checked_box_and_mask(ann: dict, where: str, record: dict, problems, disagreement):
+    """The annotation's ``(box XYWH_ABS, segmentation)`` after the rules of
+    :mod:`yolact_d2.data.annotation_checks`, or None when it is dropped; every fix goes to ``problems``."""
+    height, width = record.get("height", None), record.get("width", None)
+    bbox = ann.get("bbox", None)
+    values = bbox if isinstance(bbox, (list, tuple)) and len(bbox) == 4 else None
+    try:
+        xyxy = BoxMode.convert(list(values), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS) if values else bbox
+    except Exception:  # noqa: BLE001 (non-numbers: reported by check_box_xyxy)
+        xyxy = bbox
+    box, note, drop = check_box_xyxy(xyxy, height, width)
+    segm = None
+    if drop is None:
+        segm, notes, drop = check_segmentation(ann.get("segmentation", None), height, width)
+        for n in notes:
+            problems.add("polygons dropped or fixed", f"{where}: {n}")
+    if drop is not None:
+        problems.add("annotations dropped", f"{where}: {drop}: annotation dropped")
+        return None
+    if note is not None:
+        problems.add("boxes clipped", f"{where}: {note}")
+    disagreement.check(where, box, segm)
+    return BoxMode.convert(box, BoxMode.XYXY_ABS, BoxMode.XYWH_ABS), segm
+
+
 def load_coco_instances(json_file: str, image_root: str, dataset_name: Optional[str] = None) -> List[dict]:
     """Detectron2 dataset dicts of a COCO instances json, with checked annotations.
 
@@ -274,33 +304,17 @@ def load_coco_instances(json_file: str, image_root: str, dataset_name: Optional[
             raise AnnotationError(f"{where} has 'ignore': 1, which is not supported; use 'iscrowd': 1")
         if ann.get("segmentation", None):
             num_with_segmentation += 1
-        height, width = record.get("height", None), record.get("width", None)
-        bbox = ann.get("bbox", None)
-        values = bbox if isinstance(bbox, (list, tuple)) and len(bbox) == 4 else None
-        try:
-            xyxy = BoxMode.convert(list(values), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS) if values else bbox
-        except Exception:  # noqa: BLE001 (non-numbers: reported by check_box_xyxy)
-            xyxy = bbox
-        box, note, drop = check_box_xyxy(xyxy, height, width)
-        segm = None
-        if drop is None:
-            segm, notes, drop = check_segmentation(ann.get("segmentation", None), height, width)
-            for n in notes:
-                problems.add("polygons dropped or fixed", f"{where}: {n}")
-        if drop is not None:
-            problems.add("annotations dropped", f"{where}: {drop}: annotation dropped")
+        checked = _checked_box_and_mask(ann, where, record, problems, disagreement)
+        if checked is None:
             continue
-        if note is not None:
-            problems.add("boxes clipped", f"{where}: {note}")
-        disagreement.check(where, box, segm)
         record["annotations"].append(
             {
                 "id": ann_id,
-                "bbox": BoxMode.convert(box, BoxMode.XYXY_ABS, BoxMode.XYWH_ABS),
+                "bbox": checked[0],
                 "bbox_mode": BoxMode.XYWH_ABS,
                 "category_id": id_map[ann["category_id"]],
                 "iscrowd": int(bool(ann.get("iscrowd", 0))),
-                "segmentation": segm,
+                "segmentation": checked[1],
             }
         )
     if annotations and num_with_segmentation == 0:

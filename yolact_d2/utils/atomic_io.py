@@ -1,0 +1,117 @@
+"""Atomic file writes, shared by checkpoints, weight conversion, evaluation results and the
+synthetic dataset (docs/RELIABILITY.md).
+
+A file is written to a temporary name in its own folder, flushed to disk, then renamed over the
+final name (``os.replace``, atomic on POSIX), and the folder is flushed so that the rename itself
+survives a power cut. A reader, or a process restarted after a kill, therefore sees the previous
+complete file or the new one, never a partial one. Temporary names are ``.<name>.tmp-<pid>-<random>``
+so that :func:`remove_stale_temporary_files` can tell which ones a dead process left.
+"""
+import contextlib
+import os
+import uuid
+from typing import IO, Any, Iterator, List
+
+__all__ = [
+    "atomic_open",
+    "atomic_write_bytes",
+    "fsync_dir",
+    "process_alive",
+    "publish_file",
+    "remove_stale_temporary_files",
+]
+
+_TMP_MARK = ".tmp-"
+
+
+def fsync_dir(folder: str) -> None:
+    """Flush a folder's entries (a rename in it) to disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "wb", *, sync: bool = True) -> Iterator[IO[Any]]:
+    """Open a temporary file next to ``path`` for writing; on a normal exit, flush it to disk and
+    rename it to ``path``; on an exception, delete it and leave ``path`` as it was.
+
+    ``mode``: "w" or "wb". ``sync=False`` skips the two fsyncs, for many small files whose
+    completeness is marked by another file written with ``sync=True`` (the rename stays atomic).
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open supports modes 'w' and 'wb', got {mode!r}")
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    f = open(tmp, mode.replace("w", "x"))
+    try:
+        yield f
+        f.flush()
+        if sync:
+            os.fsync(f.fileno())
+        f.close()
+        os.replace(tmp, path)
+    except BaseException:
+        f.close()
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if sync:
+        fsync_dir(folder)
+
+
+def atomic_write_bytes(path: str, data: bytes, *, sync: bool = True) -> None:
+    """Write ``data`` to ``path`` with :func:`atomic_open`."""
+    with atomic_open(path, "wb", sync=sync) as f:
+        f.write(data)
+
+
+def publish_file(source: str, target: str) -> None:
+    """Flush the complete file ``source`` to disk and rename it over ``target`` (same file system),
+    for files that a library wrote to a staging folder."""
+    with open(source, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(source, target)
+    fsync_dir(os.path.dirname(os.path.abspath(target)))
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still exists (one we may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def remove_stale_temporary_files(folder: str) -> List[str]:
+    """Delete the temporary files of :func:`atomic_open` in ``folder`` whose writer process is
+    gone (killed during a write); returns their paths."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(".") or _TMP_MARK not in name:
+            continue
+        try:
+            pid = int(name.rsplit(_TMP_MARK, 1)[1].split("-")[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and process_alive(pid):
+            continue
+        path = os.path.join(folder, name)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            removed.append(path)
+    return removed
