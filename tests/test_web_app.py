@@ -245,6 +245,14 @@ def _wait_status(page, text: str, timeout_ms=120_000):
                            timeout=timeout_ms)
 
 
+def _wait_rows(page, timeout_ms=60_000):
+    """The status is written before the table is re-rendered: wait for its rows, not only the status."""
+    page.wait_for_function(
+        "() => Number(document.querySelector('#detections [role=grid]')?.getAttribute('aria-rowcount')) > 1",
+        timeout=timeout_ms,
+    )
+
+
 def test_web_app_in_chromium(running_app, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -265,6 +273,7 @@ def test_web_app_in_chromium(running_app, tmp_path):
             _wait_status(page, "shapes.png (240x240)")
             page.wait_for_selector("#overlay img", timeout=60_000)
             assert "model time" in page.inner_text("#status")
+            _wait_rows(page)
             total = _row_count(page)
             assert total > 0
 
@@ -308,6 +317,7 @@ def test_web_app_in_chromium(running_app, tmp_path):
             assert proc.poll() is None
             page.click("#examples button:has(img) >> nth=0")  # the server still answers
             _wait_status(page, "synthetic_0.png (320x320)")
+            _wait_rows(page)
             assert _row_count(page) > 0
         finally:
             context.close()
