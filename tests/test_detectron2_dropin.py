@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import DefaultPredictor, DefaultTrainer
 from detectron2.structures import BoxMode
+
+from conftest import tiny_cfg
 
 
 def _rectangle_dataset(root, n=4):

@@ -10,7 +10,6 @@ images. Parity: same number of detections and classes, boxes within 1e-3 relativ
 import contextlib
 import io
 
-import numpy as np
 import pytest
 import torch
 
@@ -155,7 +154,7 @@ def test_export_tool_cli(exported, tmp_path):
     import importlib.util
     import os
 
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     cfg, _, _ = exported
     config_file = tmp_path / "cfg.yaml"
     config_file.write_text(cfg.dump())

@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_cfg
 from yolact_d2.modeling.inference import detect, fast_nms
 from yolact_d2.modeling.mask_ops import (
     assemble_masks,
@@ -21,6 +20,8 @@ from yolact_d2.modeling.mask_ops import (
     paste_masks_faithful,
     paste_masks_fast,
 )
+
+from conftest import tiny_cfg
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,9 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import yolact_cfg
 from yolact_d2.modeling.losses import YolactLoss, downsample_masks, ohem_negatives
 from yolact_d2.modeling.matcher import MatchResult
+
+from conftest import yolact_cfg
 
 
 def test_ohem_selects_hardest_background_3_per_positive():

@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import tiny_cfg
 from yolact_d2.engine import YolactTrainer
+
+from conftest import tiny_cfg
 
 
 class _ConvNorm(nn.Module):

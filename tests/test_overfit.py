@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances
+
+from conftest import tiny_cfg
 
 SIZE = 128
 

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_safe_loading import _Payload, _write
+
+from yolact_d2.checkpoint.safe_load import UnsafeCheckpointError
 
 from conftest import small_synthetic_coco, tiny_cfg
-from test_safe_loading import _Payload, _write
-from yolact_d2.checkpoint.safe_load import UnsafeCheckpointError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYNTHETIC_CONFIG = os.path.join(ROOT, "configs", "Synthetic", "yolact_R_18_FPN_synthetic.yaml")

@@ -35,7 +35,6 @@ def _tool(name):
 
 def _samples(seed, n):
     import numpy as np
-
     from test_overfit import _image_with_two_shapes  # same SIZE, 128
 
     rng = np.random.RandomState(seed)

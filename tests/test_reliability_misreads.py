@@ -11,9 +11,10 @@ import pytest
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from conftest import captured, tiny_cfg
 from yolact_d2.data.datasets import generate_synthetic_dataset, register_datasets_from_config
 from yolact_d2.utils.errors import ConfigError
+
+from conftest import captured, tiny_cfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,8 +41,9 @@ def _entry_cfg(name, json_file, image_root, *opts):
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("existing", ["coco_2017_train", "yolact_synthetic_train"])
 def test_entry_with_a_registered_name_is_an_error_naming_both_sources(synthetic, existing):
-    import yolact_d2.data.datasets  # noqa: F401 (registers yolact_synthetic_*)
     import detectron2.data.datasets  # noqa: F401 (registers the built-ins)
+
+    import yolact_d2.data.datasets  # noqa: F401 (registers yolact_synthetic_*)
 
     json_file, image_root = synthetic
     old_json = MetadataCatalog.get(existing).json_file
@@ -148,7 +150,8 @@ def _full_disk_save(wrapped_by_torch):
             if not wrapped_by_torch:
                 raise
             # what torch.save raises when the file's write fails (the OSError is the context)
-            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+            raise RuntimeError(  # noqa: B904 (torch chains it implicitly: the OSError is only the context)
+                "[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
     return save
 
 

@@ -108,5 +108,6 @@ def test_converters_refuse_payload(tool, tmp_path):
                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT})
     assert run.returncode == 1
     lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: holds Python objects") and "--unsafe-load" in lines[0]
+    assert len(lines) == 1 and "--unsafe-load" in lines[0]
+    assert lines[0].startswith(f"error: {path}: holds Python objects")
     assert not marker.exists() and not (tmp_path / "out.pth").exists()

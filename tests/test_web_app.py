@@ -181,7 +181,7 @@ def test_app_help_and_bad_arguments(capsys):
 def _skip_loudly(reason: str):
     message = f"BROWSER TEST SKIPPED: {reason}"
     print(f"\n{'!' * 20} {message} {'!' * 20}", file=sys.stderr)
-    warnings.warn(message)
+    warnings.warn(message, stacklevel=2)
     pytest.skip(message)
 
 

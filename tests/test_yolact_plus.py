@@ -7,18 +7,17 @@ import math
 import os
 
 import numpy as np
+import pycocotools.mask as mask_util
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import yolact_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 from detectron2.modeling import build_model
 from detectron2.modeling.backbone.resnet import BottleneckBlock
 from detectron2.structures import BitMasks, Boxes, Instances
-import pycocotools.mask as mask_util
 
 from yolact_d2.evaluation import YolactCOCOEvaluator
 from yolact_d2.layers import DeformConvExportError, ModulatedDeformConv2d, check_onnx_exportable
@@ -27,6 +26,8 @@ from yolact_d2.modeling.backbone.resnet_dcn import DCNv2BottleneckBlock, deforma
 from yolact_d2.modeling.losses import YolactLoss, binary_mask_iou
 from yolact_d2.modeling.maskiou import FastMaskIoUNet
 from yolact_d2.modeling.matcher import MatchResult
+
+from conftest import yolact_cfg
 
 R101_PLUS = "COCO-InstanceSegmentation/yolact_plus_R_101_FPN_550.yaml"
 R50_PLUS = "COCO-InstanceSegmentation/yolact_plus_R_50_FPN_550.yaml"
@@ -71,7 +72,8 @@ def test_parameter_counts_r101(r101_plus):
     m = r101_plus
     assert _count(m) == 52_571_142
     assert _count(m.backbone.bottom_up) == 43_187_561
-    assert [_count(m.head.bbox_pred), _count(m.head.cls_score), _count(m.head.coeff_pred)] == [82_980, 1_680_345, 663_840]
+    counts = [_count(m.head.bbox_pred), _count(m.head.cls_score), _count(m.head.coeff_pred)]
+    assert counts == [82_980, 1_680_345, 663_840]
     assert _count(m.maskiou_net) == 108_560
 
 
@@ -110,7 +112,8 @@ def test_dcn_block_structure(r101_plus):
     # zero init of the DCN bias and of the offset / mask predictor
     assert not dcn.conv2.bias.any() and not dcn.conv2.conv_offset_mask.weight.any()
     assert not dcn.conv2.conv_offset_mask.bias.any()
-    shapes = {k: tuple(v.shape) for k, v in r101_plus.state_dict().items() if k.startswith("backbone.bottom_up.res4.3.conv2.")}
+    prefix = "backbone.bottom_up.res4.3.conv2."
+    shapes = {k: tuple(v.shape) for k, v in r101_plus.state_dict().items() if k.startswith(prefix)}
     assert shapes == {
         "backbone.bottom_up.res4.3.conv2.weight": (256, 256, 3, 3),
         "backbone.bottom_up.res4.3.conv2.bias": (256,),
@@ -308,7 +311,8 @@ def test_plus_model_predicts_9_anchors_per_location(small_plus):
 def test_fast_mask_iou_net_shapes():
     net = FastMaskIoUNet(num_classes=80)
     sizes = []
-    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.shape[-1])) for m in net.layers if isinstance(m, nn.Conv2d)]
+    convs = [m for m in net.layers if isinstance(m, nn.Conv2d)]
+    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.shape[-1])) for m in convs]
     out = net(torch.rand(5, 1, 138, 138))
     for h in hooks:
         h.remove()
@@ -347,7 +351,10 @@ def test_mask_iou_training_samples():
         "masks": masks,
     }
     protos = torch.ones(1, 1, 16, 16)
-    logit = lambda p: math.log(p / (1 - p))
+
+    def logit(p):
+        return math.log(p / (1 - p))
+
     coeffs = torch.tensor([[[logit(0.8)], [logit(0.8)], [logit(0.3)]]], requires_grad=True)
     match = MatchResult(torch.tensor([3, 1, 2]), torch.tensor([0, 1, 2]), torch.zeros(3, 4))
     samples = []
@@ -395,7 +402,8 @@ def test_training_step(small_plus):
     model = small_plus
     model.train()
     batch = [
-        {"image": torch.rand(3, 256, 256) * 255, "instances": _instances(256, 256, [[20, 30, 160, 200], [120, 100, 250, 240]], [0, 2])},
+        {"image": torch.rand(3, 256, 256) * 255,
+         "instances": _instances(256, 256, [[20, 30, 160, 200], [120, 100, 250, 240]], [0, 2])},
         {"image": torch.rand(3, 256, 256) * 255, "instances": _instances(256, 256, [[40, 40, 200, 180]], [1])},
     ]
     losses = model(batch)

@@ -110,10 +110,11 @@ def generated_set(num_images, instances, size=(480, 640), seed=0):
 
 
 def synthetic_val_set():
+    from pycocotools.coco import COCO
+
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     import yolact_d2  # noqa: F401 (registers the synthetic splits)
-    from pycocotools.coco import COCO
 
     DatasetCatalog.get("yolact_synthetic_val")  # generates the split if needed
     json_file = MetadataCatalog.get("yolact_synthetic_val").json_file
@@ -141,8 +142,9 @@ def backends(threads):
 
 
 def run(gt, results, repeats, threads):
-    from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
     from pycocotools.coco import COCO
+
+    from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
 
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()

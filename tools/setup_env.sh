@@ -42,7 +42,7 @@ try:
 except Exception:
     where = ""
 print(where if deps else "")
-web = all(importlib.util.find_spec(m) for m in ("gradio", "playwright", "faster_coco_eval"))
+web = all(importlib.util.find_spec(m) for m in ("gradio", "playwright", "faster_coco_eval", "ruff"))
 print("web" if web else "")
 PY
     ) || true
