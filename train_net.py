@@ -31,12 +31,12 @@ with warnings.catch_warnings():
     from yolact_d2.checkpoint.safe_load import trusted_weights_file
     from yolact_d2.config_checks import check_num_classes
     from yolact_d2.data.datasets import register_datasets_from_config
+    from yolact_d2.demo.visualization import save_prediction_visualizations
     from yolact_d2.engine.interrupt import launch_stoppable
     from yolact_d2.engine.launch import add_dist_timeout_argument, launch_logging_rendezvous
     from yolact_d2.utils.config_loading import setup_cfg
     from yolact_d2.utils.errors import ConfigError, UserError, run_cli
     from yolact_d2.utils.plot_metrics import plot_training_curves
-    from yolact_d2.utils.visualization import save_prediction_visualizations
 
 RANDOM_WEIGHTS = "random"  # MODEL.WEIGHTS value that asks for a randomly initialised model
 

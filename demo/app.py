@@ -11,7 +11,7 @@ image at the config's ``MODEL.YOLACT.SCORE_THRESH_TEST``; the score-threshold sl
 to 1), the class filter and the mask opacity only redraw the cached detections, which gives the
 same detections as running the model at the slider's threshold (yolact_d2/demo/predictor.py). ``--onnx FILE``
 runs the network with ONNX Runtime (``YolactONNXPredictor``, a file from tools/export_model.py).
-The logic lives in :mod:`yolact_d2.utils.web_demo`; this file is the command line and the page.
+The logic lives in :mod:`yolact_d2.demo.web`; this file is the command line and the page.
 """
 import argparse
 import json
@@ -81,7 +81,7 @@ class DemoApp:
     """The page's callbacks: plain methods over the cached prediction, no Gradio types inside."""
 
     def __init__(self, predictor, metadata, workdir: str, max_pixels=None):
-        from yolact_d2.utils.web_demo import DEFAULT_MAX_PIXELS
+        from yolact_d2.demo.web import DEFAULT_MAX_PIXELS
 
         self.predictor, self.metadata, self.workdir = predictor, metadata, workdir
         self.class_names = list(metadata.get("thing_classes", []))
@@ -89,8 +89,8 @@ class DemoApp:
 
     def analyse(self, path: str, name: str):
         """Read and run one image: ``(cached state or None, status markdown)``."""
+        from yolact_d2.demo.web import predict, read_upload
         from yolact_d2.utils.errors import UserError
-        from yolact_d2.utils.web_demo import predict, read_upload
 
         try:
             bgr, notes = read_upload(path, self.max_pixels, name=name)
@@ -109,7 +109,7 @@ class DemoApp:
 
     def redraw(self, state, threshold: float, classes, mask_alpha: float):
         """``(overlay RGB or None, table rows, download paths, summary)`` for the display settings."""
-        from yolact_d2.utils.web_demo import detection_rows, render, select, to_coco_results
+        from yolact_d2.demo.web import detection_rows, render, select, to_coco_results
 
         if state is None:
             return None, [], None, ""
@@ -131,7 +131,7 @@ class DemoApp:
 def build_ui(app: DemoApp, examples, threshold: float, min_threshold: float):
     import gradio as gr
 
-    from yolact_d2.utils.web_demo import TABLE_HEADERS
+    from yolact_d2.demo.web import TABLE_HEADERS
 
     with gr.Blocks(title="YOLACT demo (yolact_d2)") as page:
         gr.Markdown("# YOLACT instance segmentation\nUpload an image or pick an example; the sliders only redraw.")

@@ -1,4 +1,4 @@
-"""The web demo: its logic (yolact_d2/utils/web_demo.py, demo/app.py's DemoApp) with a fake
+"""The web demo: its logic (yolact_d2/demo/web.py, demo/app.py's DemoApp) with a fake
 predictor, and the real page end to end in headless Chromium (Debian's ``chromium`` package driven
 by Playwright's Python API, no browser download).
 
@@ -53,7 +53,7 @@ def _metadata():
 
 
 def _prediction(h=60, w=80):
-    from yolact_d2.utils.web_demo import Prediction
+    from yolact_d2.demo.web import Prediction
 
     masks = np.zeros((3, h, w), bool)
     masks[0, 5:25, 5:35] = True
@@ -83,8 +83,8 @@ class FakePredictor:
 # Logic
 # ------------------------------------------------------------------------------------------------
 def test_read_upload_converts_and_refuses(tmp_path):
+    from yolact_d2.demo.web import read_upload
     from yolact_d2.utils.errors import DataError
-    from yolact_d2.utils.web_demo import read_upload
 
     rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "c.png")
@@ -104,7 +104,7 @@ def test_read_upload_converts_and_refuses(tmp_path):
 
 
 def test_select_rows_and_coco_results_round_trip():
-    from yolact_d2.utils.web_demo import detection_rows, select, to_coco_results
+    from yolact_d2.demo.web import detection_rows, select, to_coco_results
 
     pred = _prediction()
     assert select(pred, 0.0).tolist() == [0, 1, 2]
@@ -128,7 +128,7 @@ def test_select_rows_and_coco_results_round_trip():
 
 
 def test_render_stable_colours_and_opacity():
-    from yolact_d2.utils.web_demo import render, select
+    from yolact_d2.demo.web import render, select
 
     pred = _prediction()
     rgb = np.full((60, 80, 3), 128, np.uint8)

@@ -12,7 +12,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import DataError
+from ..utils.errors import DataError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
