@@ -3,7 +3,8 @@
 
     python tools/benchmark_int8.py --config-file configs/COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml \\
         [--weights W.pth] [--synthetic 10] [--threads 2] [--calibration-dataset yolact_synthetic_train] \\
-        [--calibration-images 16] [--calibration-method minmax] [--work-dir DIR] [--json OUT] [KEY VALUE ...]
+        [--calibration-images 16] [--calibration-method minmax] [--keep-float [SCOPE ...]] [--work-dir DIR] \\
+        [--json OUT] [KEY VALUE ...]
 
 The three predictors share the weights (``--weights``, or conditioned random weights as in
 ``tools/benchmark.py``: ``yolact_d2.utils.testing.condition_random_model``). The float32 model is
@@ -35,6 +36,9 @@ def parse_args(argv=None):
     parser.add_argument("--calibration-dataset", default="yolact_synthetic_train")
     parser.add_argument("--calibration-images", type=int, default=16)
     parser.add_argument("--calibration-method", default="minmax")
+    parser.add_argument("--keep-float", nargs="*", default=None, metavar="SCOPE",
+                        help="module scopes whose convolutions stay float (default: "
+                             "yolact_d2.quantization.DEFAULT_EXCLUDED_SCOPES; no SCOPE: quantise them all)")
     parser.add_argument("--work-dir", default="output/benchmark_int8")
     parser.add_argument("--json")
     parser.add_argument("opts", nargs=argparse.REMAINDER)
@@ -44,7 +48,7 @@ def parse_args(argv=None):
 def prepare(args, images):
     from yolact_d2 import YolactPredictor
     from yolact_d2.export import YolactONNXPredictor, export_onnx
-    from yolact_d2.quantization import DatasetCalibrationReader, quantize_onnx
+    from yolact_d2.quantization import DEFAULT_EXCLUDED_SCOPES, DatasetCalibrationReader, quantize_onnx
     from yolact_d2.utils.config_loading import setup_cfg
     from yolact_d2.utils.testing import save_conditioned_random_weights
 
@@ -59,13 +63,16 @@ def prepare(args, images):
         save_conditioned_random_weights(cfg, images[:2], weights)
     cfg.MODEL.WEIGHTS = weights
     torch_predictor = YolactPredictor(cfg)
-    fp32, int8 = (os.path.join(args.work_dir, f"{name}.{kind}.onnx") for kind in ("float32", "int8"))
+    keep_float = DEFAULT_EXCLUDED_SCOPES if args.keep_float is None else tuple(args.keep_float)
+    int8_kind = f"int8_{args.calibration_method}" + ("" if args.keep_float is None else f"_{len(keep_float)}float")
+    fp32, int8 = (os.path.join(args.work_dir, f"{name}.{kind}.onnx") for kind in ("float32", int8_kind))
     if not os.path.exists(fp32):
         export_onnx(torch_predictor.model, fp32, int(cfg.INPUT.IMAGE_SIZE))
     if not os.path.exists(int8):
         t0 = time.perf_counter()
         reader = DatasetCalibrationReader(cfg, args.calibration_dataset, args.calibration_images)
-        quantize_onnx(fp32, int8, reader, method=args.calibration_method, dataset_name=args.calibration_dataset)
+        quantize_onnx(fp32, int8, reader, method=args.calibration_method, dataset_name=args.calibration_dataset,
+                      excluded_scopes=keep_float)
         print(f"quantised in {time.perf_counter() - t0:.0f} s: {int8}")
     return {
         "torch_fp32": torch_predictor,
