@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -94,11 +94,15 @@ class InterruptHook(HookBase):
         self._saving = False
         self._stopping = False
         self._group = None
+        self._notices: List[Tuple[int, str]] = []
 
     # ------------------------------------------------------------------ signal handling
     def _handle(self, signum, frame):
+        # No logging here: the signal can arrive while a log handler is writing, and logging again
+        # from inside that write fails (a re-entrant flush). Messages wait for _flush_notices.
         if self._saving:
-            logger.warning(f"Received {_name(signum)} while writing the checkpoint: ignored, the save goes on.")
+            self._notice(logging.WARNING, f"Received {_name(signum)} while writing the checkpoint: ignored, the save "
+                                          "goes on.")
             return
         if self._stopping:
             return  # the checkpoint is written, the process is exiting
@@ -108,17 +112,26 @@ class InterruptHook(HookBase):
         self._last = now
         if not self._signum:
             self._signum = signum
-            logger.warning(
-                f"Received {_name(signum)}: finishing iteration {self.trainer.iter}, then saving a checkpoint "
-                "and stopping."
-            )
+            self._notice(logging.WARNING, f"Received {_name(signum)}: finishing iteration {self.trainer.iter}, then "
+                                          "saving a checkpoint and stopping.")
         elif self._count >= FORCE_AFTER:
-            logger.error(f"Received {_name(signum)} {self._count} times: exiting now, without a checkpoint of "
-                         "this iteration (the last complete checkpoint is still there).")
+            message = (f"Received {_name(signum)} {self._count} times: exiting now, without a checkpoint of this "
+                       "iteration (the last complete checkpoint is still there).")
+            os.write(2, f"ERROR: {message}\n".encode())  # a raw write is safe in a handler; logging is not
             os._exit(exit_status(self._signum))
         elif self._count > 1:
-            logger.warning(f"Received {_name(signum)} again: stopping after iteration {self.trainer.iter}; "
-                           f"{FORCE_AFTER - self._count} more to exit at once without that checkpoint.")
+            self._notice(logging.WARNING, f"Received {_name(signum)} again: stopping after iteration "
+                                          f"{self.trainer.iter}; {FORCE_AFTER - self._count} more to exit at once "
+                                          "without that checkpoint.")
+
+    def _notice(self, level: int, message: str) -> None:
+        self._notices.append((level, message))
+
+    def _flush_notices(self) -> None:
+        """Log what the signal handler had to say (called from the training loop, where logging is safe)."""
+        while self._notices:
+            level, message = self._notices.pop(0)
+            logger.log(level, message)
 
     def _install(self):
         if threading.current_thread() is not threading.main_thread():
@@ -151,6 +164,7 @@ class InterruptHook(HookBase):
         return int(flag.item())
 
     def after_step(self):
+        self._flush_notices()
         signum = self._agreed_signal()
         if not signum:
             if self.trainer.iter + 1 >= self.trainer.max_iter:
@@ -167,10 +181,12 @@ class InterruptHook(HookBase):
         finally:
             self._saving = False
             self._stopping = True
+            self._flush_notices()
         path = checkpointer.get_checkpoint_file() if comm.is_main_process() else None
         raise TrainingInterrupted(signum, iteration, path)
 
     def after_train(self):
+        self._flush_notices()
         if not self._stopping:
             self._restore()
 
