@@ -108,7 +108,7 @@ def test_int8_file_has_qdq_nodes_and_metadata(trained):
     assert ops.count("QuantizeLinear") > 20 and ops.count("DequantizeLinear") > ops.count("QuantizeLinear")
     assert "QuantizeLinear" not in [n.op_type for n in onnx.load(float_path).graph.node]
     info = json.loads({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
-    assert info["calibration_method"] == "minmax" and info["calibration_images"] == 4
+    assert info["calibration_method"] == "percentile" and info["calibration_images"] == 4
     assert info["calibration_dataset"] == calibration and info["excluded_scopes"] == list(DEFAULT_EXCLUDED_SCOPES)
     # 5 levels x (box, class, coefficient) prediction convs + the protonet's last conv stay float:
     # their weights are plain initializers, not the output of a DequantizeLinear

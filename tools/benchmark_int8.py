@@ -3,7 +3,7 @@
 
     python tools/benchmark_int8.py --config-file configs/COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml \\
         [--weights W.pth] [--synthetic 10] [--threads 2] [--calibration-dataset yolact_synthetic_train] \\
-        [--calibration-images 16] [--calibration-method minmax] [--keep-float [SCOPE ...]] [--work-dir DIR] \\
+        [--calibration-images 16] [--calibration-method percentile] [--keep-float [SCOPE ...]] [--work-dir DIR] \\
         [--json OUT] [KEY VALUE ...]
 
 The three predictors share the weights (``--weights``, or conditioned random weights as in
@@ -35,7 +35,7 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--calibration-dataset", default="yolact_synthetic_train")
     parser.add_argument("--calibration-images", type=int, default=16)
-    parser.add_argument("--calibration-method", default="minmax")
+    parser.add_argument("--calibration-method", default="percentile")
     parser.add_argument("--keep-float", nargs="*", default=None, metavar="SCOPE",
                         help="module scopes whose convolutions stay float (default: "
                              "yolact_d2.quantization.DEFAULT_EXCLUDED_SCOPES; no SCOPE: quantise them all)")

@@ -5,7 +5,7 @@
         --config-file configs/COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml \\
         [--weights W.pth] --output yolact.onnx [--opset 19] [KEY VALUE ...]
     python tools/export_model.py --format onnx --int8 --calibration-dataset yolact_synthetic_train \
-        [--calibration-images 64] [--calibration-method minmax] --config-file ... --output yolact_int8.onnx
+        [--calibration-images 64] [--calibration-method percentile] --config-file ... --output yolact_int8.onnx
 
 ``--int8``: static int8 quantisation with ONNX Runtime (yolact_d2/quantization.py), calibrated on
 N images of a registered dataset through the YOLACT test mapper; the float32 model is written
@@ -38,8 +38,8 @@ def parse_args(argv=None):
     parser.add_argument("--calibration-dataset", help="--int8: registered dataset name (e.g. yolact_synthetic_train)")
     parser.add_argument("--calibration-images", type=int, default=64, help="--int8: calibration images (default 64)")
     parser.add_argument(
-        "--calibration-method", default="minmax", choices=["minmax", "percentile", "entropy"],
-        help="--int8: how activation ranges are set (default minmax; see docs/EXPORT.md)")
+        "--calibration-method", default="percentile", choices=["minmax", "percentile", "entropy"],
+        help="--int8: how activation ranges are set (default percentile, chosen by measurement: docs/EXPORT.md)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser.parse_args(argv)
 
