@@ -16,6 +16,7 @@ agreement of int8 (and ORT float32) detections with the PyTorch float32 ones
 (``yolact_d2.quantization.detection_agreement``: what int8 changes on these images, NOT accuracy).
 """
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -64,7 +65,11 @@ def prepare(args, images):
     cfg.MODEL.WEIGHTS = weights
     torch_predictor = YolactPredictor(cfg)
     keep_float = DEFAULT_EXCLUDED_SCOPES if args.keep_float is None else tuple(args.keep_float)
-    int8_kind = f"int8_{args.calibration_method}" + ("" if args.keep_float is None else f"_{len(keep_float)}float")
+    # the file is reused when it is there: its name says which scopes stayed float (not only how many)
+    scopes_tag = ""
+    if args.keep_float is not None:
+        scopes_tag = "_float" + hashlib.sha1(",".join(keep_float).encode()).hexdigest()[:8]
+    int8_kind = f"int8_{args.calibration_method}{scopes_tag}"
     fp32, int8 = (os.path.join(args.work_dir, f"{name}.{kind}.onnx") for kind in ("float32", int8_kind))
     if not os.path.exists(fp32):
         export_onnx(torch_predictor.model, fp32, int(cfg.INPUT.IMAGE_SIZE))
