@@ -3,7 +3,8 @@
 (converted) weights, on CPU.
 
     PYTHONPATH=. python dev/benchmark_original.py --original-repo PATH --config-file CONFIG \\
-        [--synthetic N] [--threads T] [--all-detections] [--json OUT] [KEY VALUE ...]
+        [--synthetic N] [--threads T] [--all-detections] [--backend onnxruntime [--int8]] [--json OUT] \\
+        [KEY VALUE ...]
 
 It takes the arguments of ``tools/benchmark.py`` (our stages are timed by that tool's code) plus
 the ones below.
@@ -60,6 +61,12 @@ def parse_args(argv=None):
     parser.add_argument(
         "--original-repo", required=True, help="a dbolya/yolact checkout: time the original side by side")
     parser.add_argument("--seed", type=int, default=0, help="random init of the original model")
+    parser.add_argument(
+        "--int8", action="store_true",
+        help="with --backend onnxruntime: time our int8 model (yolact_d2.quantization defaults, calibrated "
+        "on --calibration-images of --calibration-dataset) quantised from the same converted weights")
+    parser.add_argument("--calibration-dataset", default="yolact_synthetic_train")
+    parser.add_argument("--calibration-images", type=int, default=16)
     parser.add_argument(
         "--original-conf-thresh", type=float, default=None,
         help="the original's Detect score threshold (default: ours, MODEL.YOLACT.SCORE_THRESH_TEST, "
@@ -136,6 +143,8 @@ def main(argv=None):
         sys.exit("error: --original-repo uses the original's (conditioned, converted) weights; drop --weights")
     if args.device not in (None, "cpu"):
         sys.exit("error: --original-repo runs on CPU only")
+    if args.int8 and args.backend != "onnxruntime":
+        sys.exit("error: --int8 times an ONNX Runtime model: add --backend onnxruntime")
     args.device = "cpu"
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -147,6 +156,8 @@ def main(argv=None):
         original = OriginalRunner(args.original_repo, args.config_file, images, score_threshold, tmp, args.seed)
         original.check_weights(benchmark.build_cfg(args))
         cfg, predictor = benchmark.build_predictor(args, images, tmp, weights=original.converted_weights)
+        if args.int8:
+            predictor = _int8_predictor(args, cfg, tmp)
     stages = benchmark.TORCH_STAGES if args.backend == "torch" else benchmark.ORT_STAGES
     records, counts, orig_records, orig_counts = _time_both(args, images, predictor, original, stages)
     peak_mb, peak_kind = benchmark.peak_memory(predictor.model.device)
@@ -157,7 +168,8 @@ def main(argv=None):
     orig_summary = {s: benchmark.summarize(v) for s, v in orig_records.items()}
     weights = f"original {original.variant}, random init (seed {args.seed}) conditioned, converted"
     print(
-        f"config: {args.config_file}  weights: {weights}  backend: {args.backend}  device: cpu  "
+        f"config: {args.config_file}  weights: {weights}  backend: {args.backend}{' int8' if args.int8 else ''}  "
+        "device: cpu  "
         f"threads: {args.threads or torch.get_num_threads()}  "
         f"images: {len(images)} x {args.repeat} ({w}x{h} first), warm-up {args.warmup}  "
         f"score threshold: {cfg.MODEL.YOLACT.SCORE_THRESH_TEST}  "
@@ -188,7 +200,8 @@ def main(argv=None):
     if args.json:
         result = {
             "config": args.config_file, "weights": weights, "backend": args.backend,
-            "device": "cpu", "threads": args.threads or torch.get_num_threads(),
+            "quantization": getattr(predictor, "quantization", None), "device": "cpu",
+            "threads": args.threads or torch.get_num_threads(),
             "num_images": len(images) * args.repeat, "warmup": args.warmup, "image_size": [h, w],
             "score_threshold": cfg.MODEL.YOLACT.SCORE_THRESH_TEST, "fast_postprocess": not args.faithful,
             "detections_per_image": counts, "stages": summary, "peak_memory_mb": peak_mb, "peak_memory_kind": peak_kind,
@@ -203,6 +216,22 @@ def main(argv=None):
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
     return summary
+
+
+def _int8_predictor(args, cfg, tmp):
+    """Our int8 model of the float32 file that ``benchmark.build_predictor`` exported (the converted
+    original weights), quantised with the library's defaults."""
+    from yolact_d2.export import YolactONNXPredictor
+    from yolact_d2.quantization import DatasetCalibrationReader, quantize_onnx
+
+    float_path = args.onnx or os.path.join(tmp, "model.onnx")
+    int8_path = os.path.join(tmp, "model.int8.onnx")
+    t0 = time.perf_counter()
+    reader = DatasetCalibrationReader(cfg, args.calibration_dataset, args.calibration_images)
+    quantize_onnx(float_path, int8_path, reader, dataset_name=args.calibration_dataset)
+    print(f"quantised in {time.perf_counter() - t0:.0f} s ({args.calibration_images} images of "
+          f"{args.calibration_dataset})")
+    return YolactONNXPredictor(cfg, int8_path, num_threads=args.threads)
 
 
 def _time_both(args, images, predictor, original, stages):

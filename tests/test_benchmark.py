@@ -75,3 +75,5 @@ def test_benchmark_original_repo_argument_checks(tmp_path, monkeypatch):
         tool.main(base + ["--weights", "w.pth"])
     with pytest.raises(SystemExit, match="CPU only"):
         tool.main(base + ["--device", "cuda"])
+    with pytest.raises(SystemExit, match="add --backend onnxruntime"):
+        tool.main(base + ["--int8"])
