@@ -18,13 +18,19 @@ import os
 import subprocess
 import sys
 
+from yolact_d2.quantization import DEFAULT_EXCLUDED_SCOPES
+
 # Float-kept layer sets compared: the network's output convolutions (the default), nothing, the
-# default plus the whole protonet (the prototypes decide the mask quality), and the whole head.
+# default plus the whole protonet (the prototypes decide the mask quality), the whole head, the FPN
+# (its features feed every box), and the FPN with the whole head.
+_FPN = ("model.backbone.lateral_convs", "model.backbone.output_convs", "model.backbone.downsample_convs")
 LAYER_SETS = {
-    "outputs": None,  # None: yolact_d2.quantization.DEFAULT_EXCLUDED_SCOPES
+    "outputs": DEFAULT_EXCLUDED_SCOPES,
     "none": (),
     "outputs+protonet": ("model.head.bbox_pred", "model.head.cls_score", "model.head.coeff_pred", "model.protonet"),
     "outputs+head": ("model.head", "model.protonet.predictor"),
+    "outputs+fpn": DEFAULT_EXCLUDED_SCOPES + _FPN,
+    "outputs+fpn+head": ("model.head", "model.protonet.predictor") + _FPN,
 }
 
 
@@ -46,7 +52,7 @@ def export_variants(args):
     """The float32 export and one int8 file per variant; returns [(label, path)]."""
     from yolact_d2 import YolactPredictor
     from yolact_d2.export import DEFAULT_ONNX_OPSET, export_onnx
-    from yolact_d2.quantization import DEFAULT_EXCLUDED_SCOPES, DatasetCalibrationReader, quantize_onnx
+    from yolact_d2.quantization import DatasetCalibrationReader, quantize_onnx
     from yolact_d2.utils.config_loading import setup_cfg
 
     cfg = setup_cfg(args.config_file, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", args.weights])
@@ -60,10 +66,9 @@ def export_variants(args):
         for layer_set in args.layer_sets:
             path = os.path.join(args.work_dir, f"int8_{method}_{layer_set}.onnx")
             if not os.path.isfile(path):
-                scopes = LAYER_SETS[layer_set]
                 reader.rewind()
                 quantize_onnx(float_path, path, reader, method=method, dataset_name=args.calibration_dataset,
-                              excluded_scopes=DEFAULT_EXCLUDED_SCOPES if scopes is None else scopes)
+                              excluded_scopes=LAYER_SETS[layer_set])
             variants.append((f"{method}/{layer_set}", path))
     return float_path, variants
 
