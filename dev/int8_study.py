@@ -22,7 +22,8 @@ from yolact_d2.quantization import DEFAULT_EXCLUDED_SCOPES
 
 # Float-kept layer sets compared: the network's output convolutions (the default), nothing, the
 # default plus the whole protonet (the prototypes decide the mask quality), the whole head, the FPN
-# (its features feed every box), and the FPN with the whole head.
+# (its features feed every box), the FPN with the whole head, the ResNet's stem (it reads the raw
+# image), the whole ResNet, and everything but the ResNet (only the ResNet int8).
 _FPN = ("model.backbone.lateral_convs", "model.backbone.output_convs", "model.backbone.downsample_convs")
 LAYER_SETS = {
     "outputs": DEFAULT_EXCLUDED_SCOPES,
@@ -31,6 +32,10 @@ LAYER_SETS = {
     "outputs+head": ("model.head", "model.protonet.predictor"),
     "outputs+fpn": DEFAULT_EXCLUDED_SCOPES + _FPN,
     "outputs+fpn+head": ("model.head", "model.protonet.predictor") + _FPN,
+    "outputs+stem": DEFAULT_EXCLUDED_SCOPES + ("model.backbone.bottom_up.stem",),
+    "outputs+bottom_up": DEFAULT_EXCLUDED_SCOPES + ("model.backbone.bottom_up",),
+    "all_but_bottom_up": ("model.backbone.lateral_convs", "model.backbone.output_convs",
+                          "model.backbone.downsample_convs", "model.head", "model.protonet"),
 }
 
 

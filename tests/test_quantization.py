@@ -117,6 +117,12 @@ def test_int8_file_has_qdq_nodes_and_metadata(trained):
     for node in model.graph.node:
         if node.op_type == "Conv":
             assert (node.input[1] in produced_by_dq) == (node.name not in info["excluded_nodes"]), node.name
+    # box decoding (anchor centre + offset, centre - size / 2) is outside the network's modules: its
+    # two Adds read float inputs, not DequantizeLinear outputs (uint8 box coordinates shift box edges)
+    assert len(info["post_processing_nodes"]) == 2
+    for node in model.graph.node:
+        if node.name in info["post_processing_nodes"]:
+            assert node.op_type == "Add" and not set(node.input) & produced_by_dq, node.name
     with captured("yolact_d2.export") as records:
         predictor = YolactONNXPredictor(cfg, int8_path, num_threads=1)
     assert predictor.quantization == info
@@ -150,6 +156,23 @@ def test_int8_detections_agree_with_float32(trained):
     assert confident >= 3  # the trained model detects its shapes: there is something to compare
     # near the threshold, int8 may rank a detection differently or drop it below the NMS cut
     assert loose["matched"] >= 0.8 * loose["detections"], loose
+
+
+def test_nodes_in_scopes_takes_a_module_and_everything_below_it(trained):
+    import onnx
+
+    from yolact_d2.quantization import nodes_in_scopes
+
+    model = onnx.load(trained[1])
+    lateral = nodes_in_scopes(model, ["model.backbone.lateral_convs"], ["Conv"])
+    # one lateral 1x1 conv per backbone feature (C3, C4, C5), each a submodule lateral_convs.<i>
+    each = [f"model.backbone.lateral_convs.{i}" for i in range(3)]
+    assert len(lateral) == 3 and lateral == nodes_in_scopes(model, each, ["Conv"])
+    # a scope is a whole module path: "model.head.co" is neither coeff_pred nor conv
+    with pytest.raises(ValueError, match=r"\['model.head.co'\]"):
+        nodes_in_scopes(model, ["model.head.cls_score", "model.head.co"], ["Conv"])
+    # 5 levels x (shared conv, box, class, coefficient): the whole head
+    assert len(nodes_in_scopes(model, ["model.head"], ["Conv"])) == 20
 
 
 def test_match_detections_pairs_same_class_overlapping_boxes():

@@ -10,19 +10,20 @@ so :class:`~yolact_d2.export.YolactONNXPredictor` runs it unchanged.
   dataset through the project's TEST mapper (``YolactDatasetMapper(cfg, is_train=False)``), i.e.
   exactly the resized 0..255 tensors the ONNX predictor feeds (the normalisation is in the graph).
 * What stays float: every op type not in :data:`DEFAULT_OP_TYPES` (the coefficient ``Tanh``, the
-  class ``Softmax``, box decoding, reshapes and concatenations of the head outputs, GroupNorm) and
-  the convolutions of :data:`DEFAULT_EXCLUDED_SCOPES` (the last layers of the head and protonet,
-  whose outputs are the network's outputs), found by the module scopes the dynamo exporter records
-  on each node (``pkg.torch.onnx.name_scopes``).
+  class ``Softmax``, reshapes and concatenations of the head outputs, GroupNorm's statistics),
+  every op outside :data:`NETWORK_SCOPES` (box decoding: its Adds are of a quantised type) and the
+  convolutions of :data:`DEFAULT_EXCLUDED_SCOPES` (the last layers of the head and protonet, whose
+  outputs are the network's outputs), found by the module scopes the dynamo exporter records on
+  each node (``pkg.torch.onnx.name_scopes``).
 * Calibration method: ``percentile`` (99.999 %) by default. On the trained main-job model it kept
-  mask AP within 0.1 and lost the least box AP of the three methods (docs/EXPORT.md, "int8", has the
-  comparison of methods and float-kept layer sets); ``entropy`` clipped too much there.
+  mask and box AP within 0.3 of float32, as MinMax did, with the higher matched mask IoU
+  (docs/EXPORT.md, "int8", has the comparison of methods and float-kept layer sets); ``entropy``
+  clipped too much there.
 * The choice is recorded in the model's ``metadata_props`` under :data:`METADATA_KEY` (JSON), which
   ``YolactONNXPredictor`` reads (``predictor.quantization``) and logs.
 """
 import ast
 import json
-import logging
 import os
 import tempfile
 from typing import Dict, List, Optional, Sequence
@@ -35,16 +36,19 @@ __all__ = [
     "DEFAULT_OP_TYPES",
     "DEFAULT_EXCLUDED_SCOPES",
     "DatasetCalibrationReader",
+    "NETWORK_SCOPES",
     "nodes_in_scopes",
+    "nodes_outside_scopes",
     "quantize_onnx",
     "read_quantization_metadata",
+    "is_quantized_as",
     "match_detections",
     "detection_agreement",
 ]
 
-logger = logging.getLogger(__name__)
-
 METADATA_KEY = "yolact_d2.quantization"
+# Bumped when the same settings give a different file; 2: post-processing (box decoding) stays float.
+QUANTIZER_VERSION = 2
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 # Ops quantised to int8; ONNX Runtime has int8 kernels (or drops the QDQ pairs) for all of them.
 DEFAULT_OP_TYPES = ("Conv", "Relu", "Add", "MaxPool", "Resize")
@@ -55,6 +59,10 @@ DEFAULT_EXCLUDED_SCOPES = (
     "model.head.coeff_pred",
     "model.protonet.predictor",
 )
+# The network whose ops are quantised. Everything outside it is post-processing on the head's outputs
+# (box decoding against the anchors, softmax, tanh) and stays float: box decoding has Adds, and
+# uint8 box coordinates would move every box edge by up to 1/255 of the coordinate range.
+NETWORK_SCOPES = ("model.backbone", "model.head", "model.protonet")
 _NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 
 
@@ -100,17 +108,40 @@ class DatasetCalibrationReader:
         self._next = 0
 
 
-def nodes_in_scopes(model, scopes: Sequence[str], op_types: Sequence[str] = ("Conv",)) -> List[str]:
+def _module_scopes(node) -> List[str]:
+    """The module paths the dynamo exporter recorded for ``node`` (outermost first)."""
+    meta = {p.key: p.value for p in node.metadata_props}
+    return ast.literal_eval(meta[_NAME_SCOPES]) if _NAME_SCOPES in meta else []
+
+
+def _in_scope(module_scopes: Sequence[str], scope: str) -> bool:
+    return any(s == scope or s.startswith(scope + ".") for s in module_scopes)
+
+
+def nodes_in_scopes(model, scopes: Sequence[str], op_types: Sequence[str] = DEFAULT_OP_TYPES) -> List[str]:
     """Names of the nodes of ``model`` (onnx.ModelProto) of ``op_types`` exported from a module
-    in ``scopes`` (module paths as in ``YolactTensorCore``: ``model.head.cls_score``)."""
-    wanted, names = set(scopes), []
+    in ``scopes`` or below it (module paths as in ``YolactTensorCore``: ``model.head.cls_score``,
+    or ``model.backbone.lateral_convs`` for all of its convolutions). A scope that matches no
+    node is an error (a misspelt scope would otherwise quantise what the caller meant to keep float)."""
+    scopes = list(scopes)
+    names, matched = [], set()
     for node in model.graph.node:
-        if node.op_type not in op_types:
-            continue
-        meta = {p.key: p.value for p in node.metadata_props}
-        if _NAME_SCOPES in meta and wanted & set(ast.literal_eval(meta[_NAME_SCOPES])):
-            names.append(node.name)
+        if node.op_type in op_types:
+            hits = {w for w in scopes if _in_scope(_module_scopes(node), w)}
+            if hits:
+                names.append(node.name)
+                matched |= hits
+    missing = [w for w in scopes if w not in matched]
+    if missing:
+        raise ValueError(f"no {'/'.join(op_types)} node of the module scope(s) {missing} in the ONNX model; "
+                         "scopes are module paths such as model.head.cls_score (see docs/EXPORT.md, 'int8')")
     return names
+
+
+def nodes_outside_scopes(model, scopes: Sequence[str], op_types: Sequence[str] = DEFAULT_OP_TYPES) -> List[str]:
+    """Names of the nodes of ``model`` of ``op_types`` exported from no module in or below ``scopes``."""
+    return [node.name for node in model.graph.node
+            if node.op_type in op_types and not any(_in_scope(_module_scopes(node), w) for w in scopes)]
 
 
 def _calibration_method(name: str):
@@ -164,9 +195,11 @@ def quantize_onnx(
 
     calibrate_method = _calibration_method(method)
     model = onnx.load(float_path)
-    excluded = nodes_in_scopes(model, excluded_scopes)
-    if excluded_scopes and not excluded:
-        logger.warning("no node of %s in %s: nothing excluded from quantisation", list(excluded_scopes), float_path)
+    try:
+        excluded = nodes_in_scopes(model, excluded_scopes, op_types)
+    except ValueError as e:
+        raise ValueError(f"{float_path}: {e}") from None
+    post_processing = nodes_outside_scopes(model, NETWORK_SCOPES, op_types)
     extra = {"CalibPercentile": percentile} if method.lower() == "percentile" else {}
     with tempfile.TemporaryDirectory(prefix="yolact_int8_") as tmp:
         cache = None
@@ -176,14 +209,16 @@ def quantize_onnx(
         quantize_static(
             float_path, output_path, reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types),
             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            nodes_to_exclude=excluded, calibrate_method=calibrate_method, extra_options=extra,
+            nodes_to_exclude=excluded + post_processing, calibrate_method=calibrate_method, extra_options=extra,
             calibration_cache_path=cache,
         )
     info = {
+        "quantizer_version": QUANTIZER_VERSION,
         "format": "QDQ", "weights": "int8 per-channel symmetric", "activations": "uint8 asymmetric",
         "calibration_method": method.lower(), "calibration_images": len(reader),
         "calibration_dataset": dataset_name, "op_types": list(op_types),
         "excluded_scopes": list(excluded_scopes), "excluded_nodes": excluded,
+        "network_scopes": list(NETWORK_SCOPES), "post_processing_nodes": post_processing,
     }
     if method.lower() == "percentile":
         info["percentile"] = percentile
@@ -200,6 +235,22 @@ def read_quantization_metadata(custom_metadata: Dict[str, str]) -> Optional[Dict
     """The quantisation record from an ONNX Runtime session's ``custom_metadata_map`` (None for a float model)."""
     text = custom_metadata.get(METADATA_KEY)
     return None if text is None else json.loads(text)
+
+
+def is_quantized_as(path: str, method: str, calibration_images: int, dataset_name: str,
+                    excluded_scopes: Sequence[str] = DEFAULT_EXCLUDED_SCOPES) -> bool:
+    """Whether the int8 file ``path`` was made by this version of :func:`quantize_onnx` with these
+    settings, so that a tool may reuse it instead of quantising again (False if it is missing)."""
+    import onnx
+
+    if not os.path.isfile(path):
+        return False
+    props = onnx.load(path, load_external_data=False).metadata_props
+    info = read_quantization_metadata({p.key: p.value for p in props})
+    return info is not None and info.get("quantizer_version") == QUANTIZER_VERSION and {
+        k: info.get(k) for k in ("calibration_method", "calibration_images", "calibration_dataset", "excluded_scopes")
+    } == {"calibration_method": method.lower(), "calibration_images": calibration_images,
+          "calibration_dataset": dataset_name, "excluded_scopes": list(excluded_scopes)}
 
 
 def _box_iou(a, b):
