@@ -57,7 +57,7 @@ def export_variants(args):
     """The float32 export and one int8 file per variant; returns [(label, path)]."""
     from yolact_d2 import YolactPredictor
     from yolact_d2.export import DEFAULT_ONNX_OPSET, export_onnx
-    from yolact_d2.quantization import DatasetCalibrationReader, quantize_onnx
+    from yolact_d2.quantization import DatasetCalibrationReader, is_quantized_as, quantize_onnx
     from yolact_d2.utils.config_loading import setup_cfg
 
     cfg = setup_cfg(args.config_file, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", args.weights])
@@ -70,7 +70,8 @@ def export_variants(args):
     for method in args.methods:
         for layer_set in args.layer_sets:
             path = os.path.join(args.work_dir, f"int8_{method}_{layer_set}.onnx")
-            if not os.path.isfile(path):
+            if not is_quantized_as(path, method, args.calibration_images, args.calibration_dataset,
+                                   LAYER_SETS[layer_set]):
                 reader.rewind()
                 quantize_onnx(float_path, path, reader, method=method, dataset_name=args.calibration_dataset,
                               excluded_scopes=LAYER_SETS[layer_set])

@@ -100,9 +100,16 @@ def test_int8_file_has_qdq_nodes_and_metadata(trained):
     import onnx
 
     from yolact_d2.export import OUTPUT_NAMES, YolactONNXPredictor
-    from yolact_d2.quantization import DEFAULT_EXCLUDED_SCOPES, METADATA_KEY
+    from yolact_d2.quantization import DEFAULT_EXCLUDED_SCOPES, METADATA_KEY, is_quantized_as
 
     cfg, float_path, int8_path, calibration = trained
+    # what a tool checks before reusing the file: every setting must match, the float file is no int8 file
+    assert is_quantized_as(int8_path, "Percentile", 4, calibration)
+    assert not is_quantized_as(int8_path, "minmax", 4, calibration)
+    assert not is_quantized_as(int8_path, "percentile", 8, calibration)
+    assert not is_quantized_as(int8_path, "percentile", 4, calibration, excluded_scopes=())
+    assert not is_quantized_as(float_path, "percentile", 4, calibration)
+    assert not is_quantized_as(int8_path + ".missing", "percentile", 4, calibration)
     model = onnx.load(int8_path)
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("QuantizeLinear") > 20 and ops.count("DequantizeLinear") > ops.count("QuantizeLinear")

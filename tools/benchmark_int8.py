@@ -8,9 +8,10 @@
 
 The three predictors share the weights (``--weights``, or conditioned random weights as in
 ``tools/benchmark.py``: ``yolact_d2.utils.testing.condition_random_model``). The float32 model is
-exported and quantised (``yolact_d2.quantization``) in ``--work-dir`` (reused when the files are
-there). Each of the ``--synthetic`` rendered 480x640 images runs through the three predictors'
-``__call__`` (image in, instances out) in a rotating order, so that drift of a shared machine's
+exported and quantised (``yolact_d2.quantization``) in ``--work-dir`` (the int8 file is reused
+only when its metadata matches these settings and the quantiser's version). Each of the
+``--synthetic`` rendered 480x640 images runs through the three predictors' ``__call__``
+(image in, instances out) in a rotating order, so that drift of a shared machine's
 speed affects all alike; reported: the median per backend and the ratios of the medians, and the
 agreement of int8 (and ORT float32) detections with the PyTorch float32 ones
 (``yolact_d2.quantization.detection_agreement``: what int8 changes on these images, NOT accuracy).
@@ -49,7 +50,7 @@ def parse_args(argv=None):
 def prepare(args, images):
     from yolact_d2 import YolactPredictor
     from yolact_d2.export import YolactONNXPredictor, export_onnx
-    from yolact_d2.quantization import DEFAULT_EXCLUDED_SCOPES, DatasetCalibrationReader, quantize_onnx
+    from yolact_d2.quantization import DEFAULT_EXCLUDED_SCOPES, DatasetCalibrationReader, is_quantized_as, quantize_onnx
     from yolact_d2.utils.config_loading import setup_cfg
     from yolact_d2.utils.testing import save_conditioned_random_weights
 
@@ -65,7 +66,8 @@ def prepare(args, images):
     cfg.MODEL.WEIGHTS = weights
     torch_predictor = YolactPredictor(cfg)
     keep_float = DEFAULT_EXCLUDED_SCOPES if args.keep_float is None else tuple(args.keep_float)
-    # the file is reused when it is there: its name says which scopes stayed float (not only how many)
+    # one file per setting (its name says which scopes stayed float); reused only when its metadata
+    # shows it was made by this quantiser version with these settings
     scopes_tag = ""
     if args.keep_float is not None:
         scopes_tag = "_float" + hashlib.sha1(",".join(keep_float).encode()).hexdigest()[:8]
@@ -73,7 +75,8 @@ def prepare(args, images):
     fp32, int8 = (os.path.join(args.work_dir, f"{name}.{kind}.onnx") for kind in ("float32", int8_kind))
     if not os.path.exists(fp32):
         export_onnx(torch_predictor.model, fp32, int(cfg.INPUT.IMAGE_SIZE))
-    if not os.path.exists(int8):
+    if not is_quantized_as(int8, args.calibration_method, args.calibration_images, args.calibration_dataset,
+                           keep_float):
         t0 = time.perf_counter()
         reader = DatasetCalibrationReader(cfg, args.calibration_dataset, args.calibration_images)
         quantize_onnx(fp32, int8, reader, method=args.calibration_method, dataset_name=args.calibration_dataset,
