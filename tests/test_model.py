@@ -69,6 +69,20 @@ def test_feature_and_prototype_sizes_at_550():
     assert [tuple(f.shape[-2:]) for f in feats.values()] == [(69, 69), (35, 35), (18, 18), (9, 9), (5, 5)]
 
 
+def test_narrow_resnet18_builds_with_hand_counted_parameters():
+    """R-18 at half width (stem and res2 32 channels), which Detectron2's own builder refuses.
+    Hand count: stem 7*7*3*32 + BN; per basic block two 3x3 convs + BN, a 1x1 shortcut + BN where
+    the width doubles: 4,768 + 37,120 + 131,712 + 525,568 + 2,099,712 = 2,798,880 (1/4 of R-18)."""
+    cfg = tiny_cfg(opts=["MODEL.RESNETS.RES2_OUT_CHANNELS", 32, "MODEL.RESNETS.STEM_OUT_CHANNELS", 32])
+    model = build_model(cfg).eval()
+    bottom_up = model.backbone.bottom_up
+    assert sum(p.numel() for p in bottom_up.parameters()) == 2_798_880
+    assert {k: v.channels for k, v in bottom_up.output_shape().items()} == {"res3": 64, "res4": 128, "res5": 256}
+    with torch.no_grad():
+        feats = model.backbone(torch.zeros(1, 3, 128, 128))
+    assert [tuple(f.shape[-3:]) for f in feats.values()][0] == (cfg.MODEL.FPN.OUT_CHANNELS, 16, 16)
+
+
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(CONFIG_DIR, "**", "*.yaml"), recursive=True)))
 def test_every_config_loads_and_builds(path):
     cfg = yolact_cfg(os.path.relpath(path, CONFIG_DIR))

@@ -110,8 +110,11 @@ def build_yolact_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> YolactFPN:
     The number of extra stride-2 levels follows ``MODEL.YOLACT.IN_FEATURES``.
 
     With deformable stages (``MODEL.RESNETS.DEFORM_ON_PER_STAGE``, YOLACT++), the ResNet is built
-    by :func:`build_yolact_resnet_backbone` (torchvision-based DCNv2, no compiled extension)."""
-    if any(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE):
+    by :func:`build_yolact_resnet_backbone` (torchvision-based DCNv2, no compiled extension); so is
+    an R-18/R-34 narrower than 64 channels in res2, which Detectron2's builder refuses (the CPU
+    synthetic config, docs/DEVELOPMENT_NOTES.md)."""
+    r = cfg.MODEL.RESNETS
+    if any(r.DEFORM_ON_PER_STAGE) or (r.DEPTH in (18, 34) and r.RES2_OUT_CHANNELS != 64):
         bottom_up = build_yolact_resnet_backbone(cfg, input_shape)
     else:
         bottom_up = build_resnet_backbone(cfg, input_shape)

@@ -103,10 +103,10 @@ def build_yolact_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     if r.RES5_DILATION not in (1, 2):
         raise ValueError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {r.RES5_DILATION}")
     basic = depth in (18, 34)
-    if basic and (any(deform_on) or r.RES2_OUT_CHANNELS != 64 or r.RES5_DILATION != 1 or r.NUM_GROUPS != 1):
+    if basic and (any(deform_on) or r.RES5_DILATION != 1 or r.NUM_GROUPS != 1):
         raise ValueError(
-            "R-18/R-34 have basic blocks: they need MODEL.RESNETS.RES2_OUT_CHANNELS 64, RES5_DILATION 1, "
-            "NUM_GROUPS 1 and no deformable stages (DEFORM_ON_PER_STAGE all False)"
+            "R-18/R-34 have basic blocks: they need MODEL.RESNETS.RES5_DILATION 1, NUM_GROUPS 1 and no "
+            "deformable stages (DEFORM_ON_PER_STAGE all False)"
         )
 
     stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
