@@ -111,8 +111,8 @@ def build_yolact_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> YolactFPN:
 
     With deformable stages (``MODEL.RESNETS.DEFORM_ON_PER_STAGE``, YOLACT++), the ResNet is built
     by :func:`build_yolact_resnet_backbone` (torchvision-based DCNv2, no compiled extension); so is
-    an R-18/R-34 narrower than 64 channels in res2, which Detectron2's builder refuses (the CPU
-    synthetic config, docs/DEVELOPMENT_NOTES.md)."""
+    an R-18/R-34 narrower than 64 channels in res2 (a cheaper CPU model, measured in
+    docs/DEVELOPMENT_NOTES.md), which Detectron2's builder refuses."""
     r = cfg.MODEL.RESNETS
     if any(r.DEFORM_ON_PER_STAGE) or (r.DEPTH in (18, 34) and r.RES2_OUT_CHANNELS != 64):
         bottom_up = build_yolact_resnet_backbone(cfg, input_shape)
