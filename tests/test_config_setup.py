@@ -34,6 +34,57 @@ def test_odd_number_of_overrides_is_a_one_line_config_error():
     assert cfg.SOLVER.MAX_ITER != 5  # nothing merged from a malformed list
 
 
+def test_value_of_the_wrong_type_is_a_config_error_naming_key_value_and_type():
+    cfg = setup_cfg(freeze=False)
+    with pytest.raises(ConfigError) as info:
+        merge_config_list(cfg, ["SOLVER.BASE_LR", "abc"])
+    assert str(info.value) == ("SOLVER.BASE_LR abc (in the command line): type str, but the key holds type float "
+                               "(currently 0.001)")
+    assert cfg.SOLVER.BASE_LR == 0.001
+    with pytest.raises(ConfigError, match=r"^SOLVER.MAX_ITER 1.5 \(in the command line\): type float, but the "
+                                          r"key holds type int \(currently 40000\)$"):
+        merge_config_list(cfg, ["SOLVER.MAX_ITER", "1.5"])
+
+
+@pytest.mark.parametrize("device, available, count, message", [
+    ("cuda", False, 0, "MODEL.DEVICE cuda: CUDA is not available to this torch"),
+    ("cuda:3", True, 1, "MODEL.DEVICE cuda:3: only 1 CUDA device(s)"),
+    ("gpu", True, 1, "MODEL.DEVICE 'gpu': not a device ("),
+])
+def test_unusable_model_device_is_a_config_error_before_the_model_is_built(monkeypatch, device, available, count,
+                                                                           message):
+    import torch
+
+    from yolact_d2.config_checks import check_yolact_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    cfg = setup_cfg(SYNTHETIC_CONFIG, ["MODEL.DEVICE", device])
+    with pytest.raises(ConfigError) as info:
+        check_yolact_config(cfg)
+    assert str(info.value).startswith(message), str(info.value)
+    check_yolact_config(setup_cfg(SYNTHETIC_CONFIG, ["MODEL.DEVICE", "cpu"]))  # cpu is always usable
+
+
+@pytest.mark.parametrize("key, value, start", [
+    ("SOLVER.OPTIMIZER", "ADAM", "error: SOLVER.OPTIMIZER must be 'SGD' or 'ADAMW', got 'ADAM'"),
+    ("INPUT.YOLACT_AUGMENTATIONS", "['mirrror']", "error: INPUT.YOLACT_AUGMENTATIONS: unknown ['mirrror']"),
+    ("MODEL.RESNETS.DEPTH", "19", "error: MODEL.RESNETS.DEPTH must be one of [18, 34, 50, 101, 152], got 19"),
+])
+def test_train_net_rejects_an_unusable_config_value_in_one_line(tmp_path, key, value, start):
+    """A value the model, the mapper or the optimizer cannot use: one line on stderr, no traceback on
+    either stream (Detectron2's logger prints to stdout)."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", SYNTHETIC_CONFIG, key, value,
+         "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(start), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
 def test_train_net_odd_overrides_one_line_on_stderr():
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", SYNTHETIC_CONFIG, "SOLVER.STEPS (1120,)"],

@@ -269,7 +269,9 @@ def test_eval_only_without_weights_is_refused_unless_random_is_asked(tmp_path):
                                     "OUTPUT_DIR", str(tmp_path / "cli"))
     assert rc == 1 and len(_error_lines(stderr)) == 1, stderr[-3000:]
     assert _error_lines(stderr)[0].startswith("error: --eval-only: MODEL.WEIGHTS is empty")
-    assert "Traceback" not in stderr and "copypaste" not in stdout + stderr
+    assert "Traceback" not in stdout + stderr and "copypaste" not in stdout + stderr  # the console: one line
+    log = (tmp_path / "cli" / "log.txt").read_text()  # the traceback is kept in the log file, for bug reports
+    assert "user error\nTraceback (most recent call last):" in log and "in check_eval_weights" in log
 
 
 def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
@@ -316,6 +318,22 @@ def test_class_count_of_a_test_set_is_checked_before_training(synthetic, tmp_pat
     cfg.DATASETS.TEST = ("not_registered_anywhere",)
     with pytest.raises(ConfigError, match="^DATASETS.TEST: dataset 'not_registered_anywhere' is not registered"):
         YolactTrainer(cfg)
+    cfg.DATASETS.TRAIN = ("misspelt_train",)  # before Detectron2's KeyError that lists every registered name
+    with pytest.raises(ConfigError, match="^DATASETS.TRAIN: dataset 'misspelt_train' is not registered"):
+        YolactTrainer(cfg)
+
+
+def test_unregistered_train_dataset_in_a_launch_worker_is_one_line_and_no_traceback(tmp_path):
+    rc, stdout, stderr = _train_net(
+        "--config-file", SYNTHETIC_CONFIG, "--num-gpus", "2", "MODEL.DEVICE", "cpu",
+        "DATASETS.TRAIN", "('synthetic_trian',)", "OUTPUT_DIR", str(tmp_path / "out"),
+    )
+    assert rc == 1, stderr[-3000:]
+    lines = _error_lines(stderr)
+    assert 1 <= len(lines) <= 2 and set(lines) == {  # one line from each worker that hit it
+        "error: DATASETS.TRAIN: dataset 'synthetic_trian' is not registered (register it with "
+        "DATASETS.COCO_INSTANCES [[name, json, image_root]] or in code)"}, stderr[-3000:]
+    assert "Traceback" not in stdout + stderr and "KeyError" not in stdout + stderr, (stdout + stderr)[-3000:]
 
 
 def test_multi_machine_rendezvous_is_logged_and_times_out_with_one_line(tmp_path):
@@ -338,6 +356,19 @@ def test_multi_machine_rendezvous_is_logged_and_times_out_with_one_line(tmp_path
     assert lines[0].startswith(f"error: --dist-url {url}: machine rank 0 of 2, world size 2 (1 process(es) per "
                                "machine): the other machines did not join within 0.05 min (")
     assert "1/2 clients joined" in lines[0] and "or raise --dist-timeout)" in lines[0]
+
+
+def test_missing_checkpoint_file_is_one_line_naming_it(tmp_path, capsys):
+    from torch import nn
+
+    from yolact_d2.checkpoint import AtomicDetectionCheckpointer
+    from yolact_d2.utils.errors import run_cli
+
+    path = str(tmp_path / "no_such_model.pth")
+    assert run_cli(lambda: AtomicDetectionCheckpointer(nn.Conv2d(3, 4, 1)).load(path), argv=[]) == 1
+    assert capsys.readouterr().err == (
+        f"error: Checkpoint {path}: no such file (check MODEL.WEIGHTS, or the last_checkpoint file in OUTPUT_DIR "
+        "with --resume)\n")
 
 
 def test_incompatible_checkpoint_is_one_line_through_run_cli(tmp_path, capsys):

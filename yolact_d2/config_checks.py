@@ -7,6 +7,7 @@ from .utils.errors import ConfigError
 
 __all__ = [
     "NMS_TYPES", "check_nms_type", "anchor_aspect_ratios_per_level", "check_yolact_config", "check_num_classes",
+    "check_datasets_registered",
 ]
 
 NMS_TYPES = ("fast", "cross_class", "standard")
@@ -15,7 +16,7 @@ NMS_TYPES = ("fast", "cross_class", "standard")
 def check_nms_type(nms_type: str) -> None:
     """``MODEL.YOLACT.NMS_TYPE`` must name one of the NMS variants of ``modeling/inference.py``."""
     if nms_type not in NMS_TYPES:
-        raise ValueError(f"MODEL.YOLACT.NMS_TYPE must be 'fast', 'cross_class' or 'standard', got {nms_type!r}")
+        raise ConfigError(f"MODEL.YOLACT.NMS_TYPE must be 'fast', 'cross_class' or 'standard', got {nms_type!r}")
 
 
 def anchor_aspect_ratios_per_level(aspect_ratios, num_levels: int) -> list:
@@ -23,7 +24,7 @@ def anchor_aspect_ratios_per_level(aspect_ratios, num_levels: int) -> list:
     all levels, or one list per level."""
     aspect_ratios = list(aspect_ratios)
     if len(aspect_ratios) not in (1, num_levels):
-        raise ValueError(
+        raise ConfigError(
             f"MODEL.YOLACT.ANCHOR_ASPECT_RATIOS has {len(aspect_ratios)} levels; it needs 1 (shared) or "
             f"{num_levels} (one per level of MODEL.YOLACT.ANCHOR_SCALES and MODEL.YOLACT.IN_FEATURES)."
         )
@@ -35,7 +36,7 @@ def _check_anchor_levels(y) -> None:
     features = list(y.IN_FEATURES)
     scales, ratios = list(y.ANCHOR_SCALES), list(y.ANCHOR_ASPECT_RATIOS)
     if len(scales) != len(features):
-        raise ValueError(
+        raise ConfigError(
             f"MODEL.YOLACT.ANCHOR_SCALES has {len(scales)} levels {scales} but "
             f"MODEL.YOLACT.IN_FEATURES has {len(features)} {features}: give one list of anchor "
             "scales per feature level."
@@ -43,7 +44,7 @@ def _check_anchor_levels(y) -> None:
     anchor_aspect_ratios_per_level(ratios, len(features))  # the one rule, shared with the anchor generator
     for key, lists in (("ANCHOR_SCALES", scales), ("ANCHOR_ASPECT_RATIOS", ratios)):
         if any(len(level) == 0 or any(not v > 0 for v in level) for level in lists):
-            raise ValueError(f"MODEL.YOLACT.{key} {lists}: every level needs positive values.")
+            raise ConfigError(f"MODEL.YOLACT.{key} {lists}: every level needs positive values.")
 
 
 def _check_image_size(cfg, model) -> None:
@@ -60,7 +61,7 @@ def _check_image_size(cfg, model) -> None:
     coarsest = max(strides, key=strides.get)
     size = int(cfg.INPUT.IMAGE_SIZE)
     if size < strides[coarsest]:
-        raise ValueError(
+        raise ConfigError(
             f"INPUT.IMAGE_SIZE {size} is smaller than the stride {strides[coarsest]} of the "
             f"coarsest feature level '{coarsest}' (MODEL.YOLACT.IN_FEATURES {features}): that "
             f"level would cover {size / strides[coarsest]:.2g} pixel of the image. Use "
@@ -69,12 +70,43 @@ def _check_image_size(cfg, model) -> None:
         )
 
 
+def _check_device(device: str) -> None:
+    """``MODEL.DEVICE`` a device this torch can use, before the model is moved there (torch's own
+    error is a traceback from its CUDA initialisation)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"MODEL.DEVICE {device!r}", f"not a device ({e})", fix="use cpu or cuda") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"MODEL.DEVICE {device}", "CUDA is not available to this torch "
+                              f"{torch.__version__} (no GPU or driver found)", fix="use MODEL.DEVICE cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"MODEL.DEVICE {device}", f"only {torch.cuda.device_count()} CUDA device(s)")
+
+
 def check_yolact_config(cfg, model=None) -> None:
-    """Fail before training (or inference) with a message naming the keys when the anchor
-    definition does not fit the feature levels, or (given the built model) when
-    ``INPUT.IMAGE_SIZE`` is smaller than the stride of the coarsest level."""
+    """Fail before training (or inference) with a message naming the keys when ``MODEL.DEVICE``
+    cannot be used, when the anchor definition does not fit the feature levels, or (given the built
+    model) when ``INPUT.IMAGE_SIZE`` is smaller than the stride of the coarsest level."""
+    if model is None:
+        _check_device(cfg.MODEL.DEVICE)
     _check_anchor_levels(cfg.MODEL.YOLACT)
     _check_image_size(cfg, model)
+
+
+def check_datasets_registered(dataset_names, key: str = "DATASETS.TRAIN") -> None:
+    """A :class:`ConfigError` naming ``key`` for a dataset name that is not registered, instead of
+    ``DatasetCatalog``'s KeyError listing every registered name."""
+    registered = set(DatasetCatalog.list())
+    for name in dataset_names:
+        if name not in registered:
+            raise ConfigError(
+                f"{key}: dataset '{name}' is not registered",
+                fix="register it with DATASETS.COCO_INSTANCES [[name, json, image_root]] or in code",
+            )
 
 
 def check_num_classes(cfg, dataset_names, key: str = "DATASETS.TRAIN") -> None:
@@ -82,12 +114,8 @@ def check_num_classes(cfg, dataset_names, key: str = "DATASETS.TRAIN") -> None:
     dataset's classes. A dataset whose metadata has no ``thing_classes`` yet (a json registered by
     ``DATASETS.COCO_INSTANCES`` fills them when loaded) is loaded once here to read them; a name that
     is not registered is a :class:`ConfigError` naming ``key``."""
+    check_datasets_registered(dataset_names, key)
     for name in dataset_names:
-        if name not in DatasetCatalog.list():
-            raise ConfigError(
-                f"{key}: dataset '{name}' is not registered",
-                fix="register it with DATASETS.COCO_INSTANCES [[name, json, image_root]] or in code",
-            )
         if MetadataCatalog.get(name).get("thing_classes", None) is None:
             DatasetCatalog.get(name)
         classes = MetadataCatalog.get(name).get("thing_classes", None)

@@ -43,6 +43,7 @@ from torch import nn
 from .layers.deform_conv import ONNX_DEFORM_CONV_MIN_OPSET, check_onnx_exportable
 from .modeling.box_ops import decode
 from .predictor import YolactPredictor
+from .utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class _ExportedPredictor(YolactPredictor):
 
     def _check_mode(self):
         if not self.dynamic and self.cfg.INPUT.TEST_RESIZE_MODE != "squash":
-            raise ValueError(
+            raise ConfigError(
                 f"{type(self).__name__}: a fixed-size export needs INPUT.TEST_RESIZE_MODE 'squash', got "
                 f"{self.cfg.INPUT.TEST_RESIZE_MODE!r}; export with dynamic=True (--dynamic) for other modes"
             )
@@ -251,7 +252,7 @@ class YolactONNXPredictor(_ExportedPredictor):
         self._check_mode()
         shape = self.session.get_inputs()[0].shape
         if not self.dynamic and list(shape[-2:]) != [self.image_size, self.image_size]:
-            raise ValueError(
+            raise ConfigError(
                 f"{onnx_path} was exported for {shape[-2:]} inputs but INPUT.IMAGE_SIZE is {self.image_size}"
             )
 

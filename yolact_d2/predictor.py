@@ -21,6 +21,7 @@ from .checkpoint.safe_load import trusted_weights_file
 from .config_checks import check_yolact_config
 from .data.transforms import build_yolact_test_augmentation
 from .modeling.optimize import optimize_for_inference
+from .utils.errors import ConfigError
 
 __all__ = ["YolactPredictor"]
 
@@ -158,7 +159,7 @@ class YolactPredictor:
         self.aug = T.AugmentationList(build_yolact_test_augmentation(self.cfg))
         self.input_format = self.cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):
-            raise ValueError(
+            raise ConfigError(
                 f"YolactPredictor supports INPUT.FORMAT 'RGB' or 'BGR', got {self.input_format!r}."
             )
 

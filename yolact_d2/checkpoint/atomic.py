@@ -149,6 +149,13 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         self._loading_path = path
         try:
             return super().load(path, *args, **kwargs)
+        except AssertionError as e:  # fvcore asserts the file exists, with no hint where the path came from
+            if str(e) != f"Checkpoint {path} not found!":
+                raise
+            raise UserError(
+                f"Checkpoint {path}", "no such file",
+                fix="check MODEL.WEIGHTS, or the last_checkpoint file in OUTPUT_DIR with --resume",
+            ) from None
         finally:
             self._loading_path = None
 

@@ -112,7 +112,7 @@ class YolactDatasetMapper:
                 behaviour), "mask" the extent of its mask.
         """
         if instance_mask_format not in ("polygon", "bitmask"):
-            raise ValueError(
+            raise ConfigError(
                 "instance_mask_format must be 'polygon' or 'bitmask', "
                 f"got {instance_mask_format!r}."
             )

@@ -27,6 +27,8 @@ import torch.distributed as dist
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
+from ..utils.errors import run_in_worker
+
 __all__ = ["InterruptHook", "TrainingInterrupted", "STOP_SIGNALS", "exit_status", "resume_command", "launch_stoppable"]
 
 logger = logging.getLogger(__name__)
@@ -195,8 +197,11 @@ class InterruptHook(HookBase):
 def _stoppable_main(main: Callable, *args):
     """Runs ``main`` (in the launching process or in a ``launch()`` worker): a stop becomes two log
     lines on the main process and ``SystemExit(128 + signal)``, which torch's workers pass on as
-    their exit status."""
+    their exit status. In a worker, a known user error is printed there as its one line (the
+    process exits 1 and the launching process adds no traceback)."""
     try:
+        if comm.get_world_size() > 1:
+            return run_in_worker(main, *args)
         return main(*args)
     except TrainingInterrupted as stop:
         if comm.is_main_process():

@@ -7,7 +7,7 @@ from detectron2.data import (
     get_detection_dataset_dicts,
 )
 
-from ..config_checks import check_num_classes
+from ..config_checks import check_datasets_registered, check_num_classes
 from ..data.dataset_mapper import YolactDatasetMapper
 from ..utils.errors import ConfigError
 from .hooks import BadImageTally
@@ -33,6 +33,7 @@ def build_train_loader(cfg):
     """Detectron2's training loader over ``DATASETS.TRAIN``; with the YOLACT mapper it also counts
     the images skipped by ``DATALOADER.SKIP_BAD_IMAGES`` (:class:`~yolact_d2.engine.hooks.BadImageTally`)."""
     mapper = build_dataset_mapper(cfg, is_train=True)
+    check_datasets_registered(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
     dataset = get_detection_dataset_dicts(
         cfg.DATASETS.TRAIN,
         filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,

@@ -46,7 +46,7 @@ class YolactAnchorGenerator(nn.Module):
         self.square_anchors = bool(square_anchors)
         counts = {len(s) * len(a) for s, a in zip(self.scales, self.aspect_ratios)}
         if len(counts) != 1:
-            raise ValueError(
+            raise ConfigError(
                 "Every level must have the same number of anchors per location because the "
                 f"prediction head is shared; got scales {self.scales} x ratios {self.aspect_ratios}"
             )
@@ -93,7 +93,7 @@ class YolactAnchorGenerator(nn.Module):
             Tensor (sum_l H_l*W_l*A, 4): relative (cx, cy, w, h), float32.
         """
         if len(feature_sizes) != self.num_levels:
-            raise ValueError(
+            raise ConfigError(
                 f"Got {len(feature_sizes)} feature levels but MODEL.YOLACT.ANCHOR_SCALES defines "
                 f"{self.num_levels}"
             )

@@ -14,6 +14,7 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.utils.registry import Registry
 
+from ..utils.errors import ConfigError
 from .anchor_generator import build_yolact_anchor_generator
 
 __all__ = ["YOLACT_HEAD_REGISTRY", "YolactHead", "build_yolact_head"]
@@ -65,7 +66,7 @@ class YolactHead(nn.Module):
     def from_config(cls, cfg, input_shape: List[ShapeSpec]):
         channels = {s.channels for s in input_shape}
         if len(channels) != 1:
-            raise ValueError(f"YolactHead shares weights across levels; got channels {channels}")
+            raise ConfigError(f"YolactHead shares weights across levels; got channels {channels}")
         return {
             "in_channels": channels.pop(),
             "num_classes": cfg.MODEL.YOLACT.NUM_CLASSES,

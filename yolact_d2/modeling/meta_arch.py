@@ -23,6 +23,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import BitMasks, ImageList, Instances, PolygonMasks
 
 from ..config_checks import check_nms_type
+from ..utils.errors import ConfigError
 from .anchor_generator import YolactAnchorGenerator, build_yolact_anchor_generator
 from .box_ops import decode, degenerate_box_side
 from .head import build_yolact_head
@@ -109,7 +110,7 @@ class Yolact(nn.Module):
         shapes = backbone.output_shape()
         missing = [f for f in y.IN_FEATURES if f not in shapes]
         if missing:
-            raise ValueError(
+            raise ConfigError(
                 f"MODEL.YOLACT.IN_FEATURES {list(y.IN_FEATURES)}: {missing} not produced by backbone "
                 f"{cfg.MODEL.BACKBONE.NAME}, which outputs {list(shapes)}"
             )

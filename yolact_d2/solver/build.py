@@ -3,6 +3,8 @@ import torch
 
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
+from ..utils.errors import ConfigError
+
 __all__ = ["build_optimizer", "with_foreach_norm_clipping"]
 
 
@@ -43,7 +45,7 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
         # 7 % less per iteration of the synthetic config on CPU (docs/BENCHMARKS.md, main job).
         optimizer_cls, kwargs = torch.optim.AdamW, {"fused": True}
     else:
-        raise ValueError(f"SOLVER.OPTIMIZER must be 'SGD' or 'ADAMW', got {cfg.SOLVER.OPTIMIZER!r}")
+        raise ConfigError(f"SOLVER.OPTIMIZER must be 'SGD' or 'ADAMW', got {cfg.SOLVER.OPTIMIZER!r}")
     clip = cfg.SOLVER.CLIP_GRADIENTS
     if clip.ENABLED and clip.CLIP_TYPE == "norm":
         optimizer_cls = with_foreach_norm_clipping(optimizer_cls, clip.CLIP_VALUE, clip.NORM_TYPE)

@@ -29,9 +29,21 @@ def _all_keys(node, prefix: str = "") -> Iterator[str]:
             yield f"{prefix}{key}"
 
 
+_TYPE_MISMATCH = re.compile(
+    r"Type mismatch \(<class '(\w+)'> vs\. <class '(\w+)'>\) with values \((.*) vs\. (.*)\) for config key: (\S+)$")
+
+
 def _merge(cfg, merge, source: str) -> None:
     try:
         merge()
+    except ValueError as e:  # yacs: a value of another type than the key's default
+        match = _TYPE_MISMATCH.match(str(e))
+        if not match:
+            raise
+        want, got, default, value, key = match.groups()
+        raise ConfigError(
+            f"{key} {value} (in {source})", f"type {got}, but the key holds type {want} (currently {default})",
+        ) from None
     except (KeyError, AssertionError) as e:
         message = e.args[0] if e.args else str(e)
         if not isinstance(message, str) or "Non-existent" not in message:

@@ -82,6 +82,26 @@ def _child_exited_after_user_error(exc: BaseException) -> bool:
     return type(exc).__name__ == "ProcessExitedException" and getattr(exc, "exit_code", None) == 1
 
 
+def _writes_to_file(handler: logging.Handler) -> bool:
+    stream = getattr(handler, "stream", None)
+    name = getattr(stream, "name", None)
+    consoles = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+    return stream not in consoles and isinstance(name, str) and not name.startswith("<")
+
+
+def _log_traceback_to_files(message: str, logger_name: str = "yolact_d2") -> None:
+    """Keep the current exception's traceback in the run's log file (``log.txt``, for bug reports)
+    but off the console, where the one ``error:`` line is all a user should see: Detectron2's
+    ``setup_logger`` gives the same logger a DEBUG-level stdout handler next to the file one."""
+    logger = logging.getLogger(logger_name)
+    record = logger.makeRecord(logger.name, logging.DEBUG, __file__, 0, message, None, sys.exc_info())
+    while logger is not None:
+        for handler in logger.handlers:
+            if _writes_to_file(handler) and record.levelno >= handler.level:
+                handler.handle(record)
+        logger = logger.parent if logger.propagate else None
+
+
 def run_cli(main: Callable[[], Optional[int]], argv: Optional[Sequence[str]] = None,
             known: Tuple[Type[BaseException], ...] = KNOWN_USER_ERRORS) -> int:
     """Run ``main()`` and turn a known user error into one ``error: ...`` line and status 1.
@@ -94,7 +114,7 @@ def run_cli(main: Callable[[], Optional[int]], argv: Optional[Sequence[str]] = N
     except known as e:
         if debug_requested(argv):
             raise
-        logging.getLogger("yolact_d2").debug("user error", exc_info=True)
+        _log_traceback_to_files("user error")
         print(format_user_error(e), file=sys.stderr, flush=True)
         return 1
     except Exception as e:

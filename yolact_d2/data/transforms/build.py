@@ -3,6 +3,7 @@ from typing import List, Union
 
 from detectron2.data import transforms as T
 
+from ...utils.errors import ConfigError
 from .geometry import RandomExpand, ResizeLongestSide, SquashResize
 from .photometric import RandomPhotometricDistort
 from .ssd_crop import RandomSSDCrop
@@ -42,7 +43,7 @@ def build_yolact_train_augmentation(cfg) -> List[Union[T.Augmentation, T.Transfo
     names = list(cfg.INPUT.YOLACT_AUGMENTATIONS)
     unknown = [n for n in names if n not in available]
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"INPUT.YOLACT_AUGMENTATIONS: unknown {unknown}; choose from {list(available)}"
         )
     # Always in the original order, whatever the order of the list.
@@ -63,6 +64,6 @@ def build_yolact_test_augmentation(cfg) -> List[Union[T.Augmentation, T.Transfor
         return [SquashResize(size)]
     if mode == "keep_aspect":
         return [ResizeLongestSide(size)]
-    raise ValueError(
+    raise ConfigError(
         f"cfg.INPUT.TEST_RESIZE_MODE must be 'squash' or 'keep_aspect', got {mode!r}."
     )

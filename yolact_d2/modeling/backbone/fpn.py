@@ -15,7 +15,8 @@ from torch import nn
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, build_resnet_backbone
 
-from .resnet_dcn import build_yolact_resnet_backbone
+from ...utils.errors import ConfigError
+from .resnet_dcn import build_yolact_resnet_backbone, check_resnet_depth
 
 __all__ = ["YolactFPN", "build_yolact_resnet_fpn_backbone"]
 
@@ -114,6 +115,7 @@ def build_yolact_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> YolactFPN:
     an R-18/R-34 narrower than 64 channels in res2 (a cheaper CPU model, measured in
     docs/DEVELOPMENT_NOTES.md), which Detectron2's builder refuses."""
     r = cfg.MODEL.RESNETS
+    check_resnet_depth(r.DEPTH)
     if any(r.DEFORM_ON_PER_STAGE) or (r.DEPTH in (18, 34) and r.RES2_OUT_CHANNELS != 64):
         bottom_up = build_yolact_resnet_backbone(cfg, input_shape)
     else:
@@ -121,7 +123,7 @@ def build_yolact_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> YolactFPN:
     in_features = cfg.MODEL.FPN.IN_FEATURES
     num_downsample = len(cfg.MODEL.YOLACT.IN_FEATURES) - len(in_features)
     if num_downsample < 0:
-        raise ValueError(
+        raise ConfigError(
             f"MODEL.YOLACT.IN_FEATURES ({cfg.MODEL.YOLACT.IN_FEATURES}) has fewer levels than "
             f"MODEL.FPN.IN_FEATURES ({in_features})"
         )

@@ -24,6 +24,7 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
 
 from ...layers.deform_conv import ModulatedDeformConv2d
+from ...utils.errors import ConfigError
 
 __all__ = ["DCNv2BottleneckBlock", "deformable_blocks", "build_yolact_resnet_backbone"]
 
@@ -78,8 +79,15 @@ class DCNv2BottleneckBlock(BottleneckBlock):
 def deformable_blocks(num_blocks: int, deform_on: bool, interval: int) -> List[bool]:
     """Which blocks of a stage are deformable: block ``i`` iff deform is on and ``i % interval == 0``."""
     if interval < 1:
-        raise ValueError(f"MODEL.YOLACT.DEFORM_INTERVAL must be >= 1, got {interval}")
+        raise ConfigError(f"MODEL.YOLACT.DEFORM_INTERVAL must be >= 1, got {interval}")
     return [bool(deform_on) and i % interval == 0 for i in range(num_blocks)]
+
+
+def check_resnet_depth(depth: int) -> None:
+    """``MODEL.RESNETS.DEPTH`` one of the ResNets that both backbone builders know (Detectron2's
+    raises a bare KeyError for another)."""
+    if depth not in _BLOCKS_PER_STAGE:
+        raise ConfigError(f"MODEL.RESNETS.DEPTH must be one of {sorted(_BLOCKS_PER_STAGE)}, got {depth}")
 
 
 @BACKBONE_REGISTRY.register()
@@ -89,22 +97,21 @@ def build_yolact_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     ``MODEL.RESNETS.DEFORM_ON_PER_STAGE`` and ``MODEL.YOLACT.DEFORM_INTERVAL`` say so."""
     r = cfg.MODEL.RESNETS
     depth = r.DEPTH
-    if depth not in _BLOCKS_PER_STAGE:
-        raise ValueError(f"MODEL.RESNETS.DEPTH must be one of {sorted(_BLOCKS_PER_STAGE)}, got {depth}")
+    check_resnet_depth(depth)
     deform_on = list(r.DEFORM_ON_PER_STAGE)
     if len(deform_on) != 4:
-        raise ValueError(f"MODEL.RESNETS.DEFORM_ON_PER_STAGE needs 4 entries (res2..res5), got {deform_on}")
+        raise ConfigError(f"MODEL.RESNETS.DEFORM_ON_PER_STAGE needs 4 entries (res2..res5), got {deform_on}")
     if any(deform_on) and not r.DEFORM_MODULATED:
-        raise ValueError(
+        raise ConfigError(
             "MODEL.RESNETS.DEFORM_MODULATED False (DCNv1) is not supported; YOLACT++ uses modulated "
             "deformable convolutions (DCNv2): set it to True"
         )
     interval = cfg.MODEL.YOLACT.DEFORM_INTERVAL
     if r.RES5_DILATION not in (1, 2):
-        raise ValueError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {r.RES5_DILATION}")
+        raise ConfigError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {r.RES5_DILATION}")
     basic = depth in (18, 34)
     if basic and (any(deform_on) or r.RES5_DILATION != 1 or r.NUM_GROUPS != 1):
-        raise ValueError(
+        raise ConfigError(
             "R-18/R-34 have basic blocks: they need MODEL.RESNETS.RES5_DILATION 1, NUM_GROUPS 1 and no "
             "deformable stages (DEFORM_ON_PER_STAGE all False)"
         )
