@@ -323,6 +323,24 @@ def test_class_count_of_a_test_set_is_checked_before_training(synthetic, tmp_pat
         YolactTrainer(cfg)
 
 
+def test_empty_train_set_and_unusable_batch_size_are_config_errors():
+    from detectron2.config import CfgNode
+
+    from yolact_d2.config_checks import check_train_batch
+
+    cfg = CfgNode({"DATASETS": {"TRAIN": ("x",)}, "SOLVER": {"IMS_PER_BATCH": 4}})
+    check_train_batch(cfg, 2)
+    cfg.SOLVER.IMS_PER_BATCH = 0
+    with pytest.raises(ConfigError, match=r"^SOLVER.IMS_PER_BATCH 0: must be a positive multiple of the 1 "):
+        check_train_batch(cfg, 1)
+    cfg.SOLVER.IMS_PER_BATCH = 3
+    with pytest.raises(ConfigError, match=r"^SOLVER.IMS_PER_BATCH 3: must be a positive multiple of the 2 proc"):
+        check_train_batch(cfg, 2)
+    cfg.DATASETS.TRAIN = ()
+    with pytest.raises(ConfigError, match=r"^DATASETS.TRAIN is empty \(name at least one registered dataset\)$"):
+        check_train_batch(cfg, 1)
+
+
 def test_unregistered_train_dataset_in_a_launch_worker_is_one_line_and_no_traceback(tmp_path):
     rc, stdout, stderr = _train_net(
         "--config-file", SYNTHETIC_CONFIG, "--num-gpus", "2", "MODEL.DEVICE", "cpu",

@@ -7,7 +7,7 @@ from .utils.errors import ConfigError
 
 __all__ = [
     "NMS_TYPES", "check_nms_type", "anchor_aspect_ratios_per_level", "check_yolact_config", "check_num_classes",
-    "check_datasets_registered",
+    "check_datasets_registered", "check_train_batch",
 ]
 
 NMS_TYPES = ("fast", "cross_class", "standard")
@@ -107,6 +107,19 @@ def check_datasets_registered(dataset_names, key: str = "DATASETS.TRAIN") -> Non
                 f"{key}: dataset '{name}' is not registered",
                 fix="register it with DATASETS.COCO_INSTANCES [[name, json, image_root]] or in code",
             )
+
+
+def check_train_batch(cfg, world_size: int) -> None:
+    """``DATASETS.TRAIN`` not empty and ``SOLVER.IMS_PER_BATCH`` a positive multiple of the number of
+    processes, before Detectron2's loader asserts either without naming the key."""
+    if not cfg.DATASETS.TRAIN:
+        raise ConfigError("DATASETS.TRAIN is empty", fix="name at least one registered dataset")
+    batch = cfg.SOLVER.IMS_PER_BATCH
+    if batch < 1 or batch % world_size:
+        raise ConfigError(
+            f"SOLVER.IMS_PER_BATCH {batch}", f"must be a positive multiple of the {world_size} process(es)",
+            fix="it is the total batch over all processes",
+        )
 
 
 def check_num_classes(cfg, dataset_names, key: str = "DATASETS.TRAIN") -> None:

@@ -6,8 +6,9 @@ from detectron2.data import (
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
+from detectron2.utils import comm
 
-from ..config_checks import check_datasets_registered, check_num_classes
+from ..config_checks import check_datasets_registered, check_num_classes, check_train_batch
 from ..data.dataset_mapper import YolactDatasetMapper
 from ..utils.errors import ConfigError
 from .hooks import BadImageTally
@@ -33,6 +34,7 @@ def build_train_loader(cfg):
     """Detectron2's training loader over ``DATASETS.TRAIN``; with the YOLACT mapper it also counts
     the images skipped by ``DATALOADER.SKIP_BAD_IMAGES`` (:class:`~yolact_d2.engine.hooks.BadImageTally`)."""
     mapper = build_dataset_mapper(cfg, is_train=True)
+    check_train_batch(cfg, comm.get_world_size())
     check_datasets_registered(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
     dataset = get_detection_dataset_dicts(
         cfg.DATASETS.TRAIN,
