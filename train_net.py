@@ -29,7 +29,7 @@ with warnings.catch_warnings():
     from yolact_d2 import YolactTrainer
     from yolact_d2.checkpoint import AtomicDetectionCheckpointer
     from yolact_d2.checkpoint.safe_load import trusted_weights_file
-    from yolact_d2.config_checks import check_num_classes
+    from yolact_d2.config_checks import check_num_classes, check_output_dir
     from yolact_d2.data.datasets import register_datasets_from_config
     from yolact_d2.demo.visualization import save_prediction_visualizations
     from yolact_d2.engine.interrupt import launch_stoppable
@@ -62,6 +62,7 @@ def setup(args):
         cfg.MODEL.WEIGHTS = ""
     register_datasets_from_config(cfg)
     cfg.freeze()
+    check_output_dir(cfg)  # a clear error before default_setup opens log.txt there
     default_setup(cfg, args)
     # yolact_d2's own messages (skipped images, dropped annotations, ...) in the console and log.txt
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="yolact_d2")

@@ -1,13 +1,15 @@
 """Checks of a yolact_d2 config, each in one place, run before training or inference so that a
 mistake is one message naming the keys instead of a shape error deep in the model
 (docs/RELIABILITY.md). The modules that read a key call its check from here."""
+import os
+
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from .utils.errors import ConfigError
+from .utils.errors import ConfigError, DataError
 
 __all__ = [
     "NMS_TYPES", "check_nms_type", "anchor_aspect_ratios_per_level", "check_yolact_config", "check_num_classes",
-    "check_datasets_registered", "check_train_batch",
+    "check_datasets_registered", "check_train_batch", "check_training_config", "check_output_dir",
 ]
 
 NMS_TYPES = ("fast", "cross_class", "standard")
@@ -29,6 +31,178 @@ def anchor_aspect_ratios_per_level(aspect_ratios, num_levels: int) -> list:
             f"{num_levels} (one per level of MODEL.YOLACT.ANCHOR_SCALES and MODEL.YOLACT.IN_FEATURES)."
         )
     return aspect_ratios * num_levels if len(aspect_ratios) == 1 else aspect_ratios
+
+
+class _Range:
+    """The values a numeric key may take: ``low`` / ``high`` bounds (None: unbounded), each inclusive
+    unless ``open_low`` / ``open_high``; ``integer`` for counts."""
+
+    def __init__(self, low=None, high=None, open_low=False, open_high=False, integer=False):
+        self.low, self.high, self.open_low, self.open_high, self.integer = low, high, open_low, open_high, integer
+
+    def admits(self, value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN
+            return False
+        if self.integer and value != int(value):
+            return False
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.open_high else value <= self.high)
+
+    def __str__(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        if self.low is not None and self.high is not None:
+            return f"{kind} in {'(' if self.open_low else '['}{self.low}, {self.high}{')' if self.open_high else ']'}"
+        if self.low is not None:
+            return f"{kind} {'>' if self.open_low else '>='} {self.low}"
+        return f"{kind} {'<' if self.open_high else '<='} {self.high}"
+
+
+_FRACTION = _Range(0, 1)
+_COUNT = _Range(1, integer=True)
+_NON_NEGATIVE = _Range(0)
+
+# Numeric keys the model and its inference read: a value outside its range crashes deep in a run (for
+# TEST.DETECTIONS_PER_IMAGE 0: at the evaluation after the whole training) or silently changes what
+# the key means (a score threshold above 1 keeps no detection). A list value is checked entry by entry.
+MODEL_VALUE_RANGES = {
+    "MODEL.YOLACT.NUM_CLASSES": _COUNT,
+    "MODEL.YOLACT.NUM_PROTOTYPES": _COUNT,
+    "MODEL.YOLACT.POSITIVE_IOU_THRESHOLD": _FRACTION,
+    "MODEL.YOLACT.NEGATIVE_IOU_THRESHOLD": _FRACTION,
+    "MODEL.YOLACT.CROWD_IOA_THRESHOLD": _FRACTION,
+    "MODEL.YOLACT.BBOX_VARIANCES": _Range(0, open_low=True),
+    "MODEL.YOLACT.OHEM_NEG_POS_RATIO": _Range(0, open_low=True),
+    "MODEL.YOLACT.LOSS_CLS_WEIGHT": _NON_NEGATIVE,
+    "MODEL.YOLACT.LOSS_BOX_WEIGHT": _NON_NEGATIVE,
+    "MODEL.YOLACT.LOSS_MASK_WEIGHT": _NON_NEGATIVE,
+    "MODEL.YOLACT.LOSS_SEM_SEG_WEIGHT": _NON_NEGATIVE,
+    "MODEL.YOLACT.LOSS_MASK_IOU_WEIGHT": _NON_NEGATIVE,
+    "MODEL.YOLACT.MASKS_TO_TRAIN": _COUNT,
+    "MODEL.YOLACT.MASK_IOU_MIN_AREA": _NON_NEGATIVE,
+    "MODEL.YOLACT.SCORE_THRESH_TEST": _FRACTION,
+    "MODEL.YOLACT.NMS_THRESH_TEST": _FRACTION,
+    "MODEL.YOLACT.TOPK_CANDIDATES_TEST": _COUNT,
+    "MODEL.YOLACT.MASK_THRESHOLD": _FRACTION,
+    "INPUT.IMAGE_SIZE": _COUNT,
+    "TEST.DETECTIONS_PER_IMAGE": _COUNT,
+    "MODEL.PIXEL_STD": _Range(0, open_low=True),
+    "MODEL.FPN.OUT_CHANNELS": _COUNT,
+    "MODEL.RESNETS.STEM_OUT_CHANNELS": _COUNT,
+    "MODEL.RESNETS.RES2_OUT_CHANNELS": _COUNT,
+    "MODEL.RESNETS.NUM_GROUPS": _COUNT,
+    "MODEL.RESNETS.WIDTH_PER_GROUP": _COUNT,
+}
+
+GROUP_NORM_GROUPS = 32  # Detectron2's get_norm("GN", C) is GroupNorm(32, C)
+
+# Numeric keys only training reads (checked by the trainer, not by the predictor).
+TRAINING_VALUE_RANGES = {
+    "SOLVER.BASE_LR": _NON_NEGATIVE,
+    "SOLVER.MAX_ITER": _COUNT,
+    "SOLVER.WARMUP_ITERS": _Range(0, integer=True),
+    "SOLVER.WARMUP_FACTOR": _FRACTION,
+    "SOLVER.GAMMA": _Range(0, open_low=True),
+    "SOLVER.STEPS": _Range(0, integer=True),
+    "SOLVER.MOMENTUM": _Range(0, 1, open_high=True),
+    "SOLVER.WEIGHT_DECAY": _NON_NEGATIVE,
+    "SOLVER.WEIGHT_DECAY_NORM": _NON_NEGATIVE,
+    "SOLVER.CHECKPOINT_PERIOD": _COUNT,
+    "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": _Range(0, open_low=True),
+    "DATALOADER.NUM_WORKERS": _Range(0, integer=True),
+    "TEST.EVAL_PERIOD": _Range(0, integer=True),
+}
+
+
+def _lookup(cfg, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part, None)
+        if node is None:
+            return None
+    return node
+
+
+def _check_value_ranges(cfg, ranges) -> None:
+    """Every key of ``ranges`` that the config has holds a value (or list of values) in its range."""
+    for key, allowed in ranges.items():
+        value = _lookup(cfg, key)
+        if value is None:  # a key this config does not have, or None (e.g. WEIGHT_DECAY_BIAS)
+            continue
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        bad = [v for v in values if not allowed.admits(v)]
+        if bad:
+            entry = "" if values == [value] else f" (entry {bad[0]!r})"
+            raise ConfigError(f"{key} {value!r}", f"must be {allowed}{entry}")
+
+
+def _check_pixel_channels(cfg) -> None:
+    """``MODEL.PIXEL_MEAN`` / ``PIXEL_STD`` one value per channel of ``INPUT.FORMAT`` (the backbone's
+    input channels are ``len(PIXEL_MEAN)``): otherwise a conv shape error at the first image, or a
+    grey image silently broadcast to three channels."""
+    channels = 1 if cfg.INPUT.FORMAT == "L" else 3
+    for key in ("PIXEL_MEAN", "PIXEL_STD"):
+        values = list(getattr(cfg.MODEL, key))
+        if len(values) != channels:
+            raise ConfigError(
+                f"MODEL.{key} {values}", f"has {len(values)} values but INPUT.FORMAT {cfg.INPUT.FORMAT!r} has "
+                f"{channels} channel(s)", fix="give one value per channel, in INPUT.FORMAT order",
+            )
+
+
+def _check_group_norm_widths(cfg) -> None:
+    """Every layer normalised by ``"GN"`` has a width divisible by its 32 groups (else GroupNorm's
+    ValueError while the model is built, naming no key)."""
+    r = cfg.MODEL.RESNETS
+    widths = {"MODEL.FPN.NORM": {"MODEL.FPN.OUT_CHANNELS": cfg.MODEL.FPN.OUT_CHANNELS},
+              "MODEL.YOLACT.NORM": {"MODEL.FPN.OUT_CHANNELS": cfg.MODEL.FPN.OUT_CHANNELS},
+              "MODEL.RESNETS.NORM": {"MODEL.RESNETS.STEM_OUT_CHANNELS": r.STEM_OUT_CHANNELS,
+                                     "MODEL.RESNETS.RES2_OUT_CHANNELS": r.RES2_OUT_CHANNELS,
+                                     "MODEL.RESNETS.NUM_GROUPS x WIDTH_PER_GROUP": r.NUM_GROUPS * r.WIDTH_PER_GROUP}}
+    for norm_key, keys in widths.items():
+        if _lookup(cfg, norm_key) != "GN":
+            continue
+        for key, width in keys.items():
+            if width % GROUP_NORM_GROUPS:
+                raise ConfigError(
+                    f"{key} {width}", f"is not a multiple of the {GROUP_NORM_GROUPS} groups of {norm_key} 'GN'",
+                    fix=f"use a multiple of {GROUP_NORM_GROUPS}, or another {norm_key}",
+                )
+
+
+def check_training_config(cfg) -> None:
+    """Before a training starts: the numeric training keys in range, ``SOLVER.STEPS`` increasing and
+    below ``SOLVER.MAX_ITER`` (fvcore's scheduler refuses them otherwise), and the negative IoU
+    threshold of anchor matching not above the positive one (docs/MODEL.md §5)."""
+    _check_value_ranges(cfg, TRAINING_VALUE_RANGES)
+    steps, max_iter = list(cfg.SOLVER.STEPS), cfg.SOLVER.MAX_ITER
+    kept = [s for s in steps if s <= max_iter]  # Detectron2 drops later steps with a warning
+    if any(b <= a for a, b in zip(kept, kept[1:])) or max_iter in kept:
+        raise ConfigError(
+            f"SOLVER.STEPS {tuple(steps)}", f"must increase and lie below SOLVER.MAX_ITER {max_iter}",
+            fix="the iterations at which the LR is multiplied by SOLVER.GAMMA",
+        )
+    y = cfg.MODEL.YOLACT
+    if y.NEGATIVE_IOU_THRESHOLD > y.POSITIVE_IOU_THRESHOLD:
+        raise ConfigError(
+            f"MODEL.YOLACT.NEGATIVE_IOU_THRESHOLD {y.NEGATIVE_IOU_THRESHOLD}",
+            f"is above MODEL.YOLACT.POSITIVE_IOU_THRESHOLD {y.POSITIVE_IOU_THRESHOLD}",
+            fix="anchors below the negative threshold are background, those above the positive one objects",
+        )
+
+
+def check_output_dir(cfg) -> None:
+    """``OUTPUT_DIR`` a directory this process can create and write, before anything is logged there
+    (otherwise an OSError from Detectron2's logger setup)."""
+    out = cfg.OUTPUT_DIR
+    if not out:  # Detectron2 then writes no files
+        return
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"OUTPUT_DIR {out}", f"cannot be created ({e.strerror or e})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"OUTPUT_DIR {out}", "is not writable by this user")
 
 
 def _check_anchor_levels(y) -> None:
@@ -89,10 +263,14 @@ def _check_device(device: str) -> None:
 
 def check_yolact_config(cfg, model=None) -> None:
     """Fail before training (or inference) with a message naming the keys when ``MODEL.DEVICE``
-    cannot be used, when the anchor definition does not fit the feature levels, or (given the built
+    cannot be used, when a numeric key of the model is out of range, when the pixel statistics or
+    GroupNorm widths do not fit, when the anchor definition does not fit the feature levels, or (given the built
     model) when ``INPUT.IMAGE_SIZE`` is smaller than the stride of the coarsest level."""
     if model is None:
         _check_device(cfg.MODEL.DEVICE)
+        _check_value_ranges(cfg, MODEL_VALUE_RANGES)
+        _check_pixel_channels(cfg)
+        _check_group_norm_widths(cfg)
     _check_anchor_levels(cfg.MODEL.YOLACT)
     _check_image_size(cfg, model)
 
@@ -125,12 +303,13 @@ def check_train_batch(cfg, world_size: int) -> None:
 def check_num_classes(cfg, dataset_names, key: str = "DATASETS.TRAIN") -> None:
     """Fail before training (or evaluation) if ``MODEL.YOLACT.NUM_CLASSES`` disagrees with a
     dataset's classes. A dataset whose metadata has no ``thing_classes`` yet (a json registered by
-    ``DATASETS.COCO_INSTANCES`` fills them when loaded) is loaded once here to read them; a name that
-    is not registered is a :class:`ConfigError` naming ``key``."""
+    ``DATASETS.COCO_INSTANCES`` fills them when loaded) is loaded once here to read them (and is a
+    :class:`DataError` if it has no images); a name that is not registered is a :class:`ConfigError`
+    naming ``key``."""
     check_datasets_registered(dataset_names, key)
     for name in dataset_names:
-        if MetadataCatalog.get(name).get("thing_classes", None) is None:
-            DatasetCatalog.get(name)
+        if MetadataCatalog.get(name).get("thing_classes", None) is None and not DatasetCatalog.get(name):
+            raise DataError(f"{key}: dataset '{name}'", "has no images")
         classes = MetadataCatalog.get(name).get("thing_classes", None)
         if classes is not None and len(classes) != cfg.MODEL.YOLACT.NUM_CLASSES:
             raise ConfigError(

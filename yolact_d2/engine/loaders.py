@@ -1,6 +1,7 @@
 """The data loaders of the trainer, with the mapper named by ``INPUT.DATASET_MAPPER_NAME``: "yolact"
 (SSD augmentation and the square resize, docs/MODEL.md §7) or "detectron2" (the stock mapper)."""
 from detectron2.data import (
+    DatasetCatalog,
     DatasetMapper,
     build_detection_test_loader,
     build_detection_train_loader,
@@ -10,7 +11,7 @@ from detectron2.utils import comm
 
 from ..config_checks import check_datasets_registered, check_num_classes, check_train_batch
 from ..data.dataset_mapper import YolactDatasetMapper
-from ..utils.errors import ConfigError
+from ..utils.errors import ConfigError, DataError
 from .hooks import BadImageTally
 
 __all__ = ["DATASET_MAPPERS", "build_dataset_mapper", "build_train_loader", "build_test_loader"]
@@ -36,16 +37,39 @@ def build_train_loader(cfg):
     mapper = build_dataset_mapper(cfg, is_train=True)
     check_train_batch(cfg, comm.get_world_size())
     check_datasets_registered(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
-    dataset = get_detection_dataset_dicts(
-        cfg.DATASETS.TRAIN,
-        filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
-        proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
-    )
+    try:
+        dataset = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN,
+            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
+        )
+    except AssertionError:
+        _explain_empty_training_set(cfg)
+        raise
     check_num_classes(cfg, cfg.DATASETS.TRAIN)  # metadata is complete once the dicts are loaded
     if isinstance(mapper, YolactDatasetMapper):
         mapper.dataset_size = len(dataset)  # to stop, not loop, when every image is bad
     loader = build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
     return BadImageTally(loader) if isinstance(mapper, YolactDatasetMapper) else loader
+
+
+def _explain_empty_training_set(cfg) -> None:
+    """After Detectron2 asserted that the training set is empty: a :class:`DataError` naming the
+    dataset that has no images, or saying that no image has a usable annotation. Decided from the
+    data (loaded again, on this error path only), not from the assertion's text."""
+    dicts = {name: DatasetCatalog.get(name) for name in cfg.DATASETS.TRAIN}
+    for name, records in dicts.items():
+        if not records:
+            raise DataError(f"DATASETS.TRAIN: dataset '{name}'", "has no images") from None
+    if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS and not any(
+        any(not a.get("iscrowd", 0) for a in r.get("annotations", [])) for rs in dicts.values() for r in rs
+    ):
+        names = ", ".join(f"'{n}'" for n in dicts)
+        raise DataError(
+            f"DATASETS.TRAIN: no image of {names} has an annotation to train on (all have none or only crowd ones)",
+            fix="check the json's 'annotations' and their image ids; DATALOADER.FILTER_EMPTY_ANNOTATIONS False "
+            "trains on background-only images",
+        ) from None
 
 
 def build_test_loader(cfg, dataset_name: str):

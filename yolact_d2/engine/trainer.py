@@ -17,7 +17,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint.atomic import AtomicDetectionCheckpointer
 from ..checkpoint.safe_load import trusted_weights_file
-from ..config_checks import check_num_classes, check_yolact_config
+from ..config_checks import check_num_classes, check_training_config, check_yolact_config
 from ..evaluation import YolactCOCOEvaluator
 from ..solver import build_optimizer
 from . import loaders
@@ -36,6 +36,7 @@ class YolactTrainer(DefaultTrainer):
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        check_training_config(cfg)
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
