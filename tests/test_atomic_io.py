@@ -94,3 +94,19 @@ def test_publish_file_moves_a_complete_file_over_the_target(tmp_path):
     atomic_io.publish_file(str(staging / "results.json"), str(tmp_path / "results.json"))
     assert (tmp_path / "results.json").read_text() == "[1]"
     assert os.listdir(staging) == []
+
+
+def test_make_output_dir_creates_parents_and_names_the_option_when_it_cannot(tmp_path):
+    from yolact_d2.utils.atomic_io import make_output_dir
+    from yolact_d2.utils.errors import UserError
+
+    target = tmp_path / "a" / "b"
+    assert make_output_dir(str(target), "--output") == str(target) and target.is_dir()
+    assert make_output_dir(str(target), "--output") == str(target)  # already there: fine
+    blocker = tmp_path / "file"
+    blocker.write_text("keep")
+    for path in (blocker, blocker / "below"):
+        with pytest.raises(UserError) as info:
+            make_output_dir(str(path), "--output folder")
+        assert str(info.value).startswith(f"--output folder {path}: cannot be created ("), str(info.value)
+    assert blocker.read_text() == "keep"

@@ -7,6 +7,7 @@ import io
 import json
 import os
 
+import numpy as np
 import pytest
 
 from conftest import CONFIG_DIR
@@ -51,6 +52,23 @@ def test_benchmark_all_detections(backend, tmp_path):
     assert result["image_size"] == [480, 640] and result["peak_memory_mb"] > 0
     text = stdout.getvalue()
     assert "detections per image: 100 100" in text and "end_to_end" in text
+
+
+def test_benchmark_onnx_file_needs_its_backend_and_is_never_overwritten(tmp_path, monkeypatch):
+    tool = _tool()
+    with pytest.raises(SystemExit):  # without --backend onnxruntime the torch model would be timed instead
+        tool.parse_args(["--config-file", "x", "--onnx", "m.onnx"])
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"the user's file")
+    exported = []
+    monkeypatch.setattr("yolact_d2.export.export_onnx", lambda *a, **k: exported.append(a))
+    args = tool.parse_args(["--config-file", os.path.join(CONFIG_DIR, "Synthetic", "yolact_R_18_FPN_synthetic.yaml"),
+                            "--backend", "onnxruntime", "--onnx", str(mine), *TINY])
+    from yolact_d2.export import ExportedModelError
+
+    with pytest.raises(ExportedModelError, match="ONNX Runtime cannot load it"):  # used as it is, not re-exported
+        tool.build_predictor(args, [np.zeros((32, 32, 3), np.uint8)] * 2, str(tmp_path))
+    assert exported == [] and mine.read_bytes() == b"the user's file"
 
 
 def test_benchmark_image_folder_and_errors(tmp_path):

@@ -218,3 +218,37 @@ def test_plus_onnx_export_runs_in_onnxruntime(tmp_path):
         expected = YolactTensorCore(model)(x)
     for got, want in zip(outputs, expected):
         torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-3, atol=1e-4)
+
+
+def test_exported_model_files_that_cannot_be_used_are_one_line_errors(exported, tmp_path):
+    """A missing file, bytes that are no model, and an ONNX graph of something else: ExportedModelError
+    (a UserError: one line from the CLIs) naming the file, not a runtime's C++ trace."""
+    import onnx
+
+    from yolact_d2.export import ExportedModelError, YolactONNXPredictor, YolactTorchScriptPredictor
+    from yolact_d2.utils.errors import format_user_error
+
+    cfg, onnx_path, _ = exported
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    cases = [
+        (YolactONNXPredictor, str(tmp_path / "missing.onnx"), "no such file"),
+        (YolactONNXPredictor, str(junk), "ONNX Runtime cannot load it ([ONNXRuntimeError]"),
+        (YolactTorchScriptPredictor, str(tmp_path / "missing.pt"), "no such file"),
+        (YolactTorchScriptPredictor, str(junk), "torch.jit.load cannot load it ("),
+    ]
+    other = onnx.load(onnx_path)  # the same graph with its first output renamed: not our contract
+    old = other.graph.output[0].name
+    other.graph.output[0].name = "logits"
+    for node in other.graph.node:
+        node.output[:] = ["logits" if o == old else o for o in node.output]
+    onnx.save(other, str(tmp_path / "other.onnx"))
+    cases.append((YolactONNXPredictor, str(tmp_path / "other.onnx"), "not a yolact_d2 export: its outputs are "
+                                                                     "['logits', 'boxes'"))
+    for predictor, path, cause in cases:
+        with pytest.raises(ExportedModelError) as info:
+            predictor(cfg, path)
+        line = format_user_error(info.value)
+        assert line.startswith(f"error: exported model {path}: {cause}"), line
+        assert "\n" not in line and line.endswith("(export it with tools/export_model.py)")
+    assert junk.read_bytes() == b"not a model"

@@ -342,3 +342,20 @@ def test_demo_unreadable_video(tmp_path, cfg_file, monkeypatch):
     code, out = _main_in_process(monkeypatch, "--config-file", cfg_file, "--video-input", str(bad),
                                  "--output", str(tmp_path / "o.avi"))
     assert code == 2 and ".mp4" in out
+
+
+def test_demo_output_below_a_file_is_a_user_error_naming_it(tmp_path):
+    from yolact_d2.demo.inputs import plan_image_outputs, plan_video_output
+    from yolact_d2.utils.errors import UserError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("keep")
+
+    def usage_error(message):
+        raise AssertionError(f"not a usage error: {message}")
+
+    with pytest.raises(UserError, match=rf"^--output folder {blocker / 'sub'}: cannot be created \(Not a directory\)$"):
+        plan_image_outputs(["a.png"], False, str(blocker / "sub" / "out.png"), usage_error)
+    with pytest.raises(UserError, match=rf"^--output folder {blocker}: cannot be created \(File exists\)$"):
+        plan_video_output("v.mp4", str(blocker / "out.mp4"), usage_error)
+    assert blocker.read_text() == "keep"

@@ -69,8 +69,8 @@ def build_parser(description=__doc__):
     parser.add_argument("--threads", type=int, default=None, help="torch / onnxruntime intra-op threads")
     parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
     parser.add_argument(
-        "--onnx", help="exported model for --backend onnxruntime; exported there first if missing or without "
-        "--weights (default: a temp file)")
+        "--onnx", help="exported model for --backend onnxruntime, used as it is; exported there first if the file "
+        "does not exist (default: a temp file)")
     parser.add_argument("--warmup", type=int, default=2, help="images run before timing (default 2)")
     parser.add_argument("--repeat", type=int, default=1, help="passes over the images")
     parser.add_argument("--all-detections", action="store_true", help="score threshold 0: 100 detections per image")
@@ -83,7 +83,11 @@ def build_parser(description=__doc__):
 
 
 def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.onnx and args.backend != "onnxruntime":  # else the torch model would be timed instead, silently
+        parser.error("--onnx is the model of --backend onnxruntime: add --backend onnxruntime")
+    return args
 
 
 def load_images(args):
@@ -134,8 +138,7 @@ def build_predictor(args, images, tmp, weights=None):
     from yolact_d2.export import YolactONNXPredictor, export_onnx
 
     onnx_path = args.onnx or os.path.join(tmp, "model.onnx")
-    if not args.onnx or not os.path.exists(onnx_path) or not args.weights:
-        # conditioned random weights are new on every run: export them
+    if not os.path.exists(onnx_path):  # a given file is never overwritten
         export_onnx(YolactPredictor(cfg).model, onnx_path, int(cfg.INPUT.IMAGE_SIZE))
     return cfg, YolactONNXPredictor(cfg, onnx_path, num_threads=args.threads)
 
@@ -268,4 +271,10 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from yolact_d2.utils.errors import run_cli
+
+    def cli() -> int:
+        main()  # returns the summary table (for tests)
+        return 0
+
+    sys.exit(run_cli(cli))

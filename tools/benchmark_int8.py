@@ -51,12 +51,13 @@ def prepare(args, images):
     from yolact_d2 import YolactPredictor
     from yolact_d2.export import YolactONNXPredictor, export_onnx
     from yolact_d2.quantization import DEFAULT_EXCLUDED_SCOPES, DatasetCalibrationReader, is_quantized_as, quantize_onnx
+    from yolact_d2.utils.atomic_io import make_output_dir
     from yolact_d2.utils.config_loading import setup_cfg
     from yolact_d2.utils.testing import save_conditioned_random_weights
 
     cfg = setup_cfg(args.config_file, args.opts, freeze=False)
     cfg.MODEL.DEVICE = "cpu"
-    os.makedirs(args.work_dir, exist_ok=True)
+    make_output_dir(args.work_dir, "--work-dir")
     name = os.path.splitext(os.path.basename(args.config_file))[0]
     weights = os.path.join(args.work_dir, f"{name}.pth")
     if args.weights:

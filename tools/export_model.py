@@ -80,16 +80,17 @@ def main(argv=None):
     _check_int8_args(args)
     from yolact_d2 import YolactPredictor
     from yolact_d2.export import DEFAULT_ONNX_OPSET, export_onnx, export_torchscript
+    from yolact_d2.utils.atomic_io import make_output_dir
     from yolact_d2.utils.config_loading import setup_cfg
 
     cfg = setup_cfg(args.config_file, args.opts, freeze=False)
     cfg.MODEL.DEVICE = "cpu"
     if args.weights is not None:
         cfg.MODEL.WEIGHTS = args.weights
+    make_output_dir(os.path.dirname(os.path.abspath(args.output)), "--output folder")  # before the slow steps
     reader = _calibration_reader(cfg, args) if args.int8 else None
     model = YolactPredictor(cfg).model  # builds, checks the config and loads the weights
     size = int(cfg.INPUT.IMAGE_SIZE)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     if args.format == "onnx":
         export_onnx(model, args.output, size, opset_version=args.opset or DEFAULT_ONNX_OPSET, dynamic=args.dynamic)
         if args.int8:

@@ -1,11 +1,10 @@
 """Checks of a yolact_d2 config, each in one place, run before training or inference so that a
 mistake is one message naming the keys instead of a shape error deep in the model
 (docs/RELIABILITY.md). The modules that read a key call its check from here."""
-import os
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from .utils.errors import ConfigError, DataError
+from .utils.atomic_io import make_output_dir
+from .utils.errors import ConfigError, DataError, UserError
 
 __all__ = [
     "NMS_TYPES", "check_nms_type", "anchor_aspect_ratios_per_level", "check_yolact_config", "check_num_classes",
@@ -194,15 +193,11 @@ def check_training_config(cfg) -> None:
 def check_output_dir(cfg) -> None:
     """``OUTPUT_DIR`` a directory this process can create and write, before anything is logged there
     (otherwise an OSError from Detectron2's logger setup)."""
-    out = cfg.OUTPUT_DIR
-    if not out:  # Detectron2 then writes no files
-        return
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"OUTPUT_DIR {out}", f"cannot be created ({e.strerror or e})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ConfigError(f"OUTPUT_DIR {out}", "is not writable by this user")
+    if cfg.OUTPUT_DIR:  # empty: Detectron2 writes no files
+        try:
+            make_output_dir(cfg.OUTPUT_DIR, "OUTPUT_DIR")
+        except UserError as e:
+            raise ConfigError(e.what, e.cause) from None
 
 
 def _check_anchor_levels(y) -> None:

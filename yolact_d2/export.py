@@ -43,7 +43,7 @@ from torch import nn
 from .layers.deform_conv import ONNX_DEFORM_CONV_MIN_OPSET, check_onnx_exportable
 from .modeling.box_ops import decode
 from .predictor import YolactPredictor
-from .utils.errors import ConfigError
+from .utils.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ __all__ = [
     "export_torchscript",
     "YolactONNXPredictor",
     "YolactTorchScriptPredictor",
+    "ExportedModelError",
 ]
 
 INPUT_NAME = "image"
@@ -64,6 +65,26 @@ OUTPUT_NAMES = ("class_probs", "boxes", "coefficients", "prototypes")
 DYNAMIC_OUTPUT_NAMES = ("class_probs", "box_deltas", "coefficients", "prototypes")
 # DeformConv needs 19; plain YOLACT would do with less, one opset for both keeps things simple.
 DEFAULT_ONNX_OPSET = max(19, ONNX_DEFORM_CONV_MIN_OPSET)
+
+
+class ExportedModelError(UserError, ValueError):
+    """An exported model file that does not exist, that its runtime cannot load, or that is not a
+    yolact_d2 export."""
+
+    def __init__(self, path: str, cause: str, fix: Optional[str] = "export it with tools/export_model.py"):
+        super().__init__(f"exported model {path}", cause, fix)
+
+
+def _first_line(error: Exception) -> str:
+    """The first line of a runtime's error message (theirs are multi-line C++ traces)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _existing_file(path: str) -> str:
+    if not os.path.isfile(path):
+        raise ExportedModelError(path, "no such file")
+    return path
 
 
 class YolactTensorCore(nn.Module):
@@ -216,9 +237,9 @@ class YolactONNXPredictor(_ExportedPredictor):
     def __init__(self, cfg, onnx_path: str, num_threads: Optional[int] = None, graph_optimization: str = "all"):
         super().__init__(cfg)
         import onnxruntime as ort
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-        if not os.path.isfile(onnx_path):
-            raise FileNotFoundError(f"ONNX model not found: {onnx_path}")
+        _existing_file(onnx_path)
         levels = {
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
@@ -233,7 +254,12 @@ class YolactONNXPredictor(_ExportedPredictor):
         # ORT's worker threads otherwise spin-wait after every run and take the cores from the
         # PyTorch NMS and mask stages that follow (measured: masks 12 -> 54 ms at 2 threads).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(onnx_path, sess_options=options, providers=["CPUExecutionProvider"])
+        unloadable = (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail, ort_errors.NoSuchFile,
+                      ort_errors.NotImplemented, ort_errors.InvalidArgument)
+        try:
+            self.session = ort.InferenceSession(onnx_path, sess_options=options, providers=["CPUExecutionProvider"])
+        except unloadable as e:
+            raise ExportedModelError(onnx_path, f"ONNX Runtime cannot load it ({_first_line(e)})") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
         # int8 files (yolact_d2.quantization) record how they were quantised; None for float32
         from .quantization import read_quantization_metadata
@@ -248,7 +274,9 @@ class YolactONNXPredictor(_ExportedPredictor):
             )
         self.dynamic = self.output_names == list(DYNAMIC_OUTPUT_NAMES)
         if not self.dynamic and self.output_names != list(OUTPUT_NAMES):
-            raise ValueError(f"{onnx_path} is not a yolact_d2 export: outputs {self.output_names}")
+            raise ExportedModelError(
+                onnx_path, f"not a yolact_d2 export: its outputs are {self.output_names}, not {list(OUTPUT_NAMES)}"
+            )
         self._check_mode()
         shape = self.session.get_inputs()[0].shape
         if not self.dynamic and list(shape[-2:]) != [self.image_size, self.image_size]:
@@ -268,7 +296,10 @@ class YolactTorchScriptPredictor(_ExportedPredictor):
     def __init__(self, cfg, torchscript_path: str):
         super().__init__(cfg)
         self._check_mode()
-        self.module = torch.jit.load(torchscript_path, map_location=self.model.device).eval()
+        try:
+            self.module = torch.jit.load(_existing_file(torchscript_path), map_location=self.model.device).eval()
+        except RuntimeError as e:  # not a TorchScript archive (torch's message is a multi-line C++ trace)
+            raise ExportedModelError(torchscript_path, f"torch.jit.load cannot load it ({_first_line(e)})") from None
 
     def run_graph(self, image: torch.Tensor):
         return tuple(self.module(image))

@@ -6,6 +6,8 @@ import os
 from collections import Counter
 from typing import Callable, List, Optional, Tuple
 
+from ..utils.atomic_io import make_output_dir
+
 __all__ = [
     "IMAGE_EXTENSIONS", "collect_images", "output_names", "plan_image_outputs", "plan_video_output", "open_video",
 ]
@@ -88,11 +90,11 @@ def plan_image_outputs(
     if not is_folder:
         parent = os.path.dirname(output)
         if parent:
-            os.makedirs(parent, exist_ok=True)  # as for folder and video outputs
+            make_output_dir(parent, "--output folder")  # as for folder and video outputs
         return [output]
     if os.path.exists(output) and not os.path.isdir(output):
         usage_error(f"--output must be a folder for several inputs, a folder or a glob; {output} is a file")
-    os.makedirs(output, exist_ok=True)
+    make_output_dir(output, "--output")
     return [os.path.join(output, name) for name in output_names(paths)]
 
 
@@ -101,13 +103,13 @@ def plan_video_output(video: str, output: Optional[str], usage_error: Callable[[
     if output is None:
         return None
     if os.path.isdir(output) or output.endswith(("/", os.sep)):
-        os.makedirs(output, exist_ok=True)
+        make_output_dir(output, "--output")
         return os.path.join(output, os.path.splitext(os.path.basename(video))[0] + ".mp4")
     if not output.lower().endswith(".mp4"):
         usage_error(f"--output for a video must be an .mp4 file or an existing folder, got {output}")
     parent = os.path.dirname(output)
     if parent:
-        os.makedirs(parent, exist_ok=True)
+        make_output_dir(parent, "--output folder")
     return output
 
 

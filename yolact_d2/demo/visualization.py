@@ -12,6 +12,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from ..data.dataset_mapper import YolactDatasetMapper
+from ..utils.atomic_io import make_output_dir
 
 __all__ = ["save_prediction_visualizations", "draw_instances", "instance_colors"]
 
@@ -25,7 +26,7 @@ def save_prediction_visualizations(
     """Runs ``model`` on the first ``num_images`` images of ``dataset_name`` and writes, for each,
     a PNG with the ground truth (left) and the predictions scoring above ``score_threshold`` (right).
     Returns the written paths."""
-    os.makedirs(output_dir, exist_ok=True)
+    make_output_dir(output_dir, "visualisation folder")
     metadata = MetadataCatalog.get(dataset_name)
     mapper = YolactDatasetMapper(cfg, is_train=False)
     was_training = model.training

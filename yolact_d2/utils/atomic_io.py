@@ -1,5 +1,5 @@
 """Atomic file writes, shared by checkpoints, weight conversion, evaluation results and the
-synthetic dataset (docs/RELIABILITY.md).
+synthetic dataset (docs/RELIABILITY.md), and the creation of output folders.
 
 A file is written to a temporary name in its own folder, flushed to disk, then renamed over the
 final name (``os.replace``, atomic on POSIX), and the folder is flushed so that the rename itself
@@ -12,7 +12,10 @@ import os
 import uuid
 from typing import IO, Any, Iterator, List
 
+from .errors import UserError
+
 __all__ = [
+    "make_output_dir",
     "atomic_open",
     "atomic_write_bytes",
     "fsync_dir",
@@ -22,6 +25,19 @@ __all__ = [
 ]
 
 _TMP_MARK = ".tmp-"
+
+
+def make_output_dir(path: str, what: str) -> str:
+    """Create the folder ``path`` (and its parents) if needed and return it. A path that cannot be a
+    folder (a file is in the way, no permission) is a :class:`UserError` naming ``what`` (the key or
+    option that gave the path), not an OSError traceback."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{what} {path}", f"cannot be created ({e.strerror or e})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path}", "is not writable by this user")
+    return path
 
 
 def fsync_dir(folder: str) -> None:
