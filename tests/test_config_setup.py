@@ -121,3 +121,28 @@ def test_stock_mapper_for_evaluation_when_asked_for():
     cfg = setup_cfg(SYNTHETIC_CONFIG, ["INPUT.DATASET_MAPPER_NAME", "detectron2"])
     assert type(build_dataset_mapper(cfg, is_train=False)) is DatasetMapper
     assert isinstance(build_dataset_mapper(setup_cfg(SYNTHETIC_CONFIG), is_train=False), YolactDatasetMapper)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "{f}: holds nothing (an empty file), not a mapping of config keys such as MODEL: ..."),
+    ("- MODEL\n- SOLVER\n", "{f}: holds a list, not a mapping of config keys such as MODEL: ..."),
+    ("42\n", "{f}: holds an int, not a mapping of config keys such as MODEL: ..."),
+    ("_BASE_: missing_base.yaml\n", "{f}: its _BASE_ chain names {d}/missing_base.yaml, which does not exist"),
+    ("_BASE_: listed.yaml\n", "{d}/listed.yaml: holds a list, not a mapping of config keys such as MODEL: ..."),
+    ("MODEL:\n  YOLACT: 5\n", "MODEL.YOLACT (in {f}): given 5, but it is a group of keys (MODEL.YOLACT.*) (check the "
+                              "indentation there)"),
+    ("SOLVER:\n  BASE_LR:\n    X: 1\n", "SOLVER.BASE_LR (in {f}): given a group of keys, but it is a value (0.001)"),
+])
+def test_config_file_that_is_not_a_mapping_of_keys_is_a_config_error(tmp_path, text, message):
+    (tmp_path / "listed.yaml").write_text("- a\n")
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        setup_cfg(str(path))
+    assert str(info.value).startswith(message.format(f=path, d=tmp_path)), str(info.value)
+
+
+def test_group_of_keys_given_a_value_on_the_command_line():
+    with pytest.raises(ConfigError, match=r"^MODEL.YOLACT \(in the command line\): given 5, but it is a group of keys "
+                                          r"\(MODEL.YOLACT.\*\) \(set MODEL.YOLACT.KEY VALUE\)$"):
+        setup_cfg(None, ["MODEL.YOLACT", "5"])

@@ -403,3 +403,43 @@ def test_incompatible_checkpoint_is_one_line_through_run_cli(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: Checkpoint {path} does not fit this model: only 0 of")
     assert issubclass(IncompatibleCheckpointError, UserError) and issubclass(IncompatibleCheckpointError, RuntimeError)
+
+
+@pytest.mark.parametrize("pointer, cause", [
+    ("", "is empty: --resume needs the name of the checkpoint to resume from (write the name of a model_*.pth"),
+    ("model_0000999.pth", "names model_0000999.pth, which is not in {dir} (restore model_0000999.pth, write the name"),
+])
+def test_resume_with_a_broken_last_checkpoint_names_that_file(tmp_path, pointer, cause):
+    import torch
+    from torch import nn
+
+    from yolact_d2.checkpoint import AtomicDetectionCheckpointer
+    from yolact_d2.utils.errors import UserError
+
+    (tmp_path / "last_checkpoint").write_text(pointer + "\n")
+    model = nn.Conv2d(3, 4, 1)
+    with pytest.raises(UserError) as info:
+        AtomicDetectionCheckpointer(model, str(tmp_path)).resume_or_load("", resume=True)
+    assert str(info.value).startswith(f"{tmp_path / 'last_checkpoint'}: {cause.format(dir=tmp_path)}"), str(info.value)
+    # without --resume the stale pointer is ignored, and the next save replaces it
+    AtomicDetectionCheckpointer(model, str(tmp_path)).resume_or_load("", resume=False)
+    AtomicDetectionCheckpointer(model, str(tmp_path)).save("model_0000001")
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+    assert torch.equal(torch.load(tmp_path / "model_0000001.pth", weights_only=True)["model"]["weight"], model.weight)
+
+
+@pytest.mark.parametrize("content", [b"x\n", b"\x89PNG\r\n\x1a\n" + bytes(64), b"PK\x03\x04 truncated zip"])
+def test_bytes_that_are_no_checkpoint_are_not_called_unsafe(tmp_path, content):
+    """A file neither torch nor pickle can parse (a truncated copy, an image named .pth) is reported
+    as unreadable, not as a file holding code; a real payload still is (tests/test_safe_loading.py)."""
+    from torch import nn
+
+    from yolact_d2.checkpoint import AtomicDetectionCheckpointer
+    from yolact_d2.checkpoint.atomic import IncompatibleCheckpointError
+
+    path = tmp_path / "model.pth"
+    path.write_bytes(content)
+    with pytest.raises(IncompatibleCheckpointError) as info:
+        AtomicDetectionCheckpointer(nn.Conv2d(3, 4, 1)).load(str(path))
+    assert str(info.value).startswith(f"Cannot load checkpoint {path}: "), str(info.value)
+    assert "could run code" not in str(info.value) and "may be incomplete" in str(info.value)

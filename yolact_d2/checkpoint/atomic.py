@@ -145,6 +145,23 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
             f.write(last_filename_basename)
 
     # ------------------------------------------------------------------ loading
+    def resume_or_load(self, path: str, *, resume: bool = True):
+        if resume and self.has_checkpoint() and _is_local(self.save_dir):
+            self._check_last_checkpoint()
+        return super().resume_or_load(path, resume=resume)
+
+    def _check_last_checkpoint(self) -> None:
+        """``--resume`` with a ``last_checkpoint`` that is empty or names a missing file: an error
+        naming that file (fvcore would try to load the folder itself, or report only the path)."""
+        pointer = os.path.join(self.save_dir, "last_checkpoint")
+        with open(pointer) as f:
+            name = f.read().strip()
+        fix = "write the name of a model_*.pth of this folder into it, or delete it to start from MODEL.WEIGHTS"
+        if not name:
+            raise UserError(pointer, "is empty: --resume needs the name of the checkpoint to resume from", fix)
+        if not os.path.isfile(os.path.join(self.save_dir, name)):
+            raise UserError(pointer, f"names {name}, which is not in {self.save_dir}", f"restore {name}, {fix}")
+
     def load(self, path, *args, **kwargs):
         self._loading_path = path
         try:

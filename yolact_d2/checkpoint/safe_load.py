@@ -123,7 +123,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         return obj
 
     def persistent_load(self, pid):
-        raise UnsafeCheckpointError(self._path, "a persistent id (torch storage in a plain pickle)", self._opt_in)
+        # torch storages are only read through torch.load; here a persistent id is a file this
+        # loader cannot read (e.g. image bytes whose 'P' reads as the opcode), not code to refuse
+        raise pickle.UnpicklingError("a persistent id (a torch storage) in a plain pickle")
 
 
 def restricted_pickle_load(path: str, opt_in: str = WEIGHTS_OPT_IN) -> Any:
@@ -143,7 +145,8 @@ def _is_weights_only_refusal(error: BaseException) -> bool:
 def safe_torch_load(path: str, opt_in: str = WEIGHTS_OPT_IN) -> Any:
     """``torch.load(weights_only=True)`` on CPU. A file that is a plain pickle rather than a
     ``torch.save`` file is read with :class:`RestrictedUnpickler` instead. Raises
-    :class:`UnsafeCheckpointError` for files holding other objects; other read errors propagate."""
+    :class:`UnsafeCheckpointError` for files holding other objects; bytes that neither reader can
+    parse (a truncated file, an image) are a ``pickle.UnpicklingError``; other read errors propagate."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 (torch raises several types)
@@ -160,7 +163,11 @@ def safe_torch_load(path: str, opt_in: str = WEIGHTS_OPT_IN) -> Any:
         data = restricted_pickle_load(path, opt_in)
     except UnsafeCheckpointError:
         raise
-    except Exception:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 (pickle raises many types on bytes that are no pickle)
+        if found is None:  # neither reader found code to refuse: the bytes are no checkpoint at all
+            raise pickle.UnpicklingError(
+                f"neither a torch.save file nor a pickle ({reason}; pickle: {type(e).__name__}: {e})"
+            ) from None
         data = None
     if isinstance(data, dict):
         return data

@@ -30,7 +30,15 @@ def _all_keys(node, prefix: str = "") -> Iterator[str]:
 
 
 _TYPE_MISMATCH = re.compile(
-    r"Type mismatch \(<class '(\w+)'> vs\. <class '(\w+)'>\) with values \((.*) vs\. (.*)\) for config key: (\S+)$")
+    r"Type mismatch \(<class '([\w.]+)'> vs\. <class '([\w.]+)'>\) with values \((.*) vs\. (.*)\) "
+    r"for config key: (\S+)$",
+    re.DOTALL,  # a group of keys (CfgNode) prints over several lines
+)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _merge(cfg, merge, source: str) -> None:
@@ -41,8 +49,16 @@ def _merge(cfg, merge, source: str) -> None:
         if not match:
             raise
         want, got, default, value, key = match.groups()
+        want, got = want.rsplit(".", 1)[-1], got.rsplit(".", 1)[-1]
+        if "CfgNode" in (want, got):  # a value where a group of keys belongs, or the other way round
+            held = f"a group of keys ({key}.*)" if want == "CfgNode" else f"a value ({_short(default)})"
+            raise ConfigError(
+                f"{key} (in {source})", f"given {'a group of keys' if got == 'CfgNode' else _short(value)}, but it is "
+                f"{held}", fix="check the indentation there" if os.path.isfile(source) else f"set {key}.KEY VALUE",
+            ) from None
         raise ConfigError(
-            f"{key} {value} (in {source})", f"type {got}, but the key holds type {want} (currently {default})",
+            f"{key} {_short(value)} (in {source})",
+            f"type {got}, but the key holds type {want} (currently {_short(default)})",
         ) from None
     except (KeyError, AssertionError) as e:
         message = e.args[0] if e.args else str(e)
@@ -61,6 +77,11 @@ def merge_config_file(cfg, path: str) -> None:
         raise ConfigError(f"--config-file {path}", "no such file")
     try:
         _merge(cfg, lambda: cfg.merge_from_file(path), path)
+    except FileNotFoundError as e:  # a _BASE_ that does not exist
+        raise ConfigError(f"{path}", f"its _BASE_ chain names {e.filename}, which does not exist") from None
+    except (AttributeError, TypeError):  # Detectron2 / yacs on a file that is not a mapping of keys
+        _raise_if_not_a_mapping(path)
+        raise
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
@@ -71,6 +92,25 @@ def merge_config_file(cfg, path: str) -> None:
             f"{name}:{mark.line + 1}:{mark.column + 1}", f"invalid YAML: {problem}",
             fix="check the quotes, brackets and indentation there",
         ) from e
+
+
+def _raise_if_not_a_mapping(path: str) -> None:
+    """A :class:`ConfigError` naming the file of ``path``'s ``_BASE_`` chain (resolved as Detectron2
+    does: relative to the file that names it) whose YAML is empty or not a mapping of config keys."""
+    seen = set()
+    while path not in seen and os.path.isfile(path):
+        seen.add(path)
+        with open(path) as f:
+            data = yaml.safe_load(f)
+        if not isinstance(data, dict):
+            name = type(data).__name__
+            what = "nothing (an empty file)" if data is None else f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+            raise ConfigError(f"{path}", f"holds {what}, not a mapping of config keys such as MODEL: ...") from None
+        base = data.get("_BASE_")
+        if not isinstance(base, str) or "://" in base:
+            return
+        base = os.path.expanduser(base)
+        path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
 
 
 _KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+")  # the spelling of a config key: MODEL.YOLACT.NUM_CLASSES
