@@ -235,11 +235,11 @@ class YolactONNXPredictor(_ExportedPredictor):
     """
 
     def __init__(self, cfg, onnx_path: str, num_threads: Optional[int] = None, graph_optimization: str = "all"):
+        _existing_file(onnx_path)  # before the model is built
         super().__init__(cfg)
         import onnxruntime as ort
         from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-        _existing_file(onnx_path)
         levels = {
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
@@ -294,10 +294,11 @@ class YolactTorchScriptPredictor(_ExportedPredictor):
     :func:`export_torchscript` (same contract as :class:`YolactONNXPredictor`)."""
 
     def __init__(self, cfg, torchscript_path: str):
+        _existing_file(torchscript_path)  # before the model is built
         super().__init__(cfg)
         self._check_mode()
         try:
-            self.module = torch.jit.load(_existing_file(torchscript_path), map_location=self.model.device).eval()
+            self.module = torch.jit.load(torchscript_path, map_location=self.model.device).eval()
         except RuntimeError as e:  # not a TorchScript archive (torch's message is a multi-line C++ trace)
             raise ExportedModelError(torchscript_path, f"torch.jit.load cannot load it ({_first_line(e)})") from None
 
