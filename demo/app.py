@@ -50,14 +50,27 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_port_free(port: int) -> None:
+    """A port already in use is one line before the model is built (gradio reports it only at launch,
+    with a traceback)."""
+    import errno
+    import socket
+
+    from yolact_d2.utils.errors import UserError
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as e:
+            cause = "is in use on 127.0.0.1" if e.errno == errno.EADDRINUSE else f"cannot be used ({e.strerror})"
+            raise UserError(f"--port {port}", cause, "choose another --port") from None
+
+
 def build_predictor(cfg, onnx_path=None):
     if onnx_path:
         from yolact_d2.export import YolactONNXPredictor
-        from yolact_d2.utils.errors import UserError
 
-        if not os.path.isfile(onnx_path):
-            raise UserError(f"--onnx {onnx_path}", "file not found", "export one with tools/export_model.py")
-        return YolactONNXPredictor(cfg, onnx_path)
+        return YolactONNXPredictor(cfg, onnx_path)  # a missing or unloadable file: ExportedModelError
     from yolact_d2 import YolactPredictor
 
     return YolactPredictor(cfg)
@@ -184,6 +197,8 @@ def main(argv=None) -> int:
         parser.error(f"config file not found: {args.config_file}")
     if not 0.0 <= args.confidence_threshold <= 1.0:
         parser.error(f"--confidence-threshold must be in [0, 1], got {args.confidence_threshold}")
+    if not 1 <= args.port <= 65535:
+        parser.error(f"--port must be in 1..65535, got {args.port}")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local demo sends nothing anywhere
     warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.script.*")
     try:
@@ -197,6 +212,7 @@ def main(argv=None) -> int:
     from yolact_d2.demo import resolve_metadata
     from yolact_d2.utils.config_loading import setup_cfg
 
+    check_port_free(args.port)
     setup_logger(name="yolact_d2")
     setup_logger(name=logger.name, abbrev_name="app")
     cfg = setup_cfg(args.config_file, args.opts)  # one-line errors (YAML syntax, unknown keys)

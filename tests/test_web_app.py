@@ -173,6 +173,18 @@ def test_app_help_and_bad_arguments(capsys):
     with pytest.raises(SystemExit) as exit_:
         app_module.main(["--config-file", "nope.yaml"])
     assert exit_.value.code == 2 and "config file not found: nope.yaml" in capsys.readouterr().err
+    config = os.path.join(REPO, "configs", "Synthetic", "yolact_R_18_FPN_synthetic.yaml")
+    with pytest.raises(SystemExit) as exit_:
+        app_module.main(["--config-file", config, "--port", "70000"])
+    assert exit_.value.code == 2 and "--port must be in 1..65535, got 70000" in capsys.readouterr().err
+    from yolact_d2.utils.errors import UserError
+
+    with socket.socket() as taken:  # a port in use: one line before the model is built
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(UserError, match=rf"^--port {port}: is in use on 127.0.0.1 \(choose another --port\)$"):
+            app_module.main(["--config-file", config, "--port", str(port)])
 
 
 # ------------------------------------------------------------------------------------------------
