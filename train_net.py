@@ -33,7 +33,7 @@ with warnings.catch_warnings():
     from yolact_d2.data.datasets import register_datasets_from_config
     from yolact_d2.demo.visualization import save_prediction_visualizations
     from yolact_d2.engine.interrupt import launch_stoppable
-    from yolact_d2.engine.launch import add_dist_timeout_argument, launch_logging_rendezvous
+    from yolact_d2.engine.launch import add_dist_timeout_argument, check_launch_arguments, launch_logging_rendezvous
     from yolact_d2.utils.config_loading import setup_cfg
     from yolact_d2.utils.errors import ConfigError, UserError, run_cli
     from yolact_d2.utils.plot_metrics import plot_training_curves
@@ -150,7 +150,9 @@ def get_parser():
 
 
 if __name__ == "__main__":
-    args = get_parser().parse_args()
+    parser = get_parser()
+    args = parser.parse_args()
+    check_launch_arguments(parser, args)
     print("Command Line Args:", args)
     # Ctrl-C / SIGTERM / SIGUSR1: checkpoint, --resume command, exit 128 + signal (docs/RELIABILITY.md)
     rendezvous = functools.partial(launch_logging_rendezvous, timeout_minutes=args.dist_timeout)  # --dist-timeout

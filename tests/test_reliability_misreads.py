@@ -443,3 +443,24 @@ def test_bytes_that_are_no_checkpoint_are_not_called_unsafe(tmp_path, content):
         AtomicDetectionCheckpointer(nn.Conv2d(3, 4, 1)).load(str(path))
     assert str(info.value).startswith(f"Cannot load checkpoint {path}: "), str(info.value)
     assert "could run code" not in str(info.value) and "may be incomplete" in str(info.value)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--num-gpus", "-1"], "--num-gpus must be >= 0, got -1"),
+    (["--num-machines", "0"], "--num-machines must be >= 1, got 0"),
+    (["--num-machines", "2", "--machine-rank", "2"], "--machine-rank must be in 0..1 for --num-machines 2, got 2"),
+    (["--dist-url", "127.0.0.1:1234"], "--dist-url must be 'auto' or a URL such as tcp://HOST:PORT"),
+    (["--dist-timeout", "0"], "--dist-timeout must be > 0 minutes, got 0.0"),
+])
+def test_launch_flags_that_would_hang_or_crash_are_usage_errors(capsys, argv, message):
+    from detectron2.engine import default_argument_parser
+
+    from yolact_d2.engine.launch import add_dist_timeout_argument, check_launch_arguments
+
+    parser = default_argument_parser()
+    add_dist_timeout_argument(parser)
+    with pytest.raises(SystemExit) as exit_:
+        check_launch_arguments(parser, parser.parse_args(argv))
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    ok = parser.parse_args(["--num-gpus", "0", "--num-machines", "2", "--machine-rank", "1", "--dist-url", "auto"])
+    check_launch_arguments(parser, ok)  # --num-gpus 0: one process, as in Detectron2

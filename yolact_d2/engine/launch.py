@@ -12,7 +12,9 @@ from detectron2.engine import launch as d2_launch
 
 from ..utils.errors import UserError
 
-__all__ = ["add_dist_timeout_argument", "launch_logging_rendezvous", "DEFAULT_DIST_TIMEOUT_MINUTES"]
+__all__ = [
+    "add_dist_timeout_argument", "check_launch_arguments", "launch_logging_rendezvous", "DEFAULT_DIST_TIMEOUT_MINUTES",
+]
 
 DEFAULT_DIST_TIMEOUT_MINUTES = 30.0  # Detectron2's (and PyTorch's) default
 _TIMEOUT_SIGNS = ("Timed out", "timed out", "DistStoreError", "DistNetworkError", "TimeoutError")
@@ -24,6 +26,23 @@ def add_dist_timeout_argument(parser) -> None:
         help="minutes to wait for the other machines (and for any collective operation) before giving up; "
         "default %(default)s",
     )
+
+
+def check_launch_arguments(parser, args) -> None:
+    """Launch flags that would hang (a machine rank no peer can match), crash in the rendezvous (a
+    --dist-url without a scheme) or mean nothing: a usage error (``parser.error``) before anything starts.
+    ``--num-gpus 0`` stays one process, as in Detectron2."""
+    if args.num_gpus < 0:
+        parser.error(f"--num-gpus must be >= 0, got {args.num_gpus}")
+    if args.num_machines < 1:
+        parser.error(f"--num-machines must be >= 1, got {args.num_machines}")
+    if not 0 <= args.machine_rank < args.num_machines:
+        parser.error(f"--machine-rank must be in 0..{args.num_machines - 1} for --num-machines {args.num_machines}, "
+                     f"got {args.machine_rank}")
+    if args.dist_url != "auto" and "://" not in args.dist_url:
+        parser.error(f"--dist-url must be 'auto' or a URL such as tcp://HOST:PORT, got {args.dist_url!r}")
+    if not args.dist_timeout > 0:
+        parser.error(f"--dist-timeout must be > 0 minutes, got {args.dist_timeout}")
 
 
 def _say(message: str) -> None:
