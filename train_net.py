@@ -29,7 +29,7 @@ with warnings.catch_warnings():
     from yolact_d2 import YolactTrainer
     from yolact_d2.checkpoint import AtomicDetectionCheckpointer
     from yolact_d2.checkpoint.safe_load import trusted_weights_file
-    from yolact_d2.config_checks import check_num_classes, check_output_dir
+    from yolact_d2.config_checks import check_class_names, check_num_classes, check_output_dir
     from yolact_d2.data.datasets import register_datasets_from_config
     from yolact_d2.demo.visualization import save_prediction_visualizations
     from yolact_d2.engine.interrupt import launch_stoppable
@@ -121,7 +121,8 @@ def main(args):
         checkpointer = AtomicDetectionCheckpointer(
             model, save_dir=cfg.OUTPUT_DIR, trusted_file=trusted_weights_file(cfg)
         )
-        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        extra = checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume) or {}
+        check_class_names(extra.get("thing_classes"), f"the checkpoint {checkpointer.loaded_path}", cfg.DATASETS.TEST)
         results = YolactTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)

@@ -464,3 +464,44 @@ def test_launch_flags_that_would_hang_or_crash_are_usage_errors(capsys, argv, me
     assert exit_.value.code == 2 and message in capsys.readouterr().err
     ok = parser.parse_args(["--num-gpus", "0", "--num-machines", "2", "--machine-rank", "1", "--dist-url", "auto"])
     check_launch_arguments(parser, ok)  # --num-gpus 0: one process, as in Detectron2
+
+
+SHAPES = ["circle", "square", "triangle", "star", "ellipse", "hexagon"]  # yolact_synthetic_* classes
+
+
+def test_class_names_of_training_and_evaluation_must_agree():
+    from yolact_d2.config_checks import check_class_names
+
+    check_class_names(SHAPES, "DATASETS.TRAIN 'x'", ["yolact_synthetic_val"])
+    check_class_names(None, "a checkpoint without class names", ["yolact_synthetic_val"])  # converted weights
+    swapped = SHAPES[:2][::-1] + SHAPES[2:]
+    with pytest.raises(ConfigError) as info:
+        check_class_names(swapped, "the checkpoint m.pth", ["yolact_synthetic_val"])
+    assert str(info.value) == (
+        "DATASETS.TEST: dataset 'yolact_synthetic_val' has the classes [circle, square, triangle, star, ellipse, "
+        "hexagon], but the checkpoint m.pth has [square, circle, triangle, star, ellipse, hexagon]: the labels and "
+        "the AP would be wrong (evaluate on data with the training classes in the same order (the same json "
+        "categories))")
+
+
+def test_checkpoints_record_the_training_classes_and_the_predictor_checks_them(tmp_path):
+    import torch
+
+    from detectron2.modeling import build_model
+
+    from yolact_d2 import YolactPredictor
+    from yolact_d2.checkpoint import AtomicDetectionCheckpointer
+
+    cfg = tiny_cfg(num_classes=6, opts=["DATASETS.TEST", ("yolact_synthetic_val",), "MODEL.DEVICE", "cpu"])
+    saver = AtomicDetectionCheckpointer(build_model(cfg), str(tmp_path))
+    saver.class_names = SHAPES
+    saver.save("same")
+    assert torch.load(tmp_path / "same.pth", weights_only=True)["thing_classes"] == SHAPES
+    saver.class_names = SHAPES[::-1]
+    saver.save("reversed")
+    cfg.MODEL.WEIGHTS = str(tmp_path / "same.pth")
+    assert YolactPredictor(cfg).metadata.thing_classes == SHAPES
+    cfg.MODEL.WEIGHTS = str(tmp_path / "reversed.pth")
+    with pytest.raises(ConfigError, match=r"^DATASETS.TEST: dataset 'yolact_synthetic_val' has the classes \[circle, "
+                                          rf".*but MODEL.WEIGHTS {tmp_path / 'reversed.pth'} has \[hexagon, ellipse"):
+        YolactPredictor(cfg)

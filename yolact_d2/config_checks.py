@@ -9,6 +9,7 @@ from .utils.errors import ConfigError, DataError, UserError
 __all__ = [
     "NMS_TYPES", "check_nms_type", "anchor_aspect_ratios_per_level", "check_yolact_config", "check_num_classes",
     "check_datasets_registered", "check_train_batch", "check_training_config", "check_output_dir",
+    "check_class_names",
 ]
 
 NMS_TYPES = ("fast", "cross_class", "standard")
@@ -312,3 +313,27 @@ def check_num_classes(cfg, dataset_names, key: str = "DATASETS.TRAIN") -> None:
                 f"{', ...' if len(classes) > 10 else ''}) but MODEL.YOLACT.NUM_CLASSES is "
                 f"{cfg.MODEL.YOLACT.NUM_CLASSES}. Set MODEL.YOLACT.NUM_CLASSES {len(classes)}."
             )
+
+
+def check_class_names(class_names, source: str, dataset_names, key: str = "DATASETS.TEST") -> None:
+    """The classes a model was trained on (``class_names``, from ``source``: a checkpoint or
+    ``DATASETS.TRAIN``) are those of every dataset in ``dataset_names``, in the same order. With the
+    same number of classes in another order, or other classes, every label and AP would be wrong
+    without any error. Datasets without class names in their metadata, and an empty
+    ``class_names`` (weights from elsewhere), are not checked."""
+    if not class_names:
+        return
+    for name in dataset_names:
+        classes = MetadataCatalog.get(name).get("thing_classes", None)
+        if classes is not None and list(classes) != list(class_names):
+            raise ConfigError(
+                f"{key}: dataset '{name}' has the classes {_class_list(classes)}, but {source} has "
+                f"{_class_list(class_names)}", "the labels and the AP would be wrong",
+                fix="evaluate on data with the training classes in the same order (the same json categories)",
+            )
+
+
+def _class_list(names, limit: int = 8) -> str:
+    names = list(names)
+    return "[" + ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "") + "]"
+

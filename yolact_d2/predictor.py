@@ -18,7 +18,7 @@ from detectron2.modeling import build_model
 
 from .checkpoint.atomic import AtomicDetectionCheckpointer
 from .checkpoint.safe_load import trusted_weights_file
-from .config_checks import check_yolact_config
+from .config_checks import check_class_names, check_yolact_config
 from .data.transforms import build_yolact_test_augmentation
 from .modeling.optimize import optimize_for_inference
 from .utils.errors import ConfigError
@@ -152,7 +152,8 @@ class YolactPredictor:
         self.metadata = MetadataCatalog.get(test_sets[0]) if len(test_sets) else None
         # Errors naming the file for unreadable weights or weights of another architecture.
         checkpointer = AtomicDetectionCheckpointer(self.model, trusted_file=trusted_weights_file(self.cfg))
-        checkpointer.load(self.cfg.MODEL.WEIGHTS)
+        extra = checkpointer.load(self.cfg.MODEL.WEIGHTS) or {}
+        check_class_names(extra.get("thing_classes"), f"MODEL.WEIGHTS {self.cfg.MODEL.WEIGHTS}", test_sets[:1])
         # inference-only rewrites (same function, float rounding only): MODEL.YOLACT.*_TEST
         y = self.cfg.MODEL.YOLACT
         optimize_for_inference(self.model, fuse_bn=y.FUSE_BN_TEST, channels_last=y.CHANNELS_LAST_TEST)

@@ -21,7 +21,7 @@ import errno
 import logging
 import os
 import shutil
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -111,11 +111,17 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         self._trusted_file = trusted_file
         self._stale_checked = False
         self._loading_path = None
+        self.loaded_path: Optional[str] = None  # the file of the last load() (MODEL.WEIGHTS or the one resumed)
+        # the training classes (set by the trainer): saved as "thing_classes" in every checkpoint, so
+        # that evaluation and the predictor can tell a dataset with other classes (check_class_names)
+        self.class_names: Optional[List[str]] = None
 
     # ------------------------------------------------------------------ saving
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:
             return
+        if self.class_names:
+            kwargs.setdefault("thing_classes", list(self.class_names))
         if not _is_local(self.save_dir):
             return super().save(name, **kwargs)
         os.makedirs(self.save_dir, exist_ok=True)
@@ -163,7 +169,7 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
             raise UserError(pointer, f"names {name}, which is not in {self.save_dir}", f"restore {name}, {fix}")
 
     def load(self, path, *args, **kwargs):
-        self._loading_path = path
+        self._loading_path = self.loaded_path = path
         try:
             return super().load(path, *args, **kwargs)
         except AssertionError as e:  # fvcore asserts the file exists, with no hint where the path came from

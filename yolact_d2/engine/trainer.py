@@ -10,6 +10,7 @@ import logging
 import os
 import weakref
 
+from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultTrainer
 from detectron2.engine import hooks as d2_hooks
 from detectron2.utils import comm
@@ -17,7 +18,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint.atomic import AtomicDetectionCheckpointer
 from ..checkpoint.safe_load import trusted_weights_file
-from ..config_checks import check_num_classes, check_training_config, check_yolact_config
+from ..config_checks import check_class_names, check_num_classes, check_training_config, check_yolact_config
 from ..evaluation import YolactCOCOEvaluator
 from ..solver import build_optimizer
 from . import loaders
@@ -41,6 +42,8 @@ class YolactTrainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         check_num_classes(cfg, cfg.DATASETS.TEST, "DATASETS.TEST")  # not only after the whole training run
+        class_names = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", None)
+        check_class_names(class_names, f"DATASETS.TRAIN '{cfg.DATASETS.TRAIN[0]}'", cfg.DATASETS.TEST)
         model = create_ddp_model(model, broadcast_buffers=False)
         run_step = FiniteAMPTrainer if cfg.SOLVER.AMP.ENABLED else FiniteSimpleTrainer
         self._trainer = run_step(model, data_loader, optimizer)
@@ -51,6 +54,7 @@ class YolactTrainer(DefaultTrainer):
         self.checkpointer = AtomicDetectionCheckpointer(
             model, cfg.OUTPUT_DIR, trusted_file=trusted_weights_file(cfg), trainer=weakref.proxy(self)
         )
+        self.checkpointer.class_names = class_names
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
