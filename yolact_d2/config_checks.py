@@ -260,8 +260,8 @@ def _check_device(device: str) -> None:
 def check_yolact_config(cfg, model=None) -> None:
     """Fail before training (or inference) with a message naming the keys when ``MODEL.DEVICE``
     cannot be used, when a numeric key of the model is out of range, when the pixel statistics or
-    GroupNorm widths do not fit, when the anchor definition does not fit the feature levels, or (given the built
-    model) when ``INPUT.IMAGE_SIZE`` is smaller than the stride of the coarsest level."""
+    GroupNorm widths do not fit, when the anchor definition does not fit the feature levels, or
+    (given the built model) when ``INPUT.IMAGE_SIZE`` is smaller than the stride of the coarsest level."""
     if model is None:
         _check_device(cfg.MODEL.DEVICE)
         _check_value_ranges(cfg, MODEL_VALUE_RANGES)
