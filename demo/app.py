@@ -217,8 +217,9 @@ def main(argv=None) -> int:
     setup_logger(name=logger.name, abbrev_name="app")
     cfg = setup_cfg(args.config_file, args.opts)  # one-line errors (YAML syntax, unknown keys)
     min_threshold = float(cfg.MODEL.YOLACT.SCORE_THRESH_TEST)
-    app = DemoApp(build_predictor(cfg, args.onnx), resolve_metadata(cfg),
-                  tempfile.mkdtemp(prefix="yolact_app_"), args.max_pixels)
+    predictor = build_predictor(cfg, args.onnx)
+    app = DemoApp(predictor, resolve_metadata(cfg, predictor.class_names), tempfile.mkdtemp(prefix="yolact_app_"),
+                  args.max_pixels)
     examples = write_examples(app.workdir)
     app.analyse(examples[0], "warm-up")  # the first run is slow (allocations, kernels): not the user's image
     page = build_ui(app, examples, max(args.confidence_threshold, min_threshold), min_threshold)

@@ -140,7 +140,7 @@ def main(argv=None) -> int:
         probe.release()
 
     cfg = setup_cfg(args)
-    demo = demo_lib.VisualizationDemo(cfg, args.confidence_threshold, demo_lib.resolve_metadata(cfg))
+    demo = demo_lib.VisualizationDemo(cfg, args.confidence_threshold)  # class names: resolve_metadata
     console_loggers = [logging.getLogger(n) for n in (logger.name, "detectron2", "fvcore", "yolact_d2")]
     with logging_redirect_tqdm(loggers=console_loggers):
         if args.input:

@@ -500,7 +500,16 @@ def test_checkpoints_record_the_training_classes_and_the_predictor_checks_them(t
     saver.class_names = SHAPES[::-1]
     saver.save("reversed")
     cfg.MODEL.WEIGHTS = str(tmp_path / "same.pth")
-    assert YolactPredictor(cfg).metadata.thing_classes == SHAPES
+    predictor = YolactPredictor(cfg)
+    assert predictor.metadata.thing_classes == SHAPES and predictor.class_names == SHAPES
+    # the demo's labels without a usable DATASETS.TEST: the checkpoint's names, else generic ids
+    from yolact_d2.demo import resolve_metadata
+
+    no_test = cfg.clone()
+    no_test.DATASETS.TEST = ()
+    assert resolve_metadata(no_test, predictor.class_names).thing_classes == SHAPES
+    assert resolve_metadata(no_test).thing_classes == [f"class {i}" for i in range(6)]
+    assert resolve_metadata(no_test, ["a", "b"]).thing_classes[0] == "class 0"  # another class count: not used
     cfg.MODEL.WEIGHTS = str(tmp_path / "reversed.pth")
     with pytest.raises(ConfigError, match=r"^DATASETS.TEST: dataset 'yolact_synthetic_val' has the classes \[circle, "
                                           rf".*but MODEL.WEIGHTS {tmp_path / 'reversed.pth'} has \[hexagon, ellipse"):

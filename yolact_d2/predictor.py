@@ -140,6 +140,7 @@ class YolactPredictor:
         cfg: the cloned config. model: the ``Yolact`` model. aug: the test-time augmentations.
         metadata: ``MetadataCatalog.get(cfg.DATASETS.TEST[0])`` when ``DATASETS.TEST`` is not
             empty (as ``DefaultPredictor``), else None.
+        class_names: the training classes recorded in the checkpoint (trainer checkpoints), else None.
     """
 
     def __init__(self, cfg):
@@ -153,7 +154,8 @@ class YolactPredictor:
         # Errors naming the file for unreadable weights or weights of another architecture.
         checkpointer = AtomicDetectionCheckpointer(self.model, trusted_file=trusted_weights_file(self.cfg))
         extra = checkpointer.load(self.cfg.MODEL.WEIGHTS) or {}
-        check_class_names(extra.get("thing_classes"), f"MODEL.WEIGHTS {self.cfg.MODEL.WEIGHTS}", test_sets[:1])
+        self.class_names = extra.get("thing_classes")
+        check_class_names(self.class_names, f"MODEL.WEIGHTS {self.cfg.MODEL.WEIGHTS}", test_sets[:1])
         # inference-only rewrites (same function, float rounding only): MODEL.YOLACT.*_TEST
         y = self.cfg.MODEL.YOLACT
         optimize_for_inference(self.model, fuse_bn=y.FUSE_BN_TEST, channels_last=y.CHANNELS_LAST_TEST)

@@ -21,12 +21,13 @@ class VisualizationDemo:
     low-scoring detections.
     """
 
-    def __init__(self, cfg, confidence_threshold: float, metadata):
+    def __init__(self, cfg, confidence_threshold: float, metadata=None):
         from .. import YolactPredictor
 
         self.predictor = YolactPredictor(cfg)
         self.confidence_threshold = confidence_threshold
-        self.metadata = metadata
+        # default: DATASETS.TEST's names, else the ones the checkpoint records, else generic ids
+        self.metadata = metadata if metadata is not None else resolve_metadata(cfg, self.predictor.class_names)
 
     def predict(self, bgr):
         instances = self.predictor(bgr)["instances"].to("cpu")
@@ -58,10 +59,11 @@ class VisualizationDemo:
             yield drawn[:, :, ::-1]
 
 
-def resolve_metadata(cfg):
+def resolve_metadata(cfg, checkpoint_classes=None):
     """Metadata of ``cfg.DATASETS.TEST[0]`` when it is registered and names exactly
-    ``MODEL.YOLACT.NUM_CLASSES`` classes; otherwise generic names ``class 0``, ``class 1``... so that
-    a model is never shown with the class names of other data."""
+    ``MODEL.YOLACT.NUM_CLASSES`` classes; otherwise the class names the checkpoint records
+    (``checkpoint_classes``, ``YolactPredictor.class_names``), else generic names ``class 0``,
+    ``class 1``... so that a model is never shown with the class names of other data."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.data.catalog import Metadata
 
@@ -70,9 +72,12 @@ def resolve_metadata(cfg):
 
     num_classes = int(cfg.MODEL.YOLACT.NUM_CLASSES)
     generic = Metadata(name="yolact_demo_generic")
-    generic.set(thing_classes=[f"class {i}" for i in range(num_classes)])
+    if checkpoint_classes and len(checkpoint_classes) == num_classes:
+        generic.set(thing_classes=list(checkpoint_classes))  # the training's names, from the checkpoint
+    else:
+        generic.set(thing_classes=[f"class {i}" for i in range(num_classes)])
     if not len(cfg.DATASETS.TEST):
-        logger.info("DATASETS.TEST is empty: showing generic class ids")
+        logger.info(f"DATASETS.TEST is empty: showing {_fallback_names(generic)}")
         return generic
     name = cfg.DATASETS.TEST[0]
     try:
@@ -82,7 +87,7 @@ def resolve_metadata(cfg):
     except ValueError as e:
         logger.warning(f"Could not register DATASETS.COCO_INSTANCES ({e})")
     if name not in DatasetCatalog.list():
-        logger.warning(f"Dataset '{name}' (DATASETS.TEST[0]) is not registered: showing generic class ids")
+        logger.warning(f"Dataset '{name}' (DATASETS.TEST[0]) is not registered: showing {_fallback_names(generic)}")
         return generic
     metadata = MetadataCatalog.get(name)
     if metadata.get("thing_classes", None) is None:
@@ -95,7 +100,13 @@ def resolve_metadata(cfg):
         found = "no class names" if classes is None else f"{len(classes)} classes"
         logger.warning(
             f"Dataset '{name}' has {found} but MODEL.YOLACT.NUM_CLASSES is {num_classes}: "
-            "showing generic class ids"
+            f"showing {_fallback_names(generic)}"
         )
         return generic
     return metadata
+
+
+def _fallback_names(metadata) -> str:
+    generic = metadata.thing_classes[:1] == ["class 0"]
+    return "generic class ids" if generic else "the class names recorded in the checkpoint"
+
