@@ -336,4 +336,3 @@ def check_class_names(class_names, source: str, dataset_names, key: str = "DATAS
 def _class_list(names, limit: int = 8) -> str:
     names = list(names)
     return "[" + ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "") + "]"
-

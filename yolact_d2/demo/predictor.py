@@ -109,4 +109,3 @@ def resolve_metadata(cfg, checkpoint_classes=None):
 def _fallback_names(metadata) -> str:
     generic = metadata.thing_classes[:1] == ["class 0"]
     return "generic class ids" if generic else "the class names recorded in the checkpoint"
-
