@@ -15,7 +15,7 @@ import tempfile
 
 from detectron2.utils import comm
 
-from ..utils.atomic_io import process_alive, publish_file
+from ..utils.atomic_io import publish_file, stale_entries
 
 __all__ = ["AtomicResultsMixin"]
 
@@ -24,18 +24,19 @@ logger = logging.getLogger(__name__)
 _STAGING_PREFIX = ".staging-"
 
 
+def _staging_writer(name: str):
+    if not name.startswith(_STAGING_PREFIX):
+        return None
+    try:
+        return int(name[len(_STAGING_PREFIX):].split("-")[0])
+    except ValueError:
+        return None
+
+
 def _remove_stale_staging(folder: str) -> None:
-    for name in os.listdir(folder):
-        if not name.startswith(_STAGING_PREFIX):
-            continue
-        try:
-            pid = int(name[len(_STAGING_PREFIX):].split("-")[0])
-        except ValueError:
-            continue
-        if pid != os.getpid() and process_alive(pid):
-            continue  # another evaluation in the same folder
-        shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
-        logger.warning(f"Removed {os.path.join(folder, name)}, left by an interrupted evaluation")
+    for path in stale_entries(folder, _staging_writer):  # not those of another evaluation still running
+        shutil.rmtree(path, ignore_errors=True)
+        logger.warning(f"Removed {path}, left by an interrupted evaluation")
 
 
 class AtomicResultsMixin:

@@ -10,7 +10,7 @@ so that :func:`remove_stale_temporary_files` can tell which ones a dead process 
 import contextlib
 import os
 import uuid
-from typing import IO, Any, Iterator, List
+from typing import IO, Any, Callable, Iterator, List, Optional
 
 from .errors import UserError
 
@@ -22,6 +22,7 @@ __all__ = [
     "process_alive",
     "publish_file",
     "remove_stale_temporary_files",
+    "stale_entries",
 ]
 
 _TMP_MARK = ".tmp-"
@@ -109,24 +110,36 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def stale_entries(folder: str, writer_pid: Callable[[str], Optional[int]]) -> List[str]:
+    """The paths in ``folder`` whose name ``writer_pid`` maps to the id of the process that made them
+    (None: not such an entry), where that process is gone or is this one (left by an earlier run
+    with the same pid). Shared by the temporary files here and the evaluation's staging folders."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    stale = []
+    for name in names:
+        pid = writer_pid(name)
+        if pid is not None and (pid == os.getpid() or not process_alive(pid)):
+            stale.append(os.path.join(folder, name))
+    return stale
+
+
+def _temporary_file_writer(name: str) -> Optional[int]:
+    if not name.startswith(".") or _TMP_MARK not in name:
+        return None
+    try:
+        return int(name.rsplit(_TMP_MARK, 1)[1].split("-")[0])
+    except ValueError:
+        return None
+
+
 def remove_stale_temporary_files(folder: str) -> List[str]:
     """Delete the temporary files of :func:`atomic_open` in ``folder`` whose writer process is
     gone (killed during a write); returns their paths."""
     removed = []
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return removed
-    for name in names:
-        if not name.startswith(".") or _TMP_MARK not in name:
-            continue
-        try:
-            pid = int(name.rsplit(_TMP_MARK, 1)[1].split("-")[0])
-        except ValueError:
-            continue
-        if pid != os.getpid() and process_alive(pid):
-            continue
-        path = os.path.join(folder, name)
+    for path in stale_entries(folder, _temporary_file_writer):
         with contextlib.suppress(OSError):
             os.unlink(path)
             removed.append(path)
