@@ -43,7 +43,7 @@ from torch import nn
 from .layers.deform_conv import ONNX_DEFORM_CONV_MIN_OPSET, check_onnx_exportable
 from .modeling.box_ops import decode
 from .predictor import YolactPredictor
-from .utils.errors import ConfigError, UserError
+from .utils.errors import ConfigError, UserError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +73,6 @@ class ExportedModelError(UserError, ValueError):
 
     def __init__(self, path: str, cause: str, fix: Optional[str] = "export it with tools/export_model.py"):
         super().__init__(f"exported model {path}", cause, fix)
-
-
-def _first_line(error: Exception) -> str:
-    """The first line of a runtime's error message (theirs are multi-line C++ traces)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _existing_file(path: str) -> str:
@@ -259,7 +253,7 @@ class YolactONNXPredictor(_ExportedPredictor):
         try:
             self.session = ort.InferenceSession(onnx_path, sess_options=options, providers=["CPUExecutionProvider"])
         except unloadable as e:
-            raise ExportedModelError(onnx_path, f"ONNX Runtime cannot load it ({_first_line(e)})") from None
+            raise ExportedModelError(onnx_path, f"ONNX Runtime cannot load it ({first_line(e)})") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
         # int8 files (yolact_d2.quantization) record how they were quantised; None for float32
         from .quantization import read_quantization_metadata
@@ -300,7 +294,7 @@ class YolactTorchScriptPredictor(_ExportedPredictor):
         try:
             self.module = torch.jit.load(torchscript_path, map_location=self.model.device).eval()
         except RuntimeError as e:  # not a TorchScript archive (torch's message is a multi-line C++ trace)
-            raise ExportedModelError(torchscript_path, f"torch.jit.load cannot load it ({_first_line(e)})") from None
+            raise ExportedModelError(torchscript_path, f"torch.jit.load cannot load it ({first_line(e)})") from None
 
     def run_graph(self, image: torch.Tensor):
         return tuple(self.module(image))

@@ -28,7 +28,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from ..utils.atomic_io import atomic_open, remove_stale_temporary_files
-from ..utils.errors import UserError
+from ..utils.errors import UserError, first_line
 from .safe_load import WEIGHTS_OPT_IN, load_checkpoint
 
 __all__ = ["AtomicDetectionCheckpointer", "IncompatibleCheckpointError", "CheckpointWriteError", "atomic_open"]
@@ -75,7 +75,7 @@ def _write_error(path: str, exc: BaseException, previous: str) -> CheckpointWrit
     """One line naming the file, the cause (errno name and text, or torch's message) and the free space."""
     folder = os.path.dirname(path)
     os_error = _os_error_in(exc)
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = first_line(exc)
     if os_error is not None:
         name = errno.errorcode.get(os_error.errno, os_error.errno)
         cause = f"{os_error.strerror or os.strerror(os_error.errno)} ({name})"

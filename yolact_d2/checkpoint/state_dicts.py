@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from ..utils.atomic_io import atomic_open
-from ..utils.errors import UserError
+from ..utils.errors import UserError, first_line
 
 _BN_RUNNING = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -99,12 +99,12 @@ def load_checkpoint_file(path: str, unsafe: bool = False) -> Any:
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001  (torch raises several types here)
-        raise ValueError(f"not a readable PyTorch checkpoint file (torch.load: {_first_line(e)})") from e
+        raise ValueError(f"not a readable PyTorch checkpoint file (torch.load: {_typed_first_line(e)})") from e
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+def _typed_first_line(error: BaseException) -> str:
+    text = first_line(error) if str(error).strip() else ""
+    return f"{type(error).__name__}: {text}".rstrip(": ")
 
 
 def save_converted_checkpoint(state_dict: Mapping[str, torch.Tensor], path: str, author: str) -> None:

@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence, Tuple, Type
 
 __all__ = [
     "UserError", "ConfigError", "DataError", "run_cli", "format_user_error", "KNOWN_USER_ERRORS",
-    "debug_requested", "add_debug_argument", "WorkerUserErrorExit", "run_in_worker",
+    "debug_requested", "add_debug_argument", "WorkerUserErrorExit", "run_in_worker", "first_line",
 ]
 
 
@@ -54,6 +54,13 @@ class WorkerUserErrorExit(SystemExit):
 # Exception types that are user errors wherever they reach a program's top level. Modules that
 # define such errors subclass UserError; this tuple is for types we do not own.
 KNOWN_USER_ERRORS: Tuple[Type[BaseException], ...] = (UserError,)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (torch's and ONNX Runtime's are multi-line C++
+    traces), or its type name when the message is empty; for the cause part of a one-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def format_user_error(exc: BaseException) -> str:
