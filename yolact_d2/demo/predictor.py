@@ -74,10 +74,12 @@ def resolve_metadata(cfg, checkpoint_classes=None):
     generic = Metadata(name="yolact_demo_generic")
     if checkpoint_classes and len(checkpoint_classes) == num_classes:
         generic.set(thing_classes=list(checkpoint_classes))  # the training's names, from the checkpoint
+        showing = "the class names recorded in the checkpoint"
     else:
         generic.set(thing_classes=[f"class {i}" for i in range(num_classes)])
+        showing = "generic class ids"
     if not len(cfg.DATASETS.TEST):
-        logger.info(f"DATASETS.TEST is empty: showing {_fallback_names(generic)}")
+        logger.info(f"DATASETS.TEST is empty: showing {showing}")
         return generic
     name = cfg.DATASETS.TEST[0]
     try:
@@ -87,7 +89,7 @@ def resolve_metadata(cfg, checkpoint_classes=None):
     except ValueError as e:
         logger.warning(f"Could not register DATASETS.COCO_INSTANCES ({e})")
     if name not in DatasetCatalog.list():
-        logger.warning(f"Dataset '{name}' (DATASETS.TEST[0]) is not registered: showing {_fallback_names(generic)}")
+        logger.warning(f"Dataset '{name}' (DATASETS.TEST[0]) is not registered: showing {showing}")
         return generic
     metadata = MetadataCatalog.get(name)
     if metadata.get("thing_classes", None) is None:
@@ -100,12 +102,7 @@ def resolve_metadata(cfg, checkpoint_classes=None):
         found = "no class names" if classes is None else f"{len(classes)} classes"
         logger.warning(
             f"Dataset '{name}' has {found} but MODEL.YOLACT.NUM_CLASSES is {num_classes}: "
-            f"showing {_fallback_names(generic)}"
+            f"showing {showing}"
         )
         return generic
     return metadata
-
-
-def _fallback_names(metadata) -> str:
-    generic = metadata.thing_classes[:1] == ["class 0"]
-    return "generic class ids" if generic else "the class names recorded in the checkpoint"

@@ -16,7 +16,7 @@ from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, build_resnet_backbone
 
 from ...utils.errors import ConfigError
-from .resnet_dcn import build_yolact_resnet_backbone, check_resnet_depth
+from .resnet_dcn import BASIC_BLOCK_DEPTHS, build_yolact_resnet_backbone, check_resnet_depth
 
 __all__ = ["YolactFPN", "build_yolact_resnet_fpn_backbone"]
 
@@ -116,7 +116,7 @@ def build_yolact_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> YolactFPN:
     docs/DEVELOPMENT_NOTES.md), which Detectron2's builder refuses."""
     r = cfg.MODEL.RESNETS
     check_resnet_depth(r.DEPTH)
-    if any(r.DEFORM_ON_PER_STAGE) or (r.DEPTH in (18, 34) and r.RES2_OUT_CHANNELS != 64):
+    if any(r.DEFORM_ON_PER_STAGE) or (r.DEPTH in BASIC_BLOCK_DEPTHS and r.RES2_OUT_CHANNELS != 64):
         bottom_up = build_yolact_resnet_backbone(cfg, input_shape)
     else:
         bottom_up = build_resnet_backbone(cfg, input_shape)

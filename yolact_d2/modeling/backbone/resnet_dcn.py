@@ -26,9 +26,10 @@ from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, Bottlenec
 from ...layers.deform_conv import ModulatedDeformConv2d
 from ...utils.errors import ConfigError
 
-__all__ = ["DCNv2BottleneckBlock", "deformable_blocks", "build_yolact_resnet_backbone"]
+__all__ = ["DCNv2BottleneckBlock", "deformable_blocks", "build_yolact_resnet_backbone", "BASIC_BLOCK_DEPTHS"]
 
 _BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
+BASIC_BLOCK_DEPTHS = (18, 34)  # ResNets of basic blocks; the others are of bottleneck blocks
 
 
 class DCNv2BottleneckBlock(BottleneckBlock):
@@ -109,7 +110,7 @@ def build_yolact_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     interval = cfg.MODEL.YOLACT.DEFORM_INTERVAL
     if r.RES5_DILATION not in (1, 2):
         raise ConfigError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {r.RES5_DILATION}")
-    basic = depth in (18, 34)
+    basic = depth in BASIC_BLOCK_DEPTHS
     if basic and (any(deform_on) or r.RES5_DILATION != 1 or r.NUM_GROUPS != 1):
         raise ConfigError(
             "R-18/R-34 have basic blocks: they need MODEL.RESNETS.RES5_DILATION 1, NUM_GROUPS 1 and no "
