@@ -3,7 +3,10 @@ yolact_d2 parameter names. See ``tools/convert_yolact_weights.py`` and
 ``tools/convert_torchvision_backbone.py`` for the command-line front ends.
 
 :class:`AtomicDetectionCheckpointer` (``atomic.py``) writes checkpoints atomically and rejects
-weights of another architecture (docs/RELIABILITY.md)."""
+weights of another architecture (docs/RELIABILITY.md). ``yolact://NAME`` weights (``catalog.py``,
+``weights_cache.py``: downloaded, converted and cached once) are registered on Detectron2's ``PathManager``
+here."""
+from . import weights_cache  # noqa: F401  (registers the yolact:// PathHandler)
 from .atomic import AtomicDetectionCheckpointer, IncompatibleCheckpointError, atomic_open
 from .yolact_converter import (
     UnsupportedCheckpointError,

@@ -29,6 +29,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from ..utils.atomic_io import atomic_open, remove_stale_temporary_files
 from ..utils.errors import UserError, first_line
+from .catalog import is_random_weights
 from .safe_load import WEIGHTS_OPT_IN, load_checkpoint
 
 __all__ = ["AtomicDetectionCheckpointer", "IncompatibleCheckpointError", "CheckpointWriteError", "atomic_open"]
@@ -169,6 +170,9 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
             raise UserError(pointer, f"names {name}, which is not in {self.save_dir}", f"restore {name}, {fix}")
 
     def load(self, path, *args, **kwargs):
+        if is_random_weights(path):  # MODEL.WEIGHTS random: the fresh initialisation, on purpose
+            self.logger.info("MODEL.WEIGHTS random: keeping the random initialisation")
+            return {}
         self._loading_path = self.loaded_path = path
         try:
             return super().load(path, *args, **kwargs)

@@ -6,8 +6,9 @@
 
 Standard Detectron2 flags (``--resume``, ``--num-machines``, ``--machine-rank``, ``--dist-url``,
 ``KEY VALUE`` overrides) work as usual; ``--dist-timeout MINUTES`` bounds the wait for the other
-machines. ``--eval-only`` needs ``MODEL.WEIGHTS`` (``MODEL.WEIGHTS random``: an untrained model on
-purpose). Own data: see ``DATASETS.COCO_INSTANCES`` in docs/GETTING_STARTED.md.
+machines. ``MODEL.WEIGHTS`` names the weights to start from: a file, ``yolact://NAME`` (downloaded once,
+docs/MODEL_ZOO.md) or ``random`` (an untrained model on purpose; training and ``--eval-only`` refuse an empty
+one). Own data: see ``DATASETS.COCO_INSTANCES`` in docs/GETTING_STARTED.md.
 """
 import functools
 import logging
@@ -26,38 +27,48 @@ with warnings.catch_warnings():
 
     from yolact_d2 import YolactTrainer
     from yolact_d2.checkpoint import AtomicDetectionCheckpointer
+    from yolact_d2.checkpoint.catalog import RANDOM_WEIGHTS, is_random_weights
     from yolact_d2.checkpoint.safe_load import trusted_weights_file
     from yolact_d2.config_checks import check_class_names, check_num_classes, check_output_dir
     from yolact_d2.data.datasets import register_datasets_from_config
     from yolact_d2.demo.visualization import save_prediction_visualizations
     from yolact_d2.engine.interrupt import launch_stoppable
     from yolact_d2.engine.launch import add_dist_timeout_argument, check_launch_arguments, launch_logging_rendezvous
+    from yolact_d2.engine.trainer import check_initial_weights
     from yolact_d2.utils.config_loading import setup_cfg
     from yolact_d2.utils.errors import ConfigError, UserError, run_cli
     from yolact_d2.utils.plot_metrics import plot_training_curves
 
-RANDOM_WEIGHTS = "random"  # MODEL.WEIGHTS value that asks for a randomly initialised model
+
+def _weights_on_command_line(opts) -> str:
+    """The value of the last ``MODEL.WEIGHTS`` among the ``KEY VALUE`` overrides ("" if none)."""
+    pairs = dict(zip(opts[::2], opts[1::2])) if opts else {}
+    return str(pairs.get("MODEL.WEIGHTS", ""))
+
+
+def _resumable(cfg, args) -> bool:
+    return bool(args.resume) and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
 
 
 def check_eval_weights(cfg, args) -> None:
-    """--eval-only needs weights: an empty MODEL.WEIGHTS would evaluate a random model and print AP tables."""
-    resumable = args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
+    """--eval-only needs weights: an empty MODEL.WEIGHTS, or ``random`` from the config file (the synthetic
+    config trains from scratch), would evaluate a random model and print AP tables."""
     if getattr(args, "random_weights", False):
         logging.getLogger("yolact_d2").warning("--eval-only with MODEL.WEIGHTS random: evaluating an untrained model")
-    elif not cfg.MODEL.WEIGHTS and not resumable:
+    elif (not cfg.MODEL.WEIGHTS or is_random_weights(cfg.MODEL.WEIGHTS)) and not _resumable(cfg, args):
+        said = "is empty" if not cfg.MODEL.WEIGHTS else f"is {RANDOM_WEIGHTS} (from {args.config_file})"
         raise ConfigError(
-            "--eval-only: MODEL.WEIGHTS is empty", "the model would be evaluated with random weights",
+            f"--eval-only: MODEL.WEIGHTS {said}", "the model would be evaluated with random weights",
             fix="give MODEL.WEIGHTS path/to/model_final.pth, or --resume with a last_checkpoint in OUTPUT_DIR; "
-            "MODEL.WEIGHTS random evaluates an untrained model on purpose",
+            f"MODEL.WEIGHTS {RANDOM_WEIGHTS} on the command line evaluates an untrained model on purpose",
         )
 
 
 def setup(args):
     cfg = setup_cfg(args.config_file, args.opts, freeze=False)  # one-line errors (YAML syntax, unknown keys)
-    # "MODEL.WEIGHTS random": random initialisation on purpose (--eval-only refuses empty weights)
-    args.random_weights = cfg.MODEL.WEIGHTS == RANDOM_WEIGHTS and not os.path.exists(RANDOM_WEIGHTS)
-    if args.random_weights:
-        cfg.MODEL.WEIGHTS = ""
+    # "MODEL.WEIGHTS random" on the command line: an untrained model on purpose, also for --eval-only
+    args.random_weights = is_random_weights(_weights_on_command_line(args.opts)) and is_random_weights(
+        cfg.MODEL.WEIGHTS)
     register_datasets_from_config(cfg)
     cfg.freeze()
     check_output_dir(cfg)  # a clear error before default_setup opens log.txt there
@@ -129,6 +140,8 @@ def main(args):
             print_summary(cfg, results, time.perf_counter() - start, vis_dir)
         return results
 
+    if not _resumable(cfg, args):
+        check_initial_weights(cfg)  # before the data is read; YolactTrainer.resume_or_load checks it too
     trainer = YolactTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     results = trainer.train()

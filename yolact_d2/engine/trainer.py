@@ -17,17 +17,32 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint.atomic import AtomicDetectionCheckpointer
+from ..checkpoint.catalog import RANDOM_WEIGHTS, imagenet_weights_name
 from ..checkpoint.safe_load import trusted_weights_file
 from ..config_checks import check_class_names, check_num_classes, check_training_config, check_yolact_config
 from ..evaluation import YolactCOCOEvaluator
 from ..solver import build_optimizer
+from ..utils.errors import ConfigError
 from . import loaders
 from .ddp import create_ddp_model
 from .finite_loss import FiniteAMPTrainer, FiniteSimpleTrainer, nonfinite_loss_hints
 from .hooks import BadImageCounter, BadImageTally
 from .interrupt import InterruptHook
 
-__all__ = ["YolactTrainer"]
+__all__ = ["YolactTrainer", "check_initial_weights"]
+
+
+def check_initial_weights(cfg) -> None:
+    """Training needs weights to start from: an empty MODEL.WEIGHTS would train the backbone from random
+    weights, which the original never does (it always starts from ImageNet). ``MODEL.WEIGHTS random``
+    says it is on purpose (the synthetic config)."""
+    if not cfg.MODEL.WEIGHTS:
+        depth = cfg.MODEL.RESNETS.DEPTH
+        raise ConfigError(
+            "MODEL.WEIGHTS is empty", "training would start from a random backbone",
+            fix=f"give MODEL.WEIGHTS {imagenet_weights_name(depth)} (ImageNet ResNet-{depth}, downloaded once) or a "
+            f"checkpoint; MODEL.WEIGHTS {RANDOM_WEIGHTS} trains from scratch on purpose",
+        )
 
 
 class YolactTrainer(DefaultTrainer):
@@ -59,6 +74,11 @@ class YolactTrainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume=True):
+        if not (resume and self.checkpointer.has_checkpoint()):  # MODEL.WEIGHTS is read: it must say something
+            check_initial_weights(self.cfg)
+        return super().resume_or_load(resume=resume)
 
     def build_hooks(self):
         hooks = super().build_hooks()
