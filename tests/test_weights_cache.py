@@ -11,9 +11,9 @@ import threading
 import pytest
 import torch
 import torchvision
+from test_weight_conversion import expected_name, make_original
 
 from conftest import tiny_cfg
-from test_weight_conversion import expected_name, make_original
 
 R18 = "ImageNetPretrained/torchvision/R-18"
 R18_PATH = "models/resnet18-f37072fd.pth"  # the path of torchvision's file on its host
