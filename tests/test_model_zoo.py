@@ -5,10 +5,10 @@ import sys
 
 import pytest
 import torch
-
-from conftest import CONFIG_DIR
 from test_weight_conversion import make_original
 from test_weights_cache import _Server
+
+from conftest import CONFIG_DIR
 
 COCO = "COCO-InstanceSegmentation"
 

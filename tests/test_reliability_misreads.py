@@ -252,12 +252,18 @@ def test_eval_only_without_weights_is_refused_unless_random_is_asked(tmp_path):
              *opts])
         return train_net.setup(args), args
 
+    # the synthetic config says random (it trains from scratch): that is no choice to evaluate an untrained model
     cfg, args = setup()
+    with pytest.raises(CE, match=r"^--eval-only: MODEL.WEIGHTS is random \(from .*yolact_R_18_FPN_synthetic.yaml\): "
+                                 r"the model would be evaluated with random weights \(give MODEL.WEIGHTS .*"
+                                 r"MODEL.WEIGHTS random on the command line evaluates an untrained model"):
+        train_net.check_eval_weights(cfg, args)
+    cfg, args = setup("MODEL.WEIGHTS", "")
     with pytest.raises(CE, match=r"^--eval-only: MODEL.WEIGHTS is empty: the model would be evaluated with random "
-                                 r"weights \(give MODEL.WEIGHTS .*MODEL.WEIGHTS random evaluates an untrained model"):
+                                 r"weights \(give MODEL.WEIGHTS .*MODEL.WEIGHTS random on the command line evaluates "):
         train_net.check_eval_weights(cfg, args)
     cfg, args = setup("MODEL.WEIGHTS", "random")
-    assert cfg.MODEL.WEIGHTS == "" and args.random_weights
+    assert cfg.MODEL.WEIGHTS == "random" and args.random_weights
     train_net.check_eval_weights(cfg, args)  # explicit: allowed
     cfg, args = setup(resume=["--resume"])
     with pytest.raises(CE):  # --resume without a last_checkpoint: still nothing to load
@@ -268,7 +274,7 @@ def test_eval_only_without_weights_is_refused_unless_random_is_asked(tmp_path):
     rc, stdout, stderr = _train_net("--config-file", SYNTHETIC_CONFIG, "--eval-only", "MODEL.DEVICE", "cpu",
                                     "OUTPUT_DIR", str(tmp_path / "cli"))
     assert rc == 1 and len(_error_lines(stderr)) == 1, stderr[-3000:]
-    assert _error_lines(stderr)[0].startswith("error: --eval-only: MODEL.WEIGHTS is empty")
+    assert _error_lines(stderr)[0].startswith("error: --eval-only: MODEL.WEIGHTS is random (from ")
     assert "Traceback" not in stdout + stderr and "copypaste" not in stdout + stderr  # the console: one line
     log = (tmp_path / "cli" / "log.txt").read_text()  # the traceback is kept in the log file, for bug reports
     assert "user error\nTraceback (most recent call last):" in log and "in check_eval_weights" in log
