@@ -143,9 +143,7 @@ def _download(url: str, target: str) -> Tuple[str, int]:
                              else str(e.reason)) from None
     except (socket.timeout, TimeoutError) as e:
         raise _offline_error(url, target, f"no answer within {TIMEOUT_S:g} s ({first_line(e)})") from None
-    except OSError as e:
-        if isinstance(e, UserError):
-            raise
+    except OSError as e:  # a reset connection
         raise _offline_error(url, target, first_line(e)) from None
     return digest.hexdigest(), size
 
