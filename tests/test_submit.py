@@ -282,3 +282,42 @@ def test_train_net_launch_flags_are_usage_errors(capsys, tmp_path):
         submit.cli_main(["--shared-folder", str(tmp_path), "--num-gpus", "2", "--config-file", SYNTHETIC_CONFIG])
     assert e.value.code == 2
     assert "--num-gpus is train_net.py's launch flag; with tools/submit.py give --nodes" in capsys.readouterr().err
+
+
+def test_what_each_stop_signal_does_after_the_checkpoint():
+    """SIGUSR2 (alone, or after SIGTERM as in a preemption) hands over to submitit's requeue on rank 0 and
+    exits 0 on the others; SIGTERM alone exits 143 with the command that continues the run."""
+    from types import SimpleNamespace
+
+    from yolact_d2.engine.submitit_job import SubmititTrainingJob
+
+    argv = ["tools/submit.py", "--shared-folder", "s", "--resume", "A", "1"]
+    job = SubmititTrainingJob(None, SimpleNamespace(), argv, "s", gpus_per_node=0, max_requeues=2)
+    usr2, term = signal.SIGUSR2, signal.SIGTERM
+    calls = []
+
+    def submitit_handler(signum, frame):  # submitit's: checkpoint(), requeue, exit
+        calls.append(signum)
+        raise SystemExit(144)
+
+    def after(signum, received, rank=0):
+        stop = TrainingInterrupted(signum, 6, "out/model_0000006.pth", received)
+        with pytest.raises(SystemExit) as e:
+            job._after_stop(stop, SimpleNamespace(global_rank=rank, job_id="7"), usr2, submitit_handler)
+        return e.value.code
+
+    assert after(term, {term, usr2}) == 144 and calls == [usr2]
+    assert after(usr2, {usr2}) == 144 and len(calls) == 2
+    assert after(usr2, {usr2}, rank=1) == 0 and len(calls) == 2
+    assert after(term, {term}, rank=1) == 143
+    assert after(term, {term}) == 143 and len(calls) == 2
+    assert job._continue_command().endswith("tools/submit.py --resume --shared-folder s A 1")
+    # the requeued job: --resume, one requeue more; past the limit no requeue
+    job.args.resume = False
+    again = job.checkpoint().function
+    assert (again.requeues, again.args.resume, job.args.resume) == (1, True, False)
+    job.requeues = 2
+    assert job.checkpoint() is None
+    with pytest.raises(Exception, match="requeued 2 times, --max-requeues 2: not requeued again"):
+        job._after_stop(TrainingInterrupted(usr2, 6, "c", {usr2}), SimpleNamespace(global_rank=0, job_id="7"), usr2,
+                        submitit_handler)
