@@ -11,6 +11,9 @@ is written is logged and otherwise ignored: the save always completes. The third
 the save exits at once (the previous checkpoints stay complete: writes are atomic). A script that
 calls Detectron2's ``launch()`` itself gets the checkpoint too, but a traceback of
 :class:`TrainingInterrupted`: use :func:`launch_stoppable` instead.
+
+Inside a submitit job (engine/submitit_job.py) :func:`add_stop_signal` adds submitit's requeue signal
+(SIGUSR2) to these, and :attr:`TrainingInterrupted.received` tells the job which signals came.
 """
 import logging
 import os
