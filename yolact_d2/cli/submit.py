@@ -47,7 +47,9 @@ def get_parser():
     from .train import get_parser as train_parser
 
     parser = train_parser()
-    parser.description = __doc__.split("\n\n")[0]
+    parser.description = "Submit one training job across the nodes of a SLURM cluster through submitit."
+    parser.epilog = ("example: python tools/submit.py --shared-folder /shared/$USER/yolact --nodes 2 --gpus-per-node 8 "
+                     "--partition P --time 4320 --config-file CONFIG OUTPUT_DIR run1 (docs/GETTING_STARTED.md)")
     group = parser.add_argument_group("cluster (before the KEY VALUE overrides)")
     group.add_argument("--shared-folder", required=True, metavar="DIR",
                        help="a folder every node sees: submitit's logs and pickles, the rendezvous, OUTPUT_DIR")
