@@ -8,6 +8,8 @@ earlier). Each rank of a submitit job runs a :class:`PeerWatch` thread on the jo
 * a rank that raises writes ``rank<k>.failed`` (its error's first line and its log) before it exits;
 * a rank that ends normally (or stops for a requeue) writes ``rank<k>.exited``.
 
+The first watcher that finds a heartbeat stopped writes the dead rank's ``.failed`` note for it.
+
 A watcher that sees another rank's ``.failed`` file, or an ``.alive`` file that has not changed for
 ``dead_after_s`` seconds (measured on the watcher's own clock: no clock comparison between nodes),
 logs one line naming that rank and its log and ends its own process with status 1.
@@ -103,8 +105,11 @@ class PeerWatch:
                 self._seen[r] = (current, now)
             elif now - since > self.dead_after_s:
                 where = current.split("\n", 1)[1].strip() if "\n" in current else "it never started its watch"
-                return (f"rank {r} died without an error (killed, out of memory or its node lost): no heartbeat "
-                        f"for {now - since:.0f} s ({where})")
+                note = (f"died without an error (killed, out of memory or its node lost): no heartbeat for "
+                        f"{now - since:.0f} s ({where})")
+                if not os.path.exists(self._path(r, "failed")):  # its note, written by the rank that saw it
+                    atomic_write_bytes(self._path(r, "failed"), note.encode())
+                return f"rank {r} {note}"
         return None
 
     def _run(self) -> None:
