@@ -205,12 +205,16 @@ def fails_on_rank_1(args):
 
 
 def killed_on_rank_1(args):
-    """Rank 1 dies without a word (the OOM killer); rank 0 is stuck."""
+    """Rank 1 dies without a word (the OOM killer) while rank 0 waits for it in collectives."""
+    import torch.distributed as dist
+
     from detectron2.utils import comm
 
     if comm.get_rank() == 1:
         os.kill(os.getpid(), signal.SIGKILL)
-    time.sleep(600)
+    for _ in range(600):
+        dist.barrier()
+        time.sleep(1)
 
 
 def always_preempted(args):
@@ -231,28 +235,65 @@ def _submit_main(main, shared, tasks, max_requeues=5, dead_after_s=60.0):
     return executor.submit(job)
 
 
-@pytest.mark.parametrize("main, cause", [
-    (fails_on_rank_1, "rank 1 failed: RuntimeError: rank 1 fails on purpose (host "),
-    (killed_on_rank_1, "rank 1 died without an error (killed, out of memory or its node lost): no heartbeat for "),
-])
-def test_a_rank_that_dies_ends_the_job_naming_the_rank_and_its_log(main, cause, tmp_path, capsys):
+def _rank1_logs(job, folder):
+    return (f"(host {os.uname().nodename}, log {folder}/submitit/{job.job_id}/{job.job_id}_1_log.out and "
+            f"{folder}/submitit/{job.job_id}/{job.job_id}_1_log.err)")
+
+
+def test_a_rank_that_raises_ends_a_stuck_survivor_naming_the_rank_and_its_log(tmp_path, capsys):
     from yolact_d2.cli.submit import job_outcome
 
-    job = _submit_main(main, tmp_path, 2, dead_after_s=5.0)
+    job = _submit_main(fails_on_rank_1, tmp_path, 2)
     start = time.time()
     _wait_done(job, timeout=240)
+    assert time.time() - start < 200  # not the 30 minutes of the process group's timeout, nor rank 0's 600 s
     rank0 = open(job.paths.stderr).read()
-    log1 = f"{job.job_id}_1_log.out"
+    cause = f"rank 1 failed: RuntimeError: rank 1 fails on purpose {_rank1_logs(job, tmp_path)}"
     assert f"ERROR: Rank 0: ending this rank because {cause}" in rank0, rank0[-3000:]
-    assert log1 in rank0.split("ending this rank because")[1]  # names rank 1's log
-    assert time.time() - start < 200  # not the 30 minutes of the process group's timeout (and rank 0 sleeps 600 s)
+    assert job_outcome(job, str(tmp_path), 2) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: job {job.job_id} failed: rank 1: RuntimeError: rank 1 fails on purpose {_rank1_logs(job, tmp_path)}"]
+
+
+def test_a_killed_rank_is_named_not_the_survivor_that_lost_its_connection(tmp_path, capsys):
+    from yolact_d2.cli.submit import job_outcome
+
+    job = _submit_main(killed_on_rank_1, tmp_path, 2)
+    start = time.time()
+    _wait_done(job, timeout=240)
+    assert time.time() - start < 200
     assert job_outcome(job, str(tmp_path), 2) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    logs = f"(host {os.uname().nodename}, log {tmp_path}/submitit/{job.job_id}/{log1} and " \
-           f"{tmp_path}/submitit/{job.job_id}/{job.job_id}_1_log.err)"
-    assert len(err) == 1 and err[0].startswith(f"error: job {job.job_id} failed: rank 1: ") and err[0].endswith(logs)
-    if main is fails_on_rank_1:
-        assert err == [f"error: job {job.job_id} failed: rank 1: RuntimeError: rank 1 fails on purpose {logs}"]
+    assert len(err) == 1, err
+    assert err[0].startswith(f"error: job {job.job_id} failed: rank 1: died without an error (killed, out of memory): "
+                             "its process "), err
+    assert err[0].endswith(f" is gone {_rank1_logs(job, tmp_path)}"), err
+
+
+def test_a_heartbeat_that_stops_on_another_machine_is_a_dead_rank(tmp_path):
+    from yolact_d2.engine.peer_watch import PeerWatch
+
+    problems = []
+    watch = PeerWatch(str(tmp_path), 0, 3, "rank0.log", poll_s=0.1, dead_after_s=1.0, on_peer_failure=problems.append)
+    (tmp_path / "rank1.alive").write_text("7\nothernode\n123\nhost othernode, log rank1.log\n")
+    (tmp_path / "rank2.alive").write_text("3\nothernode\n124\nhost othernode, log rank2.log\n")
+    (tmp_path / "rank2.exited").write_text("")  # ended normally: its heartbeat stops, nobody minds
+    watch.start()
+    time.sleep(0.6)
+    assert problems == [] and int((tmp_path / "rank0.alive").read_text().split()[0]) > 1  # beating
+    (tmp_path / "rank1.alive").write_text("8\nothernode\n123\nhost othernode, log rank1.log\n")  # alive
+    deadline = time.time() + 20
+    while not problems and time.time() < deadline:
+        time.sleep(0.1)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("rank 1 died without an error (killed, out of memory or its machine lost): no "
+                                  "heartbeat for ")
+    assert problems[0].endswith(" s (host othernode, log rank1.log)")
+    seconds = float(problems[0].split("no heartbeat for ")[1].split(" s ")[0])
+    assert 1.0 <= seconds < 10
+    # its note, for --wait and the other ranks
+    assert (tmp_path / "rank1.failed").read_text() == problems[0][len("rank 1 "):]
+    assert watch.first_failure() == "rank 1 failed: " + problems[0][len("rank 1 "):]
 
 
 def test_requeues_stop_at_the_limit_with_a_message(tmp_path):

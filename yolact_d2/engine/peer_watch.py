@@ -8,11 +8,12 @@ earlier). Each rank of a submitit job runs a :class:`PeerWatch` thread on the jo
 * a rank that raises writes ``rank<k>.failed`` (its error's first line and its log) before it exits;
 * a rank that ends normally (or stops for a requeue) writes ``rank<k>.exited``.
 
-The first watcher that finds a heartbeat stopped writes the dead rank's ``.failed`` note for it.
+The first rank that finds another one dead writes the dead rank's ``.failed`` note for it.
 
-A watcher that sees another rank's ``.failed`` file, or an ``.alive`` file that has not changed for
-``dead_after_s`` seconds (measured on the watcher's own clock: no clock comparison between nodes),
-logs one line naming that rank and its log and ends its own process with status 1.
+A watcher that sees another rank's ``.failed`` file, a rank on its own machine whose process is gone, or
+an ``.alive`` file that has not changed for ``dead_after_s`` seconds (measured on the watcher's own
+clock: no clock comparison between nodes), logs one line naming that rank and its log and ends its own
+process with status 1.
 """
 import logging
 import os
@@ -21,7 +22,7 @@ import threading
 import time
 from typing import Dict, Optional
 
-from ..utils.atomic_io import atomic_write_bytes
+from ..utils.atomic_io import atomic_write_bytes, process_alive
 from ..utils.errors import first_line
 
 __all__ = ["PeerWatch", "PEER_FAILED_EXIT_STATUS"]
@@ -29,6 +30,20 @@ __all__ = ["PeerWatch", "PEER_FAILED_EXIT_STATUS"]
 logger = logging.getLogger(__name__)
 
 PEER_FAILED_EXIT_STATUS = 1
+# A collective fails as soon as a peer's sockets close, before its parent has reaped it: how long a
+# failing rank looks for a dead peer on its machine before it takes the blame itself.
+GONE_GRACE_S = 2.0
+
+
+def _process_gone(pid: int) -> bool:
+    """No such process, or a zombie (dead, not yet reaped by its parent)."""
+    if not process_alive(pid):
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 class PeerWatch:
@@ -60,13 +75,19 @@ class PeerWatch:
 
     def _beat(self) -> None:
         self._beats += 1
-        atomic_write_bytes(self._path(self.rank, "alive"), f"{self._beats}\n{self._describe()}\n".encode(),
-                           sync=False)
+        text = f"{self._beats}\n{socket.gethostname()}\n{os.getpid()}\n{self._describe()}\n"
+        atomic_write_bytes(self._path(self.rank, "alive"), text.encode(), sync=False)
 
     def failed(self, exc: BaseException) -> None:
-        """This rank raised ``exc``: tell the others (unless another rank failed first: then this error is
-        most likely the consequence, a closed connection, and the first note stays the one to read)."""
+        """This rank raised ``exc``: tell the others, unless another rank failed first or a rank on this
+        machine is gone (then this error is most likely the consequence, e.g. gloo's "Connection closed by
+        peer", and the other rank's note is the one to read)."""
         self._stop.set()
+        deadline = time.monotonic() + GONE_GRACE_S
+        while self.first_failure() is None and time.monotonic() < deadline:
+            if any(self._gone_on_this_machine(r) for r in self._seen):  # writes its note
+                break
+            time.sleep(0.1)
         if self.first_failure() is None:
             note = f"{type(exc).__name__}: {first_line(exc)} ({self._describe()})"
             atomic_write_bytes(self._path(self.rank, "failed"), note.encode())
@@ -87,8 +108,32 @@ class PeerWatch:
                 continue
         return None
 
+    def _heartbeat(self, rank: int) -> str:
+        try:
+            with open(self._path(rank, "alive")) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def _note_for(self, rank: int, note: str) -> str:
+        """Write the failure note of ``rank``, which cannot (unless it has one); returns the problem."""
+        if not os.path.exists(self._path(rank, "failed")):
+            atomic_write_bytes(self._path(rank, "failed"), note.encode())
+        return f"rank {rank} {note}"
+
+    def _gone_on_this_machine(self, rank: int) -> Optional[str]:
+        """A rank on this machine whose process no longer exists, without an exit note: it was killed."""
+        lines = self._heartbeat(rank).split("\n")
+        if len(lines) < 4 or lines[1] != socket.gethostname() or not lines[2].isdigit():
+            return None
+        if os.path.exists(self._path(rank, "exited")) or not _process_gone(int(lines[2])):
+            return None
+        return self._note_for(rank, f"died without an error (killed, out of memory): its process {lines[2]} is "
+                                    f"gone ({lines[3]})")
+
     def check_peers(self) -> Optional[str]:
-        """What is wrong with another rank, or None: a failure note, or a heartbeat that stopped."""
+        """What is wrong with another rank, or None: a failure note, a process on this machine that is
+        gone, or a heartbeat that stopped (another machine)."""
         failure = self.first_failure()
         if failure is not None:
             return failure
@@ -96,20 +141,17 @@ class PeerWatch:
         for r, (text, since) in self._seen.items():
             if os.path.exists(self._path(r, "exited")):
                 continue
-            try:
-                with open(self._path(r, "alive")) as f:
-                    current = f.read()
-            except OSError:
-                current = ""
+            gone = self._gone_on_this_machine(r)
+            if gone is not None:
+                return gone
+            current = self._heartbeat(r)
             if current != text:
                 self._seen[r] = (current, now)
             elif now - since > self.dead_after_s:
-                where = current.split("\n", 1)[1].strip() if "\n" in current else "it never started its watch"
-                note = (f"died without an error (killed, out of memory or its node lost): no heartbeat for "
-                        f"{now - since:.0f} s ({where})")
-                if not os.path.exists(self._path(r, "failed")):  # its note, written by the rank that saw it
-                    atomic_write_bytes(self._path(r, "failed"), note.encode())
-                return f"rank {r} {note}"
+                lines = current.split("\n")
+                where = lines[3] if len(lines) >= 4 else "it never started its watch"
+                return self._note_for(r, f"died without an error (killed, out of memory or its machine lost): no "
+                                         f"heartbeat for {now - since:.0f} s ({where})")
         return None
 
     def _run(self) -> None:
