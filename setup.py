@@ -47,10 +47,12 @@ setup(
         # onnx / onnxscript / onnxruntime: the ONNX export test of the YOLACT++ deformable conv;
         # ruff: the linter (ruff.toml); faster-coco-eval: TEST.COCO_EVAL_BACKEND "auto" and its test;
         # playwright: the web demo's browser test (Python API only, it drives Debian's chromium: never run
-        # `playwright install`)
+        # `playwright install`); submitit: tests/test_submit.py (the cluster launcher, run locally)
         "dev": ["pytest>=7", "pytest-timeout", "onnx", "onnxscript", "onnxruntime", "ruff", "faster-coco-eval>=1.8",
-                "playwright>=1.40"],
+                "playwright>=1.40", "submitit>=1.5"],
         # the web demo, demo/app.py (tested with gradio 6.31)
         "app": ["gradio>=6.0"],
+        # tools/submit.py: training jobs on SLURM clusters (tested with submitit 1.5.4)
+        "cluster": ["submitit>=1.5"],
     },
 )

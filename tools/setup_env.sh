@@ -10,7 +10,8 @@
 #      pure-Python sources of the `sal-detectron2` wheel (a build of detectron2 main) without its
 #      compiled extension, which was built for Python 3.10 only. A user with a source build of
 #      detectron2 keeps theirs (see docs/INSTALL.md, "The official detectron2").
-#   3. yolact_d2 itself (`pip install -e ".[dev,app]"`) with its runtime, test and web-demo dependencies,
+#   3. yolact_d2 itself (`pip install -e ".[dev,app]"`) with its runtime, test and web-demo dependencies
+#      (dev includes submitit, for the cluster launcher's tests),
 #      if it is not installed from this checkout or a dependency is missing; when only the checkout
 #      differs (a new clone), just the editable install is re-pointed (`--no-deps`).
 #   4. Debian's chromium for the web demo's browser test, if missing (root + apt only; without it
@@ -42,7 +43,7 @@ try:
 except Exception:
     where = ""
 print(where if deps else "")
-web = all(importlib.util.find_spec(m) for m in ("gradio", "playwright", "faster_coco_eval", "ruff"))
+web = all(importlib.util.find_spec(m) for m in ("gradio", "playwright", "faster_coco_eval", "ruff", "submitit"))
 print("web" if web else "")
 PY
     ) || true

@@ -11,6 +11,9 @@ is written is logged and otherwise ignored: the save always completes. The third
 the save exits at once (the previous checkpoints stay complete: writes are atomic). A script that
 calls Detectron2's ``launch()`` itself gets the checkpoint too, but a traceback of
 :class:`TrainingInterrupted`: use :func:`launch_stoppable` instead.
+
+Inside a submitit job (engine/submitit_job.py) :func:`add_stop_signal` adds submitit's requeue signal
+(SIGUSR2) to these, and :attr:`TrainingInterrupted.received` tells the job which signals came.
 """
 import logging
 import os
@@ -29,12 +32,23 @@ from detectron2.utils import comm
 
 from ..utils.errors import run_in_worker
 
-__all__ = ["InterruptHook", "TrainingInterrupted", "STOP_SIGNALS", "exit_status", "resume_command", "launch_stoppable"]
+__all__ = [
+    "InterruptHook", "TrainingInterrupted", "STOP_SIGNALS", "add_stop_signal", "exit_status", "resume_command",
+    "launch_stoppable",
+]
 
 logger = logging.getLogger(__name__)
 
 # The signals that stop training with a checkpoint: Ctrl-C, kill / SLURM preemption, SLURM --signal=USR1.
 STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", None)) if s is not None)
+_extra_stop_signals: List[int] = []  # add_stop_signal: e.g. submitit's requeue signal inside a submitit job
+
+
+def add_stop_signal(signum: int) -> None:
+    """Make ``signum`` stop training with a checkpoint too, in this process (for the hooks created from
+    now on). The submitit job (engine/submitit_job.py) adds its requeue signal, SIGUSR2 by default."""
+    if signum not in STOP_SIGNALS and signum not in _extra_stop_signals:
+        _extra_stop_signals.append(signum)
 
 
 # A stop signal received this many times (outside the save) exits at once, for a step that takes too long.
@@ -68,9 +82,10 @@ class TrainingInterrupted(BaseException):
     A BaseException, like KeyboardInterrupt: it is not an error, and Detectron2's training loop logs
     every ``Exception`` with its traceback."""
 
-    def __init__(self, signum: int, iteration: int, checkpoint: Optional[str]):
+    def __init__(self, signum: int, iteration: int, checkpoint: Optional[str], received=()):
         super().__init__(signum, iteration, checkpoint)
         self.signum, self.iteration, self.checkpoint = signum, iteration, checkpoint
+        self.received = frozenset(received)  # every stop signal this process got (a submitit job requeues on one)
 
     @property
     def exit_status(self) -> int:
@@ -88,8 +103,9 @@ class InterruptHook(HookBase):
     done that iteration. With several processes the stop flag is summed over the ranks once per
     iteration (max of one int on a gloo group), so all stop after the same iteration."""
 
-    def __init__(self, signals=STOP_SIGNALS):
-        self.signals = tuple(signals)
+    def __init__(self, signals=None):
+        self.signals = tuple(STOP_SIGNALS + tuple(_extra_stop_signals) if signals is None else signals)
+        self.received = set()
         self._previous: Dict[int, object] = {}
         self._signum = 0  # the first stop signal received, 0 if none
         self._count, self._last = 0, -REPEAT_WINDOW_S  # signals (a burst counts once), time of the last
@@ -102,6 +118,7 @@ class InterruptHook(HookBase):
     def _handle(self, signum, frame):
         # No logging here: the signal can arrive while a log handler is writing, and logging again
         # from inside that write fails (a re-entrant flush). Messages wait for _flush_notices.
+        self.received.add(signum)
         if self._saving:
             self._notice(logging.WARNING, f"Received {_name(signum)} while writing the checkpoint: ignored, the save "
                                           "goes on.")
@@ -185,7 +202,7 @@ class InterruptHook(HookBase):
             self._stopping = True
             self._flush_notices()
         path = checkpointer.get_checkpoint_file() if comm.is_main_process() else None
-        raise TrainingInterrupted(signum, iteration, path)
+        raise TrainingInterrupted(signum, iteration, path, self.received)
 
     def after_train(self):
         self._flush_notices()
