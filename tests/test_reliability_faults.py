@@ -14,6 +14,8 @@ import uuid
 import pytest
 import torch
 
+from detectron2.engine import HookBase
+
 from yolact_d2 import YolactTrainer
 from yolact_d2.checkpoint import AtomicDetectionCheckpointer, atomic_open
 from yolact_d2.checkpoint import atomic as atomic_module
@@ -90,34 +92,93 @@ def _all_finite(state):
 # ------------------------------------------------------------------------------------------------
 # Non-finite loss
 # ------------------------------------------------------------------------------------------------
-def test_non_finite_loss_stops_with_iteration_terms_hints_and_a_loadable_checkpoint(coco, tmp_path):
-    cfg = _tiny_trainer_cfg(coco, tmp_path / "out", "SOLVER.MAX_ITER", 6)
-    trainer = YolactTrainer(cfg)
+def _poison_losses(trainer, bad_iterations, term="loss_mask"):
+    """``term`` becomes NaN at the given iterations."""
 
-    def poison(module, args, output):  # loss_mask becomes NaN at iteration 3
-        if module.training and trainer.storage.iter == 3:
-            output = dict(output, loss_mask=output["loss_mask"] * float("nan"))
+    def poison(module, args, output):
+        if module.training and trainer.storage.iter in bad_iterations:
+            output = dict(output, **{term: output[term] * float("nan")})
         return output
 
     trainer.model.register_forward_hook(poison)
+
+
+def _params(model):
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def test_a_non_finite_loss_skips_its_step_is_counted_and_training_goes_on(coco, tmp_path):
+    """As the original: the optimizer step of that iteration is skipped, the next ones are taken."""
+    cfg = _tiny_trainer_cfg(coco, tmp_path / "out", "SOLVER.MAX_ITER", 5)
+    trainer = YolactTrainer(cfg)
+    _poison_losses(trainer, {2})
+    snapshots = {}
+
+    class Snapshot(HookBase):
+        def after_step(self):
+            snapshots[self.trainer.iter] = _params(self.trainer.model)
+
+    trainer.register_hooks([Snapshot()])
+    with captured("yolact_d2") as records:
+        trainer.train()
+    assert trainer.iter == 5  # trained to the end
+    same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
+    assert same(snapshots[1], snapshots[2])  # iteration 2 left the weights as they were
+    assert not same(snapshots[2], snapshots[3]) and not same(snapshots[0], snapshots[1])
+    assert _all_finite(trainer.model.state_dict())
+    warning = [r.getMessage() for r in records if "optimizer step skipped" in r.getMessage()]
+    assert len(warning) == 1
+    for words in ("Non-finite loss at iteration 2", "loss_mask=nan", "loss_cls=", "(non-finite: loss_mask)",
+                  "1 in a row", "1 in all"):
+        assert words in warning[0], words
+    with open(os.path.join(cfg.OUTPUT_DIR, "metrics.json")) as f:
+        records = [json.loads(line) for line in f]
+    skipped = {r["iteration"]: r.get("nonfinite_loss_skipped") for r in records}
+    assert skipped[4] == 1
+    assert trainer._trainer.state_dict()["nonfinite_loss_skipped"] == 1
+
+
+def test_non_finite_losses_in_a_row_stop_with_iteration_terms_hints_and_a_loadable_checkpoint(coco, tmp_path):
+    cfg = _tiny_trainer_cfg(coco, tmp_path / "out", "SOLVER.MAX_ITER", 8, "SOLVER.NONFINITE_LOSS.MAX_CONSECUTIVE", 3)
+    trainer = YolactTrainer(cfg)
+    _poison_losses(trainer, {2, 3, 4, 5, 6, 7})  # stops at the third in a row, iteration 4
     with pytest.raises(NonFiniteLossError) as info:
         trainer.train()
     assert isinstance(info.value, FloatingPointError)  # what Detectron2 raises, with more detail
     message = str(info.value)
-    for words in ("Non-finite loss at iteration 3", "loss_mask=nan", "loss_cls=", "loss_box_reg=",
-                  "loss_sem_seg=", "(non-finite: loss_mask)", "SOLVER.BASE_LR", "SOLVER.IMS_PER_BATCH 2",
-                  "'FrozenBN'", "model_0000001.pth", "--resume"):
+    for words in ("Non-finite loss at iteration 4", "loss_mask=nan", "loss_cls=", "loss_box_reg=",
+                  "loss_sem_seg=", "(non-finite: loss_mask)", "3 in a row (SOLVER.NONFINITE_LOSS.MAX_CONSECUTIVE 3)",
+                  "SOLVER.BASE_LR", "SOLVER.IMS_PER_BATCH 2", "model_0000003.pth", "--resume"):
         assert words in message, words
-    # the optimizer step of the bad iteration was not applied
+    # no optimizer step was taken from the non-finite losses
     assert _all_finite(trainer.model.state_dict())
     # the last good checkpoint is complete and loadable
     out = cfg.OUTPUT_DIR
-    assert open(os.path.join(out, "last_checkpoint")).read() == "model_0000001.pth"
-    saved = torch.load(os.path.join(out, "model_0000001.pth"), map_location="cpu", weights_only=False)
-    assert saved["iteration"] == 1 and _all_finite(saved["model"])
+    assert open(os.path.join(out, "last_checkpoint")).read() == "model_0000003.pth"
+    saved = torch.load(os.path.join(out, "model_0000003.pth"), map_location="cpu", weights_only=False)
+    assert saved["iteration"] == 3 and _all_finite(saved["model"])
+    assert saved["trainer"]["_trainer"]["nonfinite_loss_skipped"] == 2
     resumed = YolactTrainer(cfg)
     resumed.resume_or_load(resume=True)
-    assert resumed.start_iter == 2
+    assert resumed.start_iter == 4 and resumed._trainer.nonfinite_skipped == 2
+
+
+def test_too_many_skipped_steps_among_recent_ones_stop(coco, tmp_path):
+    cfg = _tiny_trainer_cfg(coco, tmp_path / "out", "SOLVER.MAX_ITER", 8, "SOLVER.NONFINITE_LOSS.WINDOW", 4,
+                            "SOLVER.NONFINITE_LOSS.MAX_SKIPPED_FRACTION", 0.25)
+    trainer = YolactTrainer(cfg)
+    _poison_losses(trainer, {1, 3})  # 2 of the last 4 > 0.25 x 4
+    with pytest.raises(NonFiniteLossError, match=r"at iteration 3 .*2 of the last 4 iterations"):
+        trainer.train()
+
+
+def test_a_far_too_high_lr_still_stops_quickly(coco, tmp_path):
+    cfg = _tiny_trainer_cfg(coco, tmp_path / "out", "SOLVER.MAX_ITER", 40, "SOLVER.BASE_LR", 1e12,
+                            "SOLVER.NONFINITE_LOSS.MAX_CONSECUTIVE", 3)
+    trainer = YolactTrainer(cfg)
+    with pytest.raises(NonFiniteLossError, match="3 in a row"):
+        trainer.train()
+    assert trainer.iter < 10
 
 
 # ------------------------------------------------------------------------------------------------

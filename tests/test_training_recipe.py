@@ -110,3 +110,102 @@ def test_scaling_that_leaves_no_iteration_is_an_error():
     cfg = yolact_cfg(R50, ["SOLVER.IMS_PER_BATCH", 64, "SOLVER.MAX_ITER", 7, "SOLVER.STEPS", ()])
     with pytest.raises(ConfigError, match="SOLVER.MAX_ITER 7"):
         scale_schedule_to_batch(cfg, 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# BatchNorm below 6 images per process, the optimizer per parameter
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def coco(tmp_path_factory):
+    return small_synthetic_coco(tmp_path_factory, 6, 2, seed=5)
+
+
+def _trainer(coco, out, *opts):
+    (train_json, train_root), (val_json, val_root) = coco
+    tag = f"recipe_{uuid.uuid4().hex[:8]}"
+    cfg = tiny_cfg(num_classes=6, opts=[
+        "DATALOADER.NUM_WORKERS", 0, "SOLVER.IMS_PER_BATCH", 2, "SOLVER.CHECKPOINT_PERIOD", 100,
+        "TEST.EVAL_PERIOD", 0, "SEED", 1, "OUTPUT_DIR", str(out),
+        "DATASETS.COCO_INSTANCES", str([[f"{tag}_train", train_json, train_root], [f"{tag}_val", val_json, val_root]]),
+        "DATASETS.TRAIN", f"('{tag}_train',)", "DATASETS.TEST", "()", *opts,
+    ])
+    register_datasets_from_config(cfg)
+    return YolactTrainer(cfg)
+
+
+def _bn_state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if ".norm." in k or "bn" in k}
+
+
+@pytest.mark.parametrize("threshold", [6, 0])
+def test_bn_frozen_below_6_images_per_process_or_trained_on_request(coco, tmp_path, threshold):
+    trainer = _trainer(coco, tmp_path / "out", "SOLVER.MAX_ITER", 2, "SOLVER.FREEZE_BN_BELOW_IMS_PER_DEVICE", threshold)
+    model = trainer.model
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) == 20  # ResNet-18: stem + 2 x 8 blocks + 3 shortcuts
+    before = _bn_state(model)
+    assert before and all(k.startswith("backbone.bottom_up.") for k in before)
+    conv = model.backbone.bottom_up.stem.conv1.weight.detach().clone()
+    optimized = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    trainer.train()
+    after = _bn_state(model)
+    assert not torch.equal(conv, model.backbone.bottom_up.stem.conv1.weight)  # the rest trains
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    if threshold:  # frozen: eval mode, weight/bias without gradient, nothing changes
+        assert all(type(m) is EvalModeBatchNorm2d and not m.training for m in bns)
+        assert all(not m.weight.requires_grad and id(m.weight) not in optimized for m in bns)
+        assert changed == set()
+    else:  # trained: running statistics, counters, weight and bias all move
+        assert all(type(m) is nn.BatchNorm2d and m.training for m in bns)
+        assert changed == set(before)
+        assert int(after["backbone.bottom_up.stem.conv1.norm.num_batches_tracked"]) == 2
+
+
+def test_only_plain_bn_is_frozen_and_it_stays_in_eval_mode():
+    from detectron2.layers import FrozenBatchNorm2d
+
+    model = nn.Sequential(nn.BatchNorm2d(4), nn.SyncBatchNorm(4), FrozenBatchNorm2d(4), nn.GroupNorm(2, 4))
+    cfg = tiny_cfg(opts=["SOLVER.IMS_PER_BATCH", 10])
+    assert freeze_bn_for_small_batches(cfg, model, world_size=2) == 1  # 5 per process
+    model.train()
+    assert type(model[0]) is EvalModeBatchNorm2d and not model[0].training and not model[0].weight.requires_grad
+    assert type(model[1]) is nn.SyncBatchNorm and model[1].training and model[1].weight.requires_grad
+    assert isinstance(model[2], FrozenBatchNorm2d) and model[3].weight.requires_grad
+    assert list(model.state_dict()) == list(nn.Sequential(nn.BatchNorm2d(4)).state_dict()) + [
+        k for k in model.state_dict() if not k.startswith("0.")]
+    # 6 per process: trained, as in the original
+    fresh = nn.Sequential(nn.BatchNorm2d(4))
+    assert freeze_bn_for_small_batches(cfg, fresh, world_size=1) == 0 and type(fresh[0]) is nn.BatchNorm2d
+
+
+def test_optimizer_per_parameter_is_the_originals_sgd():
+    """The original: optim.SGD(net.parameters(), lr, momentum=0.9, weight_decay=5e-4): every parameter
+    (BN and biases included) trained with the same LR, momentum and decay."""
+    cfg = yolact_cfg(R50, ["MODEL.YOLACT.NUM_CLASSES", 3, "INPUT.IMAGE_SIZE", 128])
+    model = YolactTrainer.build_model(cfg)
+    params = list(model.parameters())
+    assert all(p.requires_grad for p in params)
+    optimizer = YolactTrainer.build_optimizer(cfg, model)
+    assert type(optimizer) is torch.optim.SGD
+    grouped = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    assert set(grouped) == {id(p) for p in params}
+    for group in optimizer.param_groups:
+        assert (group["lr"], group["momentum"], group["weight_decay"], group["dampening"], group["nesterov"]) == (
+            0.001, 0.9, 0.0005, 0, False)
+
+
+def test_yolact_configs_mix_orientations_in_a_batch():
+    for config in ("Base-YOLACT.yaml", R50, "Custom/yolact_R_50_FPN_550_finetune.yaml"):
+        assert yolact_cfg(config).DATALOADER.ASPECT_RATIO_GROUPING is False
+
+
+def test_trainer_lr_per_iteration_at_batch_2(coco, tmp_path):
+    """Batch 2 = 1/4 of the reference: LR 0.00025 after a 500-iteration warm-up from 1e-4 (metrics.json)."""
+    trainer = _trainer(coco, tmp_path / "out", "SOLVER.MAX_ITER", 12, "SOLVER.STEPS", (8,),
+                       "SOLVER.REFERENCE_IMS_PER_BATCH", 8)
+    assert (trainer.cfg.SOLVER.MAX_ITER, tuple(trainer.cfg.SOLVER.STEPS)) == (48, (32,))
+    trainer.max_iter = 3
+    trainer.train()
+    with open(os.path.join(trainer.cfg.OUTPUT_DIR, "metrics.json")) as f:
+        lrs = {r["iteration"]: r["lr"] for r in map(json.loads, f) if "lr" in r}
+    assert lrs == {2: (0.00025 - 1e-4) * (2 / 500) + 1e-4}
