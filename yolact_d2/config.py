@@ -154,7 +154,8 @@ def _add_data_and_solver_keys(_C):
     # ---- The original's recipe at any batch size (docs/MODEL.md §8); Base-YOLACT.yaml sets the original's values.
     # The total batch the schedule keys are written for. Another SOLVER.IMS_PER_BATCH B (total over all processes)
     # scales them as the original's --autoscale: BASE_LR x B/REF, MAX_ITER and STEPS // (B/REF), the warm-up
-    # unchanged (same iterations, same starting LR). 0: the keys as written (and Detectron2's
+    # unchanged (same iterations, same starting LR); "WarmupMultiStepLR" then gives the original's LR at every
+    # iteration (yolact_d2/solver/lr_scheduler.py). 0: the keys as written and Detectron2's scheduler (and its
     # SOLVER.REFERENCE_WORLD_SIZE rule, which cannot be combined with this one).
     _C.SOLVER.REFERENCE_IMS_PER_BATCH = 0
     # BatchNorm statistics are noise on a few images: below this many images per process every BatchNorm layer

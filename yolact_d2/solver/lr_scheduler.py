@@ -1,12 +1,12 @@
-"""The original YOLACT's learning-rate schedule (``SOLVER.LR_SCHEDULER_NAME "YolactWarmupMultiStepLR"``,
-docs/MODEL.md §8), evaluated at integer iterations with the original's arithmetic.
+"""The original YOLACT's learning-rate schedule (docs/MODEL.md §8): with the original's recipe on
+(``SOLVER.REFERENCE_IMS_PER_BATCH`` > 0), ``SOLVER.LR_SCHEDULER_NAME "WarmupMultiStepLR"`` with a linear
+warm-up is evaluated at integer iterations with the original's arithmetic.
 
 Detectron2's ``WarmupMultiStepLR`` has the same shape but evaluates it at ``iteration / MAX_ITER`` with a
 1e-6 tolerance: with ``MAX_ITER`` above 1e6 (800k iterations scaled to a batch of 4) every LR step and
 the end of the warm-up come one iteration early, and the warm-up values differ in the last bits.
 """
 import bisect
-import logging
 
 import torch
 
@@ -40,6 +40,10 @@ class YolactWarmupMultiStepLR(torch.optim.lr_scheduler.LRScheduler):
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
 
+    def state_dict(self):
+        # the schedule comes from the config (which may scale it to another batch on resume): only the position
+        return {"last_epoch": self.last_epoch}
+
     def get_lr(self):
         lr = yolact_lr_at(self.last_epoch, self.base_lr, self.warmup_start_lr, self.warmup_iters, self.steps,
                           self.gamma)
@@ -47,12 +51,9 @@ class YolactWarmupMultiStepLR(torch.optim.lr_scheduler.LRScheduler):
 
 
 def build_lr_scheduler(cfg, optimizer):
-    """``SOLVER.LR_SCHEDULER_NAME``: "YolactWarmupMultiStepLR" (the YOLACT configs), or any of Detectron2's."""
+    """:class:`YolactWarmupMultiStepLR` for Detectron2's "WarmupMultiStepLR" with a linear warm-up when
+    ``SOLVER.REFERENCE_IMS_PER_BATCH`` > 0 (the YOLACT configs); Detectron2's scheduler otherwise."""
     s = cfg.SOLVER
-    if s.LR_SCHEDULER_NAME != "YolactWarmupMultiStepLR":
-        return d2_build_lr_scheduler(cfg, optimizer)
-    if s.WARMUP_ITERS > 0 and s.WARMUP_METHOD != "linear":
-        logging.getLogger(__name__).warning(
-            f"SOLVER.WARMUP_METHOD {s.WARMUP_METHOD!r} is ignored by YolactWarmupMultiStepLR (linear, as the original)"
-        )
-    return YolactWarmupMultiStepLR(optimizer, s.BASE_LR, s.WARMUP_FACTOR, s.WARMUP_ITERS, s.STEPS, s.GAMMA)
+    if s.REFERENCE_IMS_PER_BATCH > 0 and s.LR_SCHEDULER_NAME == "WarmupMultiStepLR" and s.WARMUP_METHOD == "linear":
+        return YolactWarmupMultiStepLR(optimizer, s.BASE_LR, s.WARMUP_FACTOR, s.WARMUP_ITERS, s.STEPS, s.GAMMA)
+    return d2_build_lr_scheduler(cfg, optimizer)
