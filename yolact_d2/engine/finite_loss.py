@@ -167,22 +167,26 @@ def nonfinite_loss_hints(cfg, optimizer, checkpointer) -> str:
     cause it, and where to resume from."""
     lr = max(g["lr"] for g in optimizer.param_groups)
     per_device = max(cfg.SOLVER.IMS_PER_BATCH // max(comm.get_world_size(), 1), 1)
+    reference = cfg.SOLVER.REFERENCE_IMS_PER_BATCH
     lines = [
         "Hints:",
         f"- learning rate vs batch size: the LR is {lr:.3g} now (SOLVER.BASE_LR "
         f"{cfg.SOLVER.BASE_LR:g}, SOLVER.WARMUP_ITERS {cfg.SOLVER.WARMUP_ITERS}) for "
         f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH}; YOLACT uses 1e-3 for 8 images. "
-        "Lower SOLVER.BASE_LR (scale it linearly with the batch), lengthen the warm-up"
+        + (f"(SOLVER.BASE_LR scaled to the batch from SOLVER.REFERENCE_IMS_PER_BATCH {reference}.) "
+           if reference else "")
+        + "Lower SOLVER.BASE_LR (scale it linearly with the batch), lengthen the warm-up"
         + ("" if cfg.SOLVER.CLIP_GRADIENTS.ENABLED else ", or enable SOLVER.CLIP_GRADIENTS")
         + ".",
     ]
     norm = cfg.MODEL.RESNETS.NORM
-    bn_note = " (fewer than about 6: unstable)" if norm == "BN" and per_device < 6 else ""
-    lines.append(
-        f"- BatchNorm with tiny batches: MODEL.RESNETS.NORM is {norm!r} with {per_device} "
-        f"image(s) per process{bn_note}; with fewer than about 6 images per process use "
-        "'FrozenBN' (or 'SyncBN' on several GPUs)."
-    )
+    threshold = cfg.SOLVER.FREEZE_BN_BELOW_IMS_PER_DEVICE
+    if norm == "BN" and per_device < 6 and not (threshold and per_device < threshold):
+        lines.append(
+            f"- BatchNorm with tiny batches: MODEL.RESNETS.NORM 'BN' is trained on {per_device} image(s) per process "
+            f"(unstable below about 6; SOLVER.FREEZE_BN_BELOW_IMS_PER_DEVICE {threshold}): "
+            "SOLVER.FREEZE_BN_BELOW_IMS_PER_DEVICE 6 freezes it as the original does, or use 'SyncBN' on several GPUs."
+        )
     lines.append("- the data: look for degenerate boxes or masks in the images of this iteration.")
     if checkpointer.has_checkpoint():
         lines.append(
