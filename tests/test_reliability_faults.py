@@ -414,3 +414,62 @@ def test_a_failing_worker_stops_the_whole_multi_process_job(coco, tmp_path):
     assert "Process 1 terminated with the following error" in log
     assert not (out / "model_final.pth").exists()
     assert time.time() - start < 300
+
+
+NAN_ON_ONE_RANK_LAUNCHER = '''
+import os
+import sys
+sys.path.insert(0, {root!r})
+import train_net
+from detectron2.engine import launch
+from detectron2.utils import comm
+from detectron2.utils.events import get_event_storage
+
+
+def main_with_nan(args):
+    from yolact_d2 import YolactTrainer
+    from yolact_d2.modeling.meta_arch import Yolact
+
+    forward, train = Yolact.forward, YolactTrainer.train
+
+    def nan_on_rank_1(self, batched_inputs):
+        out = forward(self, batched_inputs)
+        if self.training and comm.get_rank() == 1 and get_event_storage().iter == 1:
+            out = dict(out, loss_cls=out["loss_cls"] * float("nan"))
+        return out
+
+    def train_and_record(self):
+        result = train(self)
+        total = sum(float(p.detach().double().sum()) for p in self.model.parameters())
+        with open(os.path.join(self.cfg.OUTPUT_DIR, "params_rank%d.txt" % comm.get_rank()), "w") as f:
+            f.write(repr((total, self._trainer.nonfinite_skipped)))
+        return result
+
+    Yolact.forward, YolactTrainer.train = nan_on_rank_1, train_and_record
+    return train_net.main(args)
+
+
+if __name__ == "__main__":
+    args = train_net.get_parser().parse_args()
+    launch(main_with_nan, args.num_gpus, num_machines=1, machine_rank=0, dist_url="auto", args=(args,))
+'''
+
+
+def test_a_non_finite_loss_on_one_process_skips_the_step_on_all(coco, tmp_path):
+    """DDP: the ranks agree, so all skip the same step and stay identical (one stepping on its own would
+    diverge or hang)."""
+    launcher = tmp_path / "nan_launch.py"
+    launcher.write_text(NAN_ON_ONE_RANK_LAUNCHER.format(root=ROOT))
+    out = tmp_path / "ddp"
+    args = ["--config-file", SYNTHETIC_CONFIG, "--num-gpus", "2",
+            *_run_opts(coco, out, "ddp_nan", ["SOLVER.MAX_ITER", "3", "MODEL.DEVICE", "cpu", "DATASETS.TEST", "()"])]
+    proc = subprocess.run([sys.executable, str(launcher), *args], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "Non-finite loss at iteration 1 (process rank(s) 1; here (rank 0): loss_cls=" in (out / "log.txt").read_text()
+    assert "(process rank 1: loss_cls=nan" in (out / "log.txt.rank1").read_text()
+    ranks = [eval(open(out / f"params_rank{r}.txt").read()) for r in (0, 1)]
+    assert ranks[0] == ranks[1] and ranks[0][1] == 1
+    with open(out / "metrics.json") as f:
+        assert [json.loads(line).get("nonfinite_loss_skipped") for line in f][-1] == 1
