@@ -2,6 +2,7 @@
 training or while writing a checkpoint, interrupted evaluations, and a failing worker of a
 multi-process run. Tiny ResNet-18 runs on a small generated dataset; subprocesses use one thread.
 """
+import ast
 import glob
 import json
 import os
@@ -467,9 +468,10 @@ def test_a_non_finite_loss_on_one_process_skips_the_step_on_all(coco, tmp_path):
                           capture_output=True, text=True, timeout=300)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
-    assert "Non-finite loss at iteration 1 (process rank(s) 1; here (rank 0): loss_cls=" in (out / "log.txt").read_text()
+    main_log = (out / "log.txt").read_text()
+    assert "Non-finite loss at iteration 1 (process rank(s) 1; here (rank 0): loss_cls=" in main_log
     assert "(process rank 1: loss_cls=nan" in (out / "log.txt.rank1").read_text()
-    ranks = [eval(open(out / f"params_rank{r}.txt").read()) for r in (0, 1)]
+    ranks = [ast.literal_eval((out / f"params_rank{r}.txt").read_text()) for r in (0, 1)]
     assert ranks[0] == ranks[1] and ranks[0][1] == 1
     with open(out / "metrics.json") as f:
         assert [json.loads(line).get("nonfinite_loss_skipped") for line in f][-1] == 1
