@@ -475,3 +475,23 @@ def test_a_non_finite_loss_on_one_process_skips_the_step_on_all(coco, tmp_path):
     assert ranks[0] == ranks[1] and ranks[0][1] == 1
     with open(out / "metrics.json") as f:
         assert [json.loads(line).get("nonfinite_loss_skipped") for line in f][-1] == 1
+
+
+def test_amp_grad_scaler_step_and_update_are_skipped_with_the_step():
+    """FiniteAMPTrainer's scaler (AMP needs CUDA to train; the wrapper is checked with a CPU scaler)."""
+    from yolact_d2.engine.finite_loss import _StepSkippingGradScaler
+
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([param], lr=0.5)
+    trainer = type("Trainer", (), {"_skip_step": True})()
+    scaler = _StepSkippingGradScaler(torch.amp.GradScaler("cpu", init_scale=4.0), trainer)
+    scaler.scale(param.sum()).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    assert torch.equal(param.detach(), torch.ones(3)) and scaler.get_scale() == 4.0
+    trainer._skip_step = False
+    optimizer.zero_grad()
+    scaler.scale(param.sum()).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    assert torch.equal(param.detach(), torch.full((3,), 0.5)) and "scale" in scaler.state_dict()
