@@ -209,3 +209,14 @@ def test_trainer_lr_per_iteration_at_batch_2(coco, tmp_path):
     with open(os.path.join(trainer.cfg.OUTPUT_DIR, "metrics.json")) as f:
         lrs = {r["iteration"]: r["lr"] for r in map(json.loads, f) if "lr" in r}
     assert lrs == {2: (0.00025 - 1e-4) * (2 / 500) + 1e-4}
+
+
+@pytest.mark.parametrize("key, value", [
+    ("SOLVER.REFERENCE_IMS_PER_BATCH", -8), ("SOLVER.FREEZE_BN_BELOW_IMS_PER_DEVICE", 2.5),
+    ("SOLVER.NONFINITE_LOSS.MAX_CONSECUTIVE", 0), ("SOLVER.NONFINITE_LOSS.MAX_SKIPPED_FRACTION", 1.5),
+])
+def test_recipe_keys_out_of_range_are_config_errors(key, value):
+    from yolact_d2.config_checks import check_training_config
+
+    with pytest.raises(ConfigError, match=f"^{key} {value}"):
+        check_training_config(tiny_cfg(opts=[key, value]))
