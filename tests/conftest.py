@@ -20,10 +20,12 @@ def yolact_cfg(config_file="Base-YOLACT.yaml", opts=()):
 
 
 def tiny_cfg(num_classes=3, image_size=128, opts=()):
-    """ResNet-18 YOLACT small enough for CPU unit tests."""
+    """ResNet-18 YOLACT small enough for CPU unit tests; the schedule keys as written (not scaled to
+    the batch by SOLVER.REFERENCE_IMS_PER_BATCH), so that tests say how many iterations they run."""
     return yolact_cfg(
         "Base-YOLACT.yaml",
         [
+            "SOLVER.REFERENCE_IMS_PER_BATCH", 0,
             "MODEL.RESNETS.DEPTH", 18,
             "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
             "MODEL.FPN.OUT_CHANNELS", 64,

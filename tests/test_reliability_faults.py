@@ -2,6 +2,7 @@
 training or while writing a checkpoint, interrupted evaluations, and a failing worker of a
 multi-process run. Tiny ResNet-18 runs on a small generated dataset; subprocesses use one thread.
 """
+import ast
 import glob
 import json
 import os
@@ -13,6 +14,8 @@ import uuid
 
 import pytest
 import torch
+
+from detectron2.engine import HookBase
 
 from yolact_d2 import YolactTrainer
 from yolact_d2.checkpoint import AtomicDetectionCheckpointer, atomic_open
@@ -90,34 +93,93 @@ def _all_finite(state):
 # ------------------------------------------------------------------------------------------------
 # Non-finite loss
 # ------------------------------------------------------------------------------------------------
-def test_non_finite_loss_stops_with_iteration_terms_hints_and_a_loadable_checkpoint(coco, tmp_path):
-    cfg = _tiny_trainer_cfg(coco, tmp_path / "out", "SOLVER.MAX_ITER", 6)
-    trainer = YolactTrainer(cfg)
+def _poison_losses(trainer, bad_iterations, term="loss_mask"):
+    """``term`` becomes NaN at the given iterations."""
 
-    def poison(module, args, output):  # loss_mask becomes NaN at iteration 3
-        if module.training and trainer.storage.iter == 3:
-            output = dict(output, loss_mask=output["loss_mask"] * float("nan"))
+    def poison(module, args, output):
+        if module.training and trainer.storage.iter in bad_iterations:
+            output = dict(output, **{term: output[term] * float("nan")})
         return output
 
     trainer.model.register_forward_hook(poison)
+
+
+def _params(model):
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def test_a_non_finite_loss_skips_its_step_is_counted_and_training_goes_on(coco, tmp_path):
+    """As the original: the optimizer step of that iteration is skipped, the next ones are taken."""
+    cfg = _tiny_trainer_cfg(coco, tmp_path / "out", "SOLVER.MAX_ITER", 5)
+    trainer = YolactTrainer(cfg)
+    _poison_losses(trainer, {2})
+    snapshots = {}
+
+    class Snapshot(HookBase):
+        def after_step(self):
+            snapshots[self.trainer.iter] = _params(self.trainer.model)
+
+    trainer.register_hooks([Snapshot()])
+    with captured("yolact_d2") as records:
+        trainer.train()
+    assert trainer.iter == 5  # trained to the end
+    same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
+    assert same(snapshots[1], snapshots[2])  # iteration 2 left the weights as they were
+    assert not same(snapshots[2], snapshots[3]) and not same(snapshots[0], snapshots[1])
+    assert _all_finite(trainer.model.state_dict())
+    warning = [r.getMessage() for r in records if "optimizer step skipped" in r.getMessage()]
+    assert len(warning) == 1
+    for words in ("Non-finite loss at iteration 2", "loss_mask=nan", "loss_cls=", "(non-finite: loss_mask)",
+                  "1 in a row", "1 in all"):
+        assert words in warning[0], words
+    with open(os.path.join(cfg.OUTPUT_DIR, "metrics.json")) as f:
+        records = [json.loads(line) for line in f]
+    skipped = {r["iteration"]: r.get("nonfinite_loss_skipped") for r in records}
+    assert skipped[4] == 1
+    assert trainer._trainer.state_dict()["nonfinite_loss_skipped"] == 1
+
+
+def test_non_finite_losses_in_a_row_stop_with_iteration_terms_hints_and_a_loadable_checkpoint(coco, tmp_path):
+    cfg = _tiny_trainer_cfg(coco, tmp_path / "out", "SOLVER.MAX_ITER", 8, "SOLVER.NONFINITE_LOSS.MAX_CONSECUTIVE", 3)
+    trainer = YolactTrainer(cfg)
+    _poison_losses(trainer, {2, 3, 4, 5, 6, 7})  # stops at the third in a row, iteration 4
     with pytest.raises(NonFiniteLossError) as info:
         trainer.train()
     assert isinstance(info.value, FloatingPointError)  # what Detectron2 raises, with more detail
     message = str(info.value)
-    for words in ("Non-finite loss at iteration 3", "loss_mask=nan", "loss_cls=", "loss_box_reg=",
-                  "loss_sem_seg=", "(non-finite: loss_mask)", "SOLVER.BASE_LR", "SOLVER.IMS_PER_BATCH 2",
-                  "'FrozenBN'", "model_0000001.pth", "--resume"):
+    for words in ("Non-finite loss at iteration 4", "loss_mask=nan", "loss_cls=", "loss_box_reg=",
+                  "loss_sem_seg=", "(non-finite: loss_mask)", "3 in a row (SOLVER.NONFINITE_LOSS.MAX_CONSECUTIVE 3)",
+                  "SOLVER.BASE_LR", "SOLVER.IMS_PER_BATCH 2", "model_0000003.pth", "--resume"):
         assert words in message, words
-    # the optimizer step of the bad iteration was not applied
+    # no optimizer step was taken from the non-finite losses
     assert _all_finite(trainer.model.state_dict())
     # the last good checkpoint is complete and loadable
     out = cfg.OUTPUT_DIR
-    assert open(os.path.join(out, "last_checkpoint")).read() == "model_0000001.pth"
-    saved = torch.load(os.path.join(out, "model_0000001.pth"), map_location="cpu", weights_only=False)
-    assert saved["iteration"] == 1 and _all_finite(saved["model"])
+    assert open(os.path.join(out, "last_checkpoint")).read() == "model_0000003.pth"
+    saved = torch.load(os.path.join(out, "model_0000003.pth"), map_location="cpu", weights_only=False)
+    assert saved["iteration"] == 3 and _all_finite(saved["model"])
+    assert saved["trainer"]["_trainer"]["nonfinite_loss_skipped"] == 2
     resumed = YolactTrainer(cfg)
     resumed.resume_or_load(resume=True)
-    assert resumed.start_iter == 2
+    assert resumed.start_iter == 4 and resumed._trainer.nonfinite_skipped == 2
+
+
+def test_too_many_skipped_steps_among_recent_ones_stop(coco, tmp_path):
+    cfg = _tiny_trainer_cfg(coco, tmp_path / "out", "SOLVER.MAX_ITER", 8, "SOLVER.NONFINITE_LOSS.WINDOW", 4,
+                            "SOLVER.NONFINITE_LOSS.MAX_SKIPPED_FRACTION", 0.25)
+    trainer = YolactTrainer(cfg)
+    _poison_losses(trainer, {1, 3})  # 2 of the last 4 > 0.25 x 4
+    with pytest.raises(NonFiniteLossError, match=r"at iteration 3 .*2 of the last 4 iterations"):
+        trainer.train()
+
+
+def test_a_far_too_high_lr_still_stops_quickly(coco, tmp_path):
+    cfg = _tiny_trainer_cfg(coco, tmp_path / "out", "SOLVER.MAX_ITER", 40, "SOLVER.BASE_LR", 1e12,
+                            "SOLVER.NONFINITE_LOSS.MAX_CONSECUTIVE", 3)
+    trainer = YolactTrainer(cfg)
+    with pytest.raises(NonFiniteLossError, match="3 in a row"):
+        trainer.train()
+    assert trainer.iter < 10
 
 
 # ------------------------------------------------------------------------------------------------
@@ -353,3 +415,83 @@ def test_a_failing_worker_stops_the_whole_multi_process_job(coco, tmp_path):
     assert "Process 1 terminated with the following error" in log
     assert not (out / "model_final.pth").exists()
     assert time.time() - start < 300
+
+
+NAN_ON_ONE_RANK_LAUNCHER = '''
+import os
+import sys
+sys.path.insert(0, {root!r})
+import train_net
+from detectron2.engine import launch
+from detectron2.utils import comm
+from detectron2.utils.events import get_event_storage
+
+
+def main_with_nan(args):
+    from yolact_d2 import YolactTrainer
+    from yolact_d2.modeling.meta_arch import Yolact
+
+    forward, train = Yolact.forward, YolactTrainer.train
+
+    def nan_on_rank_1(self, batched_inputs):
+        out = forward(self, batched_inputs)
+        if self.training and comm.get_rank() == 1 and get_event_storage().iter == 1:
+            out = dict(out, loss_cls=out["loss_cls"] * float("nan"))
+        return out
+
+    def train_and_record(self):
+        result = train(self)
+        total = sum(float(p.detach().double().sum()) for p in self.model.parameters())
+        with open(os.path.join(self.cfg.OUTPUT_DIR, "params_rank%d.txt" % comm.get_rank()), "w") as f:
+            f.write(repr((total, self._trainer.nonfinite_skipped)))
+        return result
+
+    Yolact.forward, YolactTrainer.train = nan_on_rank_1, train_and_record
+    return train_net.main(args)
+
+
+if __name__ == "__main__":
+    args = train_net.get_parser().parse_args()
+    launch(main_with_nan, args.num_gpus, num_machines=1, machine_rank=0, dist_url="auto", args=(args,))
+'''
+
+
+def test_a_non_finite_loss_on_one_process_skips_the_step_on_all(coco, tmp_path):
+    """DDP: the ranks agree, so all skip the same step and stay identical (one stepping on its own would
+    diverge or hang)."""
+    launcher = tmp_path / "nan_launch.py"
+    launcher.write_text(NAN_ON_ONE_RANK_LAUNCHER.format(root=ROOT))
+    out = tmp_path / "ddp"
+    args = ["--config-file", SYNTHETIC_CONFIG, "--num-gpus", "2",
+            *_run_opts(coco, out, "ddp_nan", ["SOLVER.MAX_ITER", "3", "MODEL.DEVICE", "cpu", "DATASETS.TEST", "()"])]
+    proc = subprocess.run([sys.executable, str(launcher), *args], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    main_log = (out / "log.txt").read_text()
+    assert "Non-finite loss at iteration 1 (process rank(s) 1; here (rank 0): loss_cls=" in main_log
+    assert "(process rank 1: loss_cls=nan" in (out / "log.txt.rank1").read_text()
+    ranks = [ast.literal_eval((out / f"params_rank{r}.txt").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1] and ranks[0][1] == 1
+    with open(out / "metrics.json") as f:
+        assert [json.loads(line).get("nonfinite_loss_skipped") for line in f][-1] == 1
+
+
+def test_amp_grad_scaler_step_and_update_are_skipped_with_the_step():
+    """FiniteAMPTrainer's scaler (AMP needs CUDA to train; the wrapper is checked with a CPU scaler)."""
+    from yolact_d2.engine.finite_loss import _StepSkippingGradScaler
+
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([param], lr=0.5)
+    trainer = type("Trainer", (), {"_skip_step": True})()
+    scaler = _StepSkippingGradScaler(torch.amp.GradScaler("cpu", init_scale=4.0), trainer)
+    scaler.scale(param.sum()).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    assert torch.equal(param.detach(), torch.ones(3)) and scaler.get_scale() == 4.0
+    trainer._skip_step = False
+    optimizer.zero_grad()
+    scaler.scale(param.sum()).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    assert torch.equal(param.detach(), torch.full((3,), 0.5)) and "scale" in scaler.state_dict()

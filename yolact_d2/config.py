@@ -151,6 +151,25 @@ def _add_data_and_solver_keys(_C):
     # from-scratch model faster in a short schedule, as Mask2Former does. Both honour
     # SOLVER.CLIP_GRADIENTS and Detectron2's per-parameter-type weight decay keys.
     _C.SOLVER.OPTIMIZER = "SGD"
+    # ---- The original's recipe at any batch size (docs/MODEL.md §8); Base-YOLACT.yaml sets the original's values.
+    # The total batch the schedule keys are written for. Another SOLVER.IMS_PER_BATCH B (total over all processes)
+    # scales them as the original's --autoscale: BASE_LR x B/REF, MAX_ITER and STEPS // (B/REF), the warm-up
+    # unchanged (same iterations, same starting LR); "WarmupMultiStepLR" then gives the original's LR at every
+    # iteration (yolact_d2/solver/lr_scheduler.py). 0: the keys as written and Detectron2's scheduler (and its
+    # SOLVER.REFERENCE_WORLD_SIZE rule, which cannot be combined with this one).
+    _C.SOLVER.REFERENCE_IMS_PER_BATCH = 0
+    # BatchNorm statistics are noise on a few images: below this many images per process every BatchNorm layer
+    # (MODEL.*.NORM "BN") is frozen, running statistics and affine, as the original does below 6 per GPU.
+    # "SyncBN" and "FrozenBN" are used as set. 0: BN is always trained.
+    _C.SOLVER.FREEZE_BN_BELOW_IMS_PER_DEVICE = 0
+    # A non-finite loss skips that optimizer step (the original does) and is logged and counted
+    # ("nonfinite_loss_skipped" in metrics.json). Training stops with NonFiniteLossError at MAX_CONSECUTIVE
+    # non-finite losses in a row (1: at the first) or when more than MAX_SKIPPED_FRACTION of the last WINDOW
+    # iterations were skipped: a diverged run (LR far too high) stops within MAX_CONSECUTIVE iterations.
+    _C.SOLVER.NONFINITE_LOSS = CN()
+    _C.SOLVER.NONFINITE_LOSS.MAX_CONSECUTIVE = 10
+    _C.SOLVER.NONFINITE_LOSS.MAX_SKIPPED_FRACTION = 0.1
+    _C.SOLVER.NONFINITE_LOSS.WINDOW = 100
 
     # ---- reliability: bad inputs and faults (docs/RELIABILITY.md).
     # A training image that cannot be used (missing, empty, truncated, not an image, or a size that

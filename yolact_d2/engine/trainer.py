@@ -2,7 +2,11 @@
 ``SOLVER.OPTIMIZER`` (SGD or AdamW) and a DistributedDataParallel wrapper that also works for
 multi-process CPU (gloo) training.
 
-Reliability (docs/RELIABILITY.md): checkpoints are written atomically, a non-finite loss stops
+The original's recipe at any batch (docs/MODEL.md §8): the schedule scaled by
+``SOLVER.REFERENCE_IMS_PER_BATCH``, BatchNorm frozen below ``SOLVER.FREEZE_BN_BELOW_IMS_PER_DEVICE``
+images per process, the step of a non-finite loss skipped.
+
+Reliability (docs/RELIABILITY.md): checkpoints are written atomically, repeated non-finite losses stop
 training with the iteration, every loss term and hints, the configuration is checked before
 training, and skipped bad training images are counted in the log and in ``metrics.json``.
 """
@@ -21,11 +25,12 @@ from ..checkpoint.catalog import RANDOM_WEIGHTS, imagenet_weights_name
 from ..checkpoint.safe_load import trusted_weights_file
 from ..config_checks import check_class_names, check_num_classes, check_training_config, check_yolact_config
 from ..evaluation import YolactCOCOEvaluator
-from ..solver import build_optimizer
+from ..solver import build_lr_scheduler, build_optimizer, scale_schedule_to_batch
 from ..utils.errors import ConfigError
 from . import loaders
 from .ddp import create_ddp_model
 from .finite_loss import FiniteAMPTrainer, FiniteSimpleTrainer, nonfinite_loss_hints
+from .frozen_bn import freeze_bn_for_small_batches
 from .hooks import BadImageCounter, BadImageTally
 from .interrupt import InterruptHook
 
@@ -51,9 +56,11 @@ class YolactTrainer(DefaultTrainer):
         super(DefaultTrainer, self).__init__()
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
-        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         check_training_config(cfg)
+        # SOLVER.REFERENCE_IMS_PER_BATCH: the original's --autoscale (instead of Detectron2's auto_scale_workers)
+        cfg = scale_schedule_to_batch(cfg, comm.get_world_size())
         model = self.build_model(cfg)
+        freeze_bn_for_small_batches(cfg, model, comm.get_world_size())  # SOLVER.FREEZE_BN_BELOW_IMS_PER_DEVICE
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         check_num_classes(cfg, cfg.DATASETS.TEST, "DATASETS.TEST")  # not only after the whole training run
@@ -63,6 +70,7 @@ class YolactTrainer(DefaultTrainer):
         run_step = FiniteAMPTrainer if cfg.SOLVER.AMP.ENABLED else FiniteSimpleTrainer
         self._trainer = run_step(model, data_loader, optimizer)
         self._trainer.hint_source = weakref.ref(self)
+        self._trainer.configure_nonfinite_loss(cfg)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         # Atomic writes: a process killed while saving never leaves last_checkpoint pointing at a
         # partial file; weights of another architecture are an error before training starts.
@@ -104,6 +112,10 @@ class YolactTrainer(DefaultTrainer):
     @classmethod
     def build_optimizer(cls, cfg, model):
         return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_lr_scheduler(cfg, optimizer)
 
     @classmethod
     def build_train_loader(cls, cfg):

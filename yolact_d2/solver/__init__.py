@@ -1,3 +1,8 @@
+from .batch_scaling import scale_schedule_to_batch
 from .build import build_optimizer, with_foreach_norm_clipping
+from .lr_scheduler import YolactWarmupMultiStepLR, build_lr_scheduler
 
-__all__ = ["build_optimizer", "with_foreach_norm_clipping"]
+__all__ = [
+    "build_optimizer", "with_foreach_norm_clipping", "build_lr_scheduler", "YolactWarmupMultiStepLR",
+    "scale_schedule_to_batch",
+]
