@@ -139,7 +139,7 @@ def build_predictor(args, images, tmp, weights=None):
 
     onnx_path = args.onnx or os.path.join(tmp, "model.onnx")
     if not os.path.exists(onnx_path):  # a given file is never overwritten
-        export_onnx(YolactPredictor(cfg).model, onnx_path, int(cfg.INPUT.IMAGE_SIZE))
+        export_onnx(YolactPredictor(cfg, precision="fp32").model, onnx_path, int(cfg.INPUT.IMAGE_SIZE))
     return cfg, YolactONNXPredictor(cfg, onnx_path, num_threads=args.threads)
 
 

@@ -151,7 +151,7 @@ class _ExportedPredictor(YolactPredictor):
     dynamic = False  # set by subclasses whose graph takes any image size (and outputs box deltas)
 
     def __init__(self, cfg):
-        super().__init__(cfg)
+        super().__init__(cfg, precision="fp32")  # the PyTorch part (post-processing) stays float32
         self.image_size = int(self.cfg.INPUT.IMAGE_SIZE)
 
     def _check_mode(self):
