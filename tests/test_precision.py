@@ -9,9 +9,9 @@ differences 0.002-0.006.
 """
 import pytest
 import torch
+from test_quantization import _bgr, _samples, train_two_shape_model
 
 from conftest import captured, tiny_cfg, yolact_cfg
-from test_quantization import _bgr, _samples, train_two_shape_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -250,7 +250,10 @@ def test_bounded_calibration_gives_ort_single_pass_ranges(trained, method, tmp_p
     from onnxruntime.quantization.calibrate import create_calibrator
 
     from yolact_d2.quantization import (
-        DEFAULT_OP_TYPES, _calibration_method, _histogram_options, histogram_ranges,
+        DEFAULT_OP_TYPES,
+        _calibration_method,
+        _histogram_options,
+        histogram_ranges,
     )
 
     float_path = trained[1]
@@ -283,7 +286,8 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 def test_calibration_memory_does_not_grow_with_the_images(trained):
     # ORT's own percentile calibrator holds every image's intermediate outputs: on this model 8 -> 64
-    # images took its peak from 975 to 1676 MB (measured on the 128 px model of this module); ours stays at one image's outputs.
+    # images took its peak from 975 to 1676 MB (measured, this module's 128 px model); ours stays at one
+    # image's outputs.
     import subprocess
     import sys
 

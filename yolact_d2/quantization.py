@@ -253,7 +253,8 @@ def histogram_ranges(float_path: str, reader, op_types: Sequence[str], method: s
     )
     for name, (hist, edges) in hists.items():
         lo, hi = extremes[name][:2]
-        collector.histogram_dict[name] = (hist, edges, lo, hi) if symmetric else (hist, edges, lo, hi, edges_of[name][1])
+        # ORT's entries: (hist, edges, min, max) for |x|, (hist, edges, min, max, threshold) for x
+        collector.histogram_dict[name] = (hist, edges, lo, hi) + (() if symmetric else (edges_of[name][1],))
     calibrator.collector = collector
     with contextlib.redirect_stdout(io.StringIO()):  # ORT prints its progress
         return calibrator.compute_data()
