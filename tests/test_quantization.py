@@ -301,3 +301,26 @@ def test_calibration_memory_does_not_grow_with_the_images(trained):
     few, many = peak_mb(8), peak_mb(64)
     print(f"calibration peak RSS: 8 images {few:.0f} MB, 64 images {many:.0f} MB")
     assert many <= few * 1.1 + 30
+
+
+def test_auto_runs_the_int8_file_where_int8_is_fastest(trained, monkeypatch):
+    from yolact_d2 import YolactPredictor
+    from yolact_d2.export import YolactONNXPredictor, build_predictor
+    from yolact_d2.utils import cpu_features
+    from yolact_d2.utils.cpu_features import CpuFeatures
+
+    cfg, float_path, int8_path, _ = trained
+    cfg = cfg.clone()
+    cfg.MODEL.YOLACT.PRECISION_TEST = "auto"
+    cpus = {"vnni": CpuFeatures(vnni=True), "amx": CpuFeatures(amx_bf16=True, vnni=True), "none": CpuFeatures()}
+    kinds = {}
+    for name, features in cpus.items():
+        monkeypatch.setattr(cpu_features, "cpu_features", lambda f=features: f)
+        p = build_predictor(cfg, int8_path, num_threads=1)
+        kinds[name] = (type(p).__name__, p.precision if type(p) is YolactPredictor else p.quantization is not None)
+    assert kinds == {"vnni": ("YolactONNXPredictor", True), "amx": ("YolactPredictor", "bf16"),
+                     "none": ("YolactPredictor", "fp32")}
+    # a float32 file, or an explicit precision, runs the file as given
+    assert isinstance(build_predictor(cfg, float_path, num_threads=1), YolactONNXPredictor)
+    cfg.MODEL.YOLACT.PRECISION_TEST = "fp32"
+    assert build_predictor(cfg, int8_path, num_threads=1).quantization is not None

@@ -51,6 +51,7 @@ __all__ = [
     "histogram_ranges",
     "read_quantization_metadata",
     "is_quantized_as",
+    "file_quantization",
     "match_detections",
     "detection_agreement",
 ]
@@ -323,16 +324,25 @@ def read_quantization_metadata(custom_metadata: Dict[str, str]) -> Optional[Dict
     return None if text is None else json.loads(text)
 
 
+def file_quantization(path: str) -> Optional[Dict[str, object]]:
+    """The quantisation record of the ONNX file ``path`` (None for a float file or one that is no ONNX
+    model: loading it later says why)."""
+    import onnx
+
+    try:
+        props = onnx.load(path, load_external_data=False).metadata_props
+    except Exception:  # noqa: BLE001 (protobuf's decode errors have no common public type)
+        return None
+    return read_quantization_metadata({p.key: p.value for p in props})
+
+
 def is_quantized_as(path: str, method: str, calibration_images: int, dataset_name: str,
                     excluded_scopes: Sequence[str] = DEFAULT_EXCLUDED_SCOPES) -> bool:
     """Whether the int8 file ``path`` was made by this version of :func:`quantize_onnx` with these
     settings, so that a tool may reuse it instead of quantising again (False if it is missing)."""
-    import onnx
-
     if not os.path.isfile(path):
         return False
-    props = onnx.load(path, load_external_data=False).metadata_props
-    info = read_quantization_metadata({p.key: p.value for p in props})
+    info = file_quantization(path)
     return info is not None and info.get("quantizer_version") == QUANTIZER_VERSION and {
         k: info.get(k) for k in ("calibration_method", "calibration_images", "calibration_dataset", "excluded_scopes")
     } == {"calibration_method": method.lower(), "calibration_images": calibration_images,
