@@ -137,3 +137,41 @@ def test_bf16_detections_agree_with_float32(trained_cfg):
                 loose[key] += value
     assert confident >= 3
     assert loose["matched"] >= 0.8 * loose["detections"], loose
+
+
+def test_cpu_amp_training_step_runs_the_forward_in_bf16():
+    # SOLVER.AMP.ENABLED on the CPU: the forward (and the losses) under bf16 autocast, no grad scaler;
+    # weights and gradients stay float32; the float32 step and CUDA's AMPTrainer are chosen otherwise
+    from detectron2.modeling import build_model
+
+    from yolact_d2.engine.cpu_amp import FiniteCpuBf16Trainer, training_step_class
+    from yolact_d2.engine.finite_loss import FiniteAMPTrainer, FiniteSimpleTrainer
+
+    cfg = tiny_cfg(num_classes=2, image_size=128)
+    assert training_step_class(cfg) is FiniteSimpleTrainer
+    cfg.SOLVER.AMP.ENABLED = True
+    assert training_step_class(cfg) is FiniteCpuBf16Trainer
+    cfg.MODEL.DEVICE = "cuda"
+    assert training_step_class(cfg) is FiniteAMPTrainer
+    cfg.MODEL.DEVICE = "cpu"
+
+    model = build_model(cfg).train()
+    data = _samples(0, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.001)
+    step = FiniteCpuBf16Trainer(model, iter([data] * 3), opt)
+    assert not hasattr(step, "grad_scaler")
+    seen = []
+    model.backbone.register_forward_hook(lambda m, i, out: seen.append(next(iter(out.values())).dtype))
+    before = model.head.cls_score.weight.detach().clone()
+    from detectron2.utils.events import EventStorage
+
+    with EventStorage(0):
+        step.iter = 0
+        step.run_step()
+    assert seen == [torch.bfloat16]  # convolutions ran in bf16
+    weight = model.head.cls_score.weight
+    assert weight.dtype == torch.float32 and weight.grad.dtype == torch.float32
+    assert not torch.equal(before, model.head.cls_score.weight)  # the step updated the weights
+    assert not torch.is_autocast_enabled("cpu")  # left after the forward
+    model(data)  # outside the step: float32
+    assert seen[-1] == torch.float32
