@@ -110,8 +110,31 @@ def test_cpuinfo_flags_fallback(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained_cfg(tmp_path_factory):
-    return train_two_shape_model(tmp_path_factory.mktemp("bf16"))[0]
+def trained(tmp_path_factory):
+    return train_two_shape_model(tmp_path_factory.mktemp("bf16"))
+
+
+@pytest.fixture(scope="module")
+def trained_cfg(trained):
+    return trained[0]
+
+
+def test_evaluate_tool_builds_one_model_per_precision(trained):
+    import importlib.util
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("evaluate_tool", os.path.join(root, "tools", "evaluate.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cfg, config_file, data = trained
+    args = tool.parse_args(["--config-file", str(config_file), "--weights", cfg.MODEL.WEIGHTS,
+                            "--precision", "fp32,bf16", "--dataset", "unused", "MODEL.DEVICE", "cpu"])
+    _, _, models = tool.build(args)
+    assert [label for label, _ in models] == ["torch", "torch bf16"]
+    inputs = {"image": data[0]["image"], "height": 128, "width": 128}
+    fp32, bf16 = (run(inputs)["instances"] for _, run in models)
+    assert len(fp32) and len(bf16) and bf16.scores.dtype == torch.float32
 
 
 def test_bf16_detections_agree_with_float32(trained_cfg):
