@@ -101,8 +101,8 @@ def _add_inference_keys(_C):
     _C.MODEL.YOLACT.CHANNELS_LAST_TEST = True
     # Precision of the network (backbone, FPN, head, protonet) in YolactPredictor: "fp32", "bf16" (weights
     # converted once after BN folding; box decoding, softmax, NMS and masks stay float32) or "auto" (bf16
-    # on CPUs with AMX / AVX512-BF16, else fp32). bf16 is 3x faster on CPUs with AMX and keeps mask AP
-    # within 0.3 (yolact_d2/precision.py, docs/EXPORT.md); on CPUs without native bf16 it is slower.
+    # on CPUs with AMX / AVX512-BF16, else fp32). Why: bf16 ran R-101-550 3.1x faster on a Xeon with AMX
+    # (issue 32) with the same AP (docs/EXPORT.md, "bf16"); on CPUs without native bf16 it is slower.
     _C.MODEL.YOLACT.PRECISION_TEST = "fp32"
 
     # ---- YOLACT++ (§1.2): deformable backbone, mask re-scoring. The ++ configs also set
