@@ -67,8 +67,7 @@ def choose_precision(requested: str, device, int8_available: bool = False,
         return PrecisionChoice("int8", f"auto: an int8 ONNX file and VNNI ({cpu.describe()})")
     if cpu.avx512_bf16:
         return PrecisionChoice("bf16", f"auto: this CPU has AVX512-BF16 ({cpu.describe()})")
-    why = "no AMX or AVX512-BF16" + ("" if int8_available else ", no int8 ONNX file") if not cpu.vnni else \
-        "VNNI but no int8 ONNX file, no AMX or AVX512-BF16"
+    why = "no AMX or AVX512-BF16, " + ("an int8 ONNX file but no VNNI" if int8_available else "no int8 ONNX file")
     return PrecisionChoice("fp32", f"auto: float32 ({why})")
 
 
