@@ -324,3 +324,8 @@ def test_auto_runs_the_int8_file_where_int8_is_fastest(trained, monkeypatch):
     assert isinstance(build_predictor(cfg, float_path, num_threads=1), YolactONNXPredictor)
     cfg.MODEL.YOLACT.PRECISION_TEST = "fp32"
     assert build_predictor(cfg, int8_path, num_threads=1).quantization is not None
+    # the PyTorch part of an ONNX predictor (post-processing) stays float32 whatever the config says
+    cfg.MODEL.YOLACT.PRECISION_TEST = "bf16"
+    onnx_predictor = build_predictor(cfg, int8_path, num_threads=1)
+    assert onnx_predictor.precision == "fp32"
+    assert {p.dtype for p in onnx_predictor.model.parameters()} == {torch.float32}
