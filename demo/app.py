@@ -11,6 +11,9 @@ image at the config's ``MODEL.YOLACT.SCORE_THRESH_TEST``; the score-threshold sl
 to 1), the class filter and the mask opacity only redraw the cached detections, which gives the
 same detections as running the model at the slider's threshold (yolact_d2/demo/predictor.py). ``--onnx FILE``
 runs the network with ONNX Runtime (``YolactONNXPredictor``, a file from tools/export_model.py).
+``--opts MODEL.YOLACT.PRECISION_TEST bf16`` (or ``auto``) runs the PyTorch network in bf16
+(yolact_d2/precision.py); with ``auto`` and an int8 ``--onnx`` file, the file runs where int8 is the
+fastest choice (VNNI, no AMX), else the PyTorch model of ``MODEL.WEIGHTS``.
 The logic lives in :mod:`yolact_d2.demo.web`; this file is the command line and the page.
 """
 import argparse
@@ -67,13 +70,10 @@ def check_port_free(port: int) -> None:
 
 
 def build_predictor(cfg, onnx_path=None):
-    if onnx_path:
-        from yolact_d2.export import YolactONNXPredictor
+    """PyTorch or the ONNX file, per MODEL.YOLACT.PRECISION_TEST (auto: int8 file where it is fastest)."""
+    from yolact_d2.export import build_predictor as build
 
-        return YolactONNXPredictor(cfg, onnx_path)  # a missing or unloadable file: ExportedModelError
-    from yolact_d2 import YolactPredictor
-
-    return YolactPredictor(cfg)
+    return build(cfg, onnx_path)  # a missing or unloadable file: ExportedModelError
 
 
 def write_examples(folder: str, num: int = NUM_EXAMPLES):

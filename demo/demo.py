@@ -28,7 +28,9 @@ Outputs:
 
 --confidence-threshold is also used as MODEL.YOLACT.SCORE_THRESH_TEST (overriding the config
 and --opts), which gives the same detections above the threshold as thresholding afterwards
-(yolact_d2/demo/predictor.py). Exit status: 0 success, 1 some input failed, 2 usage error.
+(yolact_d2/demo/predictor.py). '--opts MODEL.YOLACT.PRECISION_TEST bf16' runs the network in bf16
+('auto': bf16 on CPUs with AMX or AVX512-BF16, else fp32; yolact_d2/precision.py).
+Exit status: 0 success, 1 some input failed, 2 usage error.
 
 examples:
   python demo/demo.py --config-file configs/Synthetic/yolact_R_18_FPN_synthetic.yaml \\

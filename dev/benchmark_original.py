@@ -3,7 +3,7 @@
 (converted) weights, on CPU.
 
     PYTHONPATH=. python dev/benchmark_original.py --original-repo PATH --config-file CONFIG \\
-        [--synthetic N] [--threads T] [--all-detections] [--backend onnxruntime [--int8]] [--json OUT] \\
+        [--synthetic N] [--threads T] [--all-detections] [--precision fp32,bf16,int8] [--json OUT] \\
         [KEY VALUE ...]
 
 It takes the arguments of ``tools/benchmark.py`` (our stages are timed by that tool's code) plus
@@ -32,6 +32,10 @@ postprocess     ``postprocess(crop_masks=True, score_threshold=0)``: mask assemb
                 upsampling to the image size, binarisation, pixel boxes (YOLACT++: mask re-scoring)
 end_to_end      ``BaseTransform`` + ``net(x)`` with the real ``Detect`` + ``postprocess``, on its own
 ==============  ===============================================================================
+
+``--precision fp32,bf16,int8`` (see ``tools/benchmark.py``) times several of our precisions of the
+same converted weights against the original in one run, everyone taking turns image by image;
+``--backend onnxruntime --int8`` is the older way to time int8 alone.
 
 It then prints ours / original for preprocess, forward (ours: backbone+fpn + head+protonet, which
 also decodes the boxes; or the ONNX network), NMS + masks (original: detect + postprocess) and end
@@ -65,13 +69,13 @@ def parse_args(argv=None):
         "--int8", action="store_true",
         help="with --backend onnxruntime: time our int8 model (yolact_d2.quantization defaults, calibrated "
         "on --calibration-images of --calibration-dataset) quantised from the same converted weights")
-    parser.add_argument("--calibration-dataset", default="yolact_synthetic_train")
-    parser.add_argument("--calibration-images", type=int, default=16)
     parser.add_argument(
         "--original-conf-thresh", type=float, default=None,
         help="the original's Detect score threshold (default: ours, MODEL.YOLACT.SCORE_THRESH_TEST, "
         "0 with --all-detections; 0.05 is the original eval.py protocol)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.precisions = benchmark.check_precisions(parser, args)
+    return args
 
 
 class OriginalRunner:
@@ -145,6 +149,8 @@ def main(argv=None):
         sys.exit("error: --original-repo runs on CPU only")
     if args.int8 and args.backend != "onnxruntime":
         sys.exit("error: --int8 times an ONNX Runtime model: add --backend onnxruntime")
+    if args.int8 and args.precisions:
+        sys.exit("error: --int8 and --precision: use --precision ...,int8")
     args.device = "cpu"
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -155,109 +161,108 @@ def main(argv=None):
             score_threshold = benchmark.build_cfg(args).MODEL.YOLACT.SCORE_THRESH_TEST
         original = OriginalRunner(args.original_repo, args.config_file, images, score_threshold, tmp, args.seed)
         original.check_weights(benchmark.build_cfg(args))
-        cfg, predictor = benchmark.build_predictor(args, images, tmp, weights=original.converted_weights)
-        if args.int8:
-            predictor = _int8_predictor(args, cfg, tmp)
-    stages = benchmark.TORCH_STAGES if args.backend == "torch" else benchmark.ORT_STAGES
-    records, counts, orig_records, orig_counts = _time_both(args, images, predictor, original, stages)
-    peak_mb, peak_kind = benchmark.peak_memory(predictor.model.device)
-    peak_kind += ", both models"
+        cfg, runs = benchmark.build_predictors(args, images, tmp, weights=original.converted_weights)
+        if args.int8:  # the float32 file build_predictors exported, quantised
+            runs = [("onnxruntime int8", "onnxruntime", benchmark.int8_predictor(args, cfg, tmp))]
+    records, counts, orig_records, orig_counts = _time_both(args, images, runs, original)
+    peak_mb, peak_kind = benchmark.peak_memory(runs[0][2].model.device)
+    peak_kind += f", the original and our {len(runs)} model(s)"
 
     h, w = images[0].shape[:2]
-    summary = {s: benchmark.summarize(v) for s, v in records.items()}
     orig_summary = {s: benchmark.summarize(v) for s, v in orig_records.items()}
     weights = f"original {original.variant}, random init (seed {args.seed}) conditioned, converted"
     print(
-        f"config: {args.config_file}  weights: {weights}  backend: {args.backend}{' int8' if args.int8 else ''}  "
+        f"config: {args.config_file}  weights: {weights}  ours: {', '.join(label for label, _, _ in runs)}  "
         "device: cpu  "
         f"threads: {args.threads or torch.get_num_threads()}  "
         f"images: {len(images)} x {args.repeat} ({w}x{h} first), warm-up {args.warmup}  "
         f"score threshold: {cfg.MODEL.YOLACT.SCORE_THRESH_TEST}  "
         f"post-processing: {'faithful' if args.faithful else 'fast'}"
     )
-    print("detections per image: " + " ".join(str(c) for c in counts))
     print(f"original ({original.variant}, {original.original_config}) detections per image: "
           + " ".join(str(c) for c in orig_counts))
-    ours_forward = (
-        [a + b for a, b in zip(records["backbone+fpn"], records["head+protonet"])] if args.backend == "torch"
-        else records["network"])
-    pairs = {
-        "preprocess": (records["preprocess"], orig_records["preprocess"]),
-        "forward": (ours_forward, orig_records["forward"]),
-        "nms+masks": (records["nms+masks"], orig_records["detect+postprocess"]),
-        "end_to_end": (records["end_to_end"], orig_records["end_to_end"]),
-    }
-    comparison = {name: {"ours_median_ms": statistics.median(a), "original_median_ms": statistics.median(b),
-                         **_ratios(a, b)} for name, (a, b) in pairs.items()}
-    benchmark.print_rows(list(summary.items()) + [(f"original {s}", v) for s, v in orig_summary.items()])
-    print(f"{'ours / original':<30}{'ours ms':>11}{'orig ms':>9}{'ratio':>9}{'paired':>9}  "
-          "(ratio of the medians; median of the per-image ratios)")
-    for name, c in comparison.items():
-        label = {"nms+masks": "nms+masks / detect+postprocess"}.get(name, name)
-        print(f"{label:<30}{c['ours_median_ms']:>11.1f}{c['original_median_ms']:>9.1f}"
-              f"{c['of_medians']:>9.3f}{c['median_of_paired']:>9.3f}")
+    benchmark.print_rows([(f"original {s}", v) for s, v in orig_summary.items()])
+    per_run = {}
+    for (label, backend, predictor), rec, count in zip(runs, records, counts):
+        summary = {s: benchmark.summarize(v) for s, v in rec.items()}
+        ours_forward = ([a + b for a, b in zip(rec["backbone+fpn"], rec["head+protonet"])] if backend == "torch"
+                        else rec["network"])
+        pairs = {
+            "preprocess": (rec["preprocess"], orig_records["preprocess"]),
+            "forward": (ours_forward, orig_records["forward"]),
+            "nms+masks": (rec["nms+masks"], orig_records["detect+postprocess"]),
+            "end_to_end": (rec["end_to_end"], orig_records["end_to_end"]),
+        }
+        comparison = {name: {"ours_median_ms": statistics.median(a), "original_median_ms": statistics.median(b),
+                             **_ratios(a, b)} for name, (a, b) in pairs.items()}
+        print(f"--- ours: {label}")
+        print("detections per image: " + " ".join(str(c) for c in count))
+        benchmark.print_rows(list(summary.items()))
+        print(f"{'ours / original':<30}{'ours ms':>11}{'orig ms':>9}{'ratio':>9}{'paired':>9}  "
+              "(ratio of the medians; median of the per-image ratios)")
+        for name, c in comparison.items():
+            name = {"nms+masks": "nms+masks / detect+postprocess"}.get(name, name)
+            print(f"{name:<30}{c['ours_median_ms']:>11.1f}{c['original_median_ms']:>9.1f}"
+                  f"{c['of_medians']:>9.3f}{c['median_of_paired']:>9.3f}")
+        per_run[label] = {"backend": backend, "quantization": getattr(predictor, "quantization", None),
+                          "precision": getattr(predictor, "precision", None), "detections_per_image": count,
+                          "stages": summary, "ours_over_original": comparison}
     print(f"peak memory: {peak_mb:.0f} MB ({peak_kind})")
     if args.json:
+        first = per_run[runs[0][0]]
         result = {
             "config": args.config_file, "weights": weights, "backend": args.backend,
-            "quantization": getattr(predictor, "quantization", None), "device": "cpu",
+            "quantization": first["quantization"], "device": "cpu",
             "threads": args.threads or torch.get_num_threads(),
             "num_images": len(images) * args.repeat, "warmup": args.warmup, "image_size": [h, w],
             "score_threshold": cfg.MODEL.YOLACT.SCORE_THRESH_TEST, "fast_postprocess": not args.faithful,
-            "detections_per_image": counts, "stages": summary, "peak_memory_mb": peak_mb, "peak_memory_kind": peak_kind,
+            "detections_per_image": first["detections_per_image"], "stages": first["stages"],
+            "peak_memory_mb": peak_mb, "peak_memory_kind": peak_kind,
             "original": {
                 "repo": os.path.abspath(args.original_repo), "variant": original.variant,
                 "original_config": original.original_config, "seed": args.seed,
                 "detect_conf_thresh": float(original.net.detect.conf_thresh), "postprocess_score_threshold": 0.0,
                 "detections_per_image": orig_counts, "stages": orig_summary, "conditioning": original.conditioning,
             },
-            "ours_over_original": comparison,
+            "ours_over_original": first["ours_over_original"],
+            "runs": per_run,
         }
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
-    return summary
+    return per_run
 
 
-def _int8_predictor(args, cfg, tmp):
-    """Our int8 model of the float32 file that ``benchmark.build_predictor`` exported (the converted
-    original weights), quantised with the library's defaults."""
-    from yolact_d2.export import YolactONNXPredictor
-    from yolact_d2.quantization import DatasetCalibrationReader, quantize_onnx
+def _time_both(args, images, runs, original):
+    """Per-stage times and detection counts of each of our runs and of the original, image by image,
+    all taking turns in rotating order so that drift of the machine's speed affects them alike."""
+    everyone = [("original", None, None)] + list(runs)
 
-    float_path = args.onnx or os.path.join(tmp, "model.onnx")
-    int8_path = os.path.join(tmp, "model.int8.onnx")
-    t0 = time.perf_counter()
-    reader = DatasetCalibrationReader(cfg, args.calibration_dataset, args.calibration_images)
-    quantize_onnx(float_path, int8_path, reader, dataset_name=args.calibration_dataset)
-    print(f"quantised in {time.perf_counter() - t0:.0f} s ({args.calibration_images} images of "
-          f"{args.calibration_dataset})")
-    return YolactONNXPredictor(cfg, int8_path, num_threads=args.threads)
-
-
-def _time_both(args, images, predictor, original, stages):
-    """Per-stage times and detection counts of ours and of the original, image by image."""
-
-    def run_both(image, k):
-        # alternate which implementation goes first, so that drift affects both alike
-        if k % 2:
-            o = original.timed_stages(image)
-            return benchmark.timed_stages(predictor, image, args.backend, lambda: None), o
-        u = benchmark.timed_stages(predictor, image, args.backend, lambda: None)
-        return u, original.timed_stages(image)
+    def run_all(image, k):
+        out = [None] * len(everyone)
+        for j in range(len(everyone)):
+            r = (j + k) % len(everyone)
+            _, backend, predictor = everyone[r]
+            out[r] = (original.timed_stages(image) if r == 0
+                      else benchmark.timed_stages(predictor, image, backend, lambda: None))
+        return out
 
     for i in range(args.warmup):
-        run_both(images[i % len(images)], i)
-    records, counts = {s: [] for s in stages}, []
+        run_all(images[i % len(images)], i)
+    records = [{s: [] for s in (benchmark.TORCH_STAGES if b == "torch" else benchmark.ORT_STAGES)}
+               for _, b, _ in runs]
+    counts = [[] for _ in runs]
     orig_records, orig_counts = {s: [] for s in ORIGINAL_STAGES}, []
     for k, image in enumerate(images * args.repeat):
-        (times, n), (orig_times, orig_n) = run_both(image, k)
-        for s in stages:
-            records[s].append(times[s])
-        counts.append(n)
+        (orig_times, orig_n), *ours = run_all(image, k)
+        for rec, count, (times, n) in zip(records, counts, ours):
+            for s in rec:
+                rec[s].append(times[s])
+            count.append(n)
         for s in ORIGINAL_STAGES:
             orig_records[s].append(orig_times[s])
         orig_counts.append(orig_n)
-    records["nms+masks"] = [a + b for a, b in zip(records["nms"], records["masks"])]
+    for rec in records:
+        rec["nms+masks"] = [a + b for a, b in zip(rec["nms"], rec["masks"])]
     orig_records["detect+postprocess"] = [a + b for a, b in zip(orig_records["detect"], orig_records["postprocess"])]
     return records, counts, orig_records, orig_counts
 

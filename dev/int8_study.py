@@ -64,7 +64,8 @@ def export_variants(args):
     os.makedirs(args.work_dir, exist_ok=True)
     float_path = os.path.join(args.work_dir, "float32.onnx")
     if not os.path.isfile(float_path):
-        export_onnx(YolactPredictor(cfg).model, float_path, int(cfg.INPUT.IMAGE_SIZE), opset_version=DEFAULT_ONNX_OPSET)
+        model = YolactPredictor(cfg, precision="fp32").model
+        export_onnx(model, float_path, int(cfg.INPUT.IMAGE_SIZE), opset_version=DEFAULT_ONNX_OPSET)
     reader = DatasetCalibrationReader(cfg, args.calibration_dataset, args.calibration_images)
     variants = []
     for method in args.methods:

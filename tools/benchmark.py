@@ -3,7 +3,7 @@
 
     python tools/benchmark.py --config-file configs/COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml \\
         [--weights W.pth] [--images DIR | --synthetic N] [--threads T] [--backend torch|onnxruntime] \\
-        [--all-detections] [--faithful] [--json OUT] [KEY VALUE ...]
+        [--all-detections] [--faithful] [--precision fp32,bf16,int8] [--json OUT] [KEY VALUE ...]
 
 Every image goes through the predictor once under ``torch.profiler``; the stages are the profiler
 ranges that ``Yolact.forward`` records (``yolact.<stage>``, yolact_d2/modeling/meta_arch.py), so the
@@ -36,6 +36,11 @@ scaled) so that activations, detections and masks look like a trained model's; t
 raw random init are meaningless (exploding activations, denormals). ``--synthetic N`` renders N
 480x640 images of the bundled synthetic shapes dataset. ``--faithful`` uses the reference
 post-processing (``MODEL.YOLACT.FAST_POSTPROCESS_TEST False``) for comparison.
+
+``--precision fp32,bf16,int8`` times several precisions of the same weights in one run, taking turns
+image by image: PyTorch float32, PyTorch with the network in bf16 (``MODEL.YOLACT.PRECISION_TEST``)
+and ONNX Runtime int8 (exported and quantised in a temp folder, ``--calibration-images`` of
+``--calibration-dataset``); ``auto`` is the predictor's own choice for this machine.
 
 The side-by-side comparison with the original YOLACT code is a developer harness:
 ``dev/benchmark_original.py`` (docs/BENCHMARKS.md).
@@ -77,9 +82,34 @@ def build_parser(description=__doc__):
     parser.add_argument(
         "--faithful", action="store_true", help="reference post-processing (FAST_POSTPROCESS_TEST False)")
     parser.add_argument("--device", default=None, help="MODEL.DEVICE (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--precision", default=None,
+        help="comma-separated precisions timed side by side on the same images, interleaved: fp32, bf16, auto "
+        "(MODEL.YOLACT.PRECISION_TEST of the --backend torch predictor) and int8 (ONNX Runtime int8, quantised "
+        "from the same weights); e.g. fp32,bf16,int8. Default: one predictor of --backend")
+    parser.add_argument("--calibration-dataset", default="yolact_synthetic_train", help="int8: calibration images")
+    parser.add_argument("--calibration-images", type=int, default=16, help="int8: number of calibration images")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser
+
+
+PRECISIONS = ("fp32", "bf16", "auto", "int8")
+
+
+def check_precisions(parser, args):
+    """``args.precision`` as a list (None: one predictor of ``--backend``); usage errors exit."""
+    if not args.precision:
+        return None
+    precisions = [p.strip().lower() for p in args.precision.split(",") if p.strip()]
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown or not precisions:
+        parser.error(f"--precision: unknown {unknown}; use a comma-separated list of {', '.join(PRECISIONS)}")
+    if len(set(precisions)) != len(precisions):
+        parser.error(f"--precision: {args.precision} names one precision twice")
+    if args.backend == "onnxruntime" and set(precisions) - {"fp32", "int8"}:
+        parser.error("--precision with --backend onnxruntime: fp32 (ONNX Runtime float32) and int8 only")
+    return precisions
 
 
 def parse_args(argv=None):
@@ -87,6 +117,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.onnx and args.backend != "onnxruntime":  # else the torch model would be timed instead, silently
         parser.error("--onnx is the model of --backend onnxruntime: add --backend onnxruntime")
+    args.precisions = check_precisions(parser, args)
     return args
 
 
@@ -139,8 +170,57 @@ def build_predictor(args, images, tmp, weights=None):
 
     onnx_path = args.onnx or os.path.join(tmp, "model.onnx")
     if not os.path.exists(onnx_path):  # a given file is never overwritten
-        export_onnx(YolactPredictor(cfg).model, onnx_path, int(cfg.INPUT.IMAGE_SIZE))
+        export_onnx(YolactPredictor(cfg, precision="fp32").model, onnx_path, int(cfg.INPUT.IMAGE_SIZE))
     return cfg, YolactONNXPredictor(cfg, onnx_path, num_threads=args.threads)
+
+
+def build_predictors(args, images, tmp, weights=None):
+    """``(cfg, [(label, backend, predictor)])``: one predictor of ``--backend`` without
+    ``--precision``, else one per listed precision, all with the same weights (``weights``, else
+    ``--weights``, else conditioned random weights saved in ``tmp``)."""
+    from yolact_d2 import YolactPredictor
+
+    if not args.precisions:
+        cfg, predictor = build_predictor(args, images, tmp, weights)
+        return cfg, [(args.backend, args.backend, predictor)]
+    cfg = build_cfg(args)
+    if weights:
+        cfg.MODEL.WEIGHTS = weights
+    elif not args.weights:
+        from yolact_d2.utils.testing import save_conditioned_random_weights
+
+        path = os.path.join(tmp, "conditioned_random.pth")
+        cfg.MODEL.WEIGHTS = save_conditioned_random_weights(cfg, images[:2], path)
+    runs = []
+    for precision in args.precisions:
+        if precision == "int8":
+            runs.append(("onnxruntime int8", "onnxruntime", int8_predictor(args, cfg, tmp)))
+        elif args.backend == "onnxruntime":
+            runs.append(("onnxruntime fp32", "onnxruntime", build_predictor(args, images, tmp, cfg.MODEL.WEIGHTS)[1]))
+        else:
+            predictor = YolactPredictor(cfg, precision=precision)
+            label = f"torch {precision}" + (f" ({predictor.precision})" if precision == "auto" else "")
+            runs.append((label, "torch", predictor))
+    return cfg, runs
+
+
+def int8_predictor(args, cfg, tmp):
+    """ONNX Runtime int8 of ``cfg``'s weights: ``--onnx`` (exported there first if missing) or a float32
+    export in ``tmp``, quantised with the library's defaults on ``--calibration-images`` of
+    ``--calibration-dataset``."""
+    from yolact_d2 import YolactPredictor
+    from yolact_d2.export import YolactONNXPredictor, export_onnx
+    from yolact_d2.quantization import DatasetCalibrationReader, quantize_onnx
+
+    float_path = args.onnx or os.path.join(tmp, "model.onnx")
+    if not os.path.exists(float_path):
+        export_onnx(YolactPredictor(cfg, precision="fp32").model, float_path, int(cfg.INPUT.IMAGE_SIZE))
+    int8_path = os.path.join(tmp, "model.int8.onnx")
+    t0 = time.perf_counter()
+    reader = DatasetCalibrationReader(cfg, args.calibration_dataset, args.calibration_images)
+    quantize_onnx(float_path, int8_path, reader, dataset_name=args.calibration_dataset)
+    print(f"int8: quantised in {time.perf_counter() - t0:.0f} s ({len(reader)} images of {args.calibration_dataset})")
+    return YolactONNXPredictor(cfg, int8_path, num_threads=args.threads)
 
 
 # The profiler ranges of Yolact.forward's stages (yolact_d2/modeling/meta_arch.py)
@@ -221,41 +301,61 @@ def peak_memory(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process max RSS"
 
 
+def run_interleaved(runs, images, args, sync):
+    """Per-stage times and detection counts of every run, the runs taking turns image by image in
+    rotating order (so that drift of the machine's speed affects them alike)."""
+    for i in range(args.warmup):
+        for _, backend, predictor in runs:
+            timed_stages(predictor, images[i % len(images)], backend, sync)
+    records = [{s: [] for s in (TORCH_STAGES if b == "torch" else ORT_STAGES)} for _, b, _ in runs]
+    counts = [[] for _ in runs]
+    for k, image in enumerate(images * args.repeat):
+        for j in range(len(runs)):
+            r = (j + k) % len(runs)
+            _, backend, predictor = runs[r]
+            times, n = timed_stages(predictor, image, backend, sync)
+            for s in records[r]:
+                records[r][s].append(times[s])
+            counts[r].append(n)
+    for rec in records:
+        rec["nms+masks"] = [a + b for a, b in zip(rec["nms"], rec["masks"])]
+    return records, counts
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     images = load_images(args)
     with tempfile.TemporaryDirectory(prefix="yolact_bench_") as tmp:
-        cfg, predictor = build_predictor(args, images, tmp)
-    device = predictor.model.device
+        cfg, runs = build_predictors(args, images, tmp)
+    device = runs[0][2].model.device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    stages = TORCH_STAGES if args.backend == "torch" else ORT_STAGES
-
-    for i in range(args.warmup):
-        timed_stages(predictor, images[i % len(images)], args.backend, sync)
-    records, counts = {s: [] for s in stages}, []
-    for _ in range(args.repeat):
-        for image in images:
-            times, n = timed_stages(predictor, image, args.backend, sync)
-            for s in stages:
-                records[s].append(times[s])
-            counts.append(n)
-    records["nms+masks"] = [a + b for a, b in zip(records["nms"], records["masks"])]
+    records, counts = run_interleaved(runs, images, args, sync)
     peak_mb, peak_kind = peak_memory(device)
+    if len(runs) > 1:
+        peak_kind += f", all {len(runs)} predictors in one process"
 
     h, w = images[0].shape[:2]
-    summary = {s: summarize(v) for s, v in records.items()}
+    summaries = [{s: summarize(v) for s, v in rec.items()} for rec in records]
     weights = args.weights or "conditioned random init"
     print(
-        f"config: {args.config_file}  weights: {weights}  backend: {args.backend}  "
+        f"config: {args.config_file}  weights: {weights}  backend: {', '.join(label for label, _, _ in runs)}  "
         f"device: {device}  threads: {args.threads or torch.get_num_threads()}  "
         f"images: {len(images)} x {args.repeat} ({w}x{h} first), warm-up {args.warmup}  "
         f"score threshold: {cfg.MODEL.YOLACT.SCORE_THRESH_TEST}  "
         f"post-processing: {'faithful' if args.faithful else 'fast'}"
     )
-    print("detections per image: " + " ".join(str(c) for c in counts))
-    print_rows(summary.items())
+    for (label, _, _), summary, count in zip(runs, summaries, counts):
+        if len(runs) > 1:
+            print(f"--- {label}")
+        print("detections per image: " + " ".join(str(c) for c in count))
+        print_rows(summary.items())
+    if len(runs) > 1:
+        base = summaries[0]["end_to_end"]["median_ms"]
+        print("end to end, median ms (ratio to " + runs[0][0] + "): " + ", ".join(
+            f"{label} {s['end_to_end']['median_ms']:.1f} ({s['end_to_end']['median_ms'] / base:.3f})"
+            for (label, _, _), s in zip(runs, summaries)))
     print(f"peak memory: {peak_mb:.0f} MB ({peak_kind})")
     if args.json:
         result = {
@@ -263,11 +363,15 @@ def main(argv=None):
             "device": str(device), "threads": args.threads or torch.get_num_threads(),
             "num_images": len(images) * args.repeat, "warmup": args.warmup, "image_size": [h, w],
             "score_threshold": cfg.MODEL.YOLACT.SCORE_THRESH_TEST, "fast_postprocess": not args.faithful,
-            "detections_per_image": counts, "stages": summary, "peak_memory_mb": peak_mb, "peak_memory_kind": peak_kind,
+            "detections_per_image": counts[0], "stages": summaries[0], "peak_memory_mb": peak_mb,
+            "peak_memory_kind": peak_kind,
         }
+        if args.precisions:
+            result["runs"] = {label: {"backend": backend, "detections_per_image": count, "stages": summary}
+                              for (label, backend, _), summary, count in zip(runs, summaries, counts)}
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
-    return summary
+    return summaries[0]
 
 
 if __name__ == "__main__":

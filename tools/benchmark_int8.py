@@ -65,7 +65,7 @@ def prepare(args, images):
     elif not os.path.exists(weights):
         save_conditioned_random_weights(cfg, images[:2], weights)
     cfg.MODEL.WEIGHTS = weights
-    torch_predictor = YolactPredictor(cfg)
+    torch_predictor = YolactPredictor(cfg, precision="fp32")  # the float32 baseline, and what is exported
     keep_float = DEFAULT_EXCLUDED_SCOPES if args.keep_float is None else tuple(args.keep_float)
     # one file per setting (its name says which scopes stayed float); reused only when its metadata
     # shows it was made by this quantiser version with these settings

@@ -3,10 +3,11 @@
 or int8) on one dataset, with the agreement of each ONNX model's detections with the first model's.
 
     python tools/evaluate.py --config-file configs/Synthetic/yolact_R_18_FPN_synthetic.yaml \\
-        --weights model_final.pth --onnx model.float32.onnx --onnx model_int8.onnx \\
+        --weights model_final.pth [--precision fp32,bf16] --onnx model.float32.onnx --onnx model_int8.onnx \\
         [--dataset yolact_synthetic_val] [--threads 2] [--max-images N] [--json OUT] [KEY VALUE ...]
 
-Models: the PyTorch model of ``--weights`` (``YolactPredictor``; omit ``--weights`` to evaluate
+Models: the PyTorch model of ``--weights`` (``YolactPredictor``, once per ``--precision``: e.g.
+``--precision fp32,bf16`` evaluates both, MODEL.YOLACT.PRECISION_TEST; omit ``--weights`` to evaluate
 ONNX files only, the post-processing then uses cfg ``MODEL.WEIGHTS`` or a random init, which only
 matters for YOLACT++'s mask re-scoring) and every ``--onnx`` file (``YolactONNXPredictor``), in
 that order. Every image of ``--dataset`` (default ``DATASETS.TEST[0]``; your own data through
@@ -32,6 +33,10 @@ def parse_args(argv=None):
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--weights", default=None, help="PyTorch checkpoint to evaluate (and to build the predictors)")
     parser.add_argument("--onnx", action="append", default=[], help="exported model (repeat for several)")
+    parser.add_argument(
+        "--precision", default=None,
+        help="with --weights: comma-separated PyTorch precisions to evaluate, each a model (fp32, bf16, auto; "
+        "default: cfg MODEL.YOLACT.PRECISION_TEST), e.g. fp32,bf16")
     parser.add_argument("--dataset", default=None, help="registered dataset (default: DATASETS.TEST[0])")
     parser.add_argument("--threads", type=int, default=None, help="torch / onnxruntime threads")
     parser.add_argument("--max-images", type=int, default=None, help="evaluate the first N images only")
@@ -62,8 +67,10 @@ def build(args):
         torch.set_num_threads(args.threads)
     models = []
     if args.weights is not None:
-        torch_predictor = YolactPredictor(cfg)
-        models.append(("torch", lambda d: torch_predictor.model([d])[0]))
+        for precision in (args.precision or cfg.MODEL.YOLACT.PRECISION_TEST).split(","):
+            torch_predictor = YolactPredictor(cfg, precision=precision.strip())
+            label = "torch" if torch_predictor.precision == "fp32" else f"torch {torch_predictor.precision}"
+            models.append((label, lambda d, p=torch_predictor: p.model([d])[0]))
     for path in args.onnx:
         if not os.path.isfile(path):
             raise ConfigError("--onnx", f"file not found: {path}")

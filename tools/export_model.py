@@ -89,7 +89,7 @@ def main(argv=None):
         cfg.MODEL.WEIGHTS = args.weights
     make_output_dir(os.path.dirname(os.path.abspath(args.output)), "--output folder")  # before the slow steps
     reader = _calibration_reader(cfg, args) if args.int8 else None
-    model = YolactPredictor(cfg).model  # builds, checks the config and loads the weights
+    model = YolactPredictor(cfg, precision="fp32").model  # builds, checks the config, loads the weights
     size = int(cfg.INPUT.IMAGE_SIZE)
     if args.format == "onnx":
         export_onnx(model, args.output, size, opset_version=args.opset or DEFAULT_ONNX_OPSET, dynamic=args.dynamic)

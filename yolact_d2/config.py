@@ -99,6 +99,11 @@ def _add_inference_keys(_C):
     # only (~1e-6 relative); about 25% faster on CPU (yolact_d2/modeling/optimize.py).
     _C.MODEL.YOLACT.FUSE_BN_TEST = True
     _C.MODEL.YOLACT.CHANNELS_LAST_TEST = True
+    # Precision of the network (backbone, FPN, head, protonet) in YolactPredictor: "fp32", "bf16" (weights
+    # converted once after BN folding; box decoding, softmax, NMS and masks stay float32) or "auto" (bf16
+    # on CPUs with AMX / AVX512-BF16, else fp32). Why: bf16 ran R-101-550 3.1x faster on a Xeon with AMX
+    # (issue 32) with the same AP (docs/EXPORT.md, "bf16"); on CPUs without native bf16 it is slower.
+    _C.MODEL.YOLACT.PRECISION_TEST = "fp32"
 
     # ---- YOLACT++ (§1.2): deformable backbone, mask re-scoring. The ++ configs also set
     # MODEL.RESNETS.DEFORM_ON_PER_STAGE [False, True, True, True], MODEL.RESNETS.DEFORM_MODULATED

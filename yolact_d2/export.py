@@ -58,6 +58,7 @@ __all__ = [
     "YolactONNXPredictor",
     "YolactTorchScriptPredictor",
     "ExportedModelError",
+    "build_predictor",
 ]
 
 INPUT_NAME = "image"
@@ -151,7 +152,7 @@ class _ExportedPredictor(YolactPredictor):
     dynamic = False  # set by subclasses whose graph takes any image size (and outputs box deltas)
 
     def __init__(self, cfg):
-        super().__init__(cfg)
+        super().__init__(cfg, precision="fp32")  # the PyTorch part (post-processing) stays float32
         self.image_size = int(self.cfg.INPUT.IMAGE_SIZE)
 
     def _check_mode(self):
@@ -298,3 +299,33 @@ class YolactTorchScriptPredictor(_ExportedPredictor):
 
     def run_graph(self, image: torch.Tensor):
         return tuple(self.module(image))
+
+
+def build_predictor(cfg, onnx_path: Optional[str] = None, num_threads: Optional[int] = None) -> YolactPredictor:
+    """The predictor for ``cfg`` and an optional exported file, with ``MODEL.YOLACT.PRECISION_TEST``:
+
+    * no file: :class:`YolactPredictor` (fp32, bf16, or ``auto``'s choice for this machine);
+    * a float32 ONNX file, or an int8 one with ``fp32`` / ``bf16``: :class:`YolactONNXPredictor` runs it;
+    * an int8 ONNX file with ``auto``: it runs when ``auto`` picks int8 (a CPU with VNNI and no AMX,
+      :func:`yolact_d2.precision.choose_precision`); otherwise the PyTorch model of ``MODEL.WEIGHTS`` runs in
+      ``auto``'s precision (if there are weights; else the file runs anyway). The choice is logged."""
+    from .precision import choose_precision, log_choice
+    from .quantization import file_quantization
+
+    if not onnx_path:
+        return YolactPredictor(cfg)
+    _existing_file(onnx_path)
+    requested = str(cfg.MODEL.YOLACT.PRECISION_TEST).lower()
+    if requested == "auto" and file_quantization(onnx_path) is not None:
+        choice = choose_precision("auto", cfg.MODEL.DEVICE, int8_available=True)
+        if choice.precision != "int8" and cfg.MODEL.WEIGHTS:
+            log_choice(choice, requested)
+            logger.info("%s: not used (int8 is not the fastest here); running MODEL.WEIGHTS %s", onnx_path,
+                        cfg.MODEL.WEIGHTS)
+            return YolactPredictor(cfg)
+        if choice.precision == "int8":
+            log_choice(choice, requested)
+        else:
+            logger.info("%s: int8 file run although auto prefers %s (%s): MODEL.WEIGHTS is empty", onnx_path,
+                        choice.precision, choice.reason)
+    return YolactONNXPredictor(cfg, onnx_path, num_threads=num_threads)

@@ -7,7 +7,7 @@ square, or ``keep_aspect`` per ``INPUT.TEST_RESIZE_MODE``) instead of ``ResizeSh
 a predictor result equals the model's output on ``YolactDatasetMapper(cfg, is_train=False)``'s
 dict for the same pixels.
 """
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from .checkpoint.safe_load import trusted_weights_file
 from .config_checks import check_class_names, check_yolact_config
 from .data.transforms import build_yolact_test_augmentation
 from .modeling.optimize import optimize_for_inference
+from .precision import choose_precision, log_choice, torch_dtype
 from .utils.errors import ConfigError
 
 __all__ = ["YolactPredictor"]
@@ -112,7 +113,9 @@ class YolactPredictor:
     ``cfg.MODEL.WEIGHTS`` with ``AtomicDetectionCheckpointer`` (an empty string keeps the random
     initialisation; weights of another architecture raise), applies the inference-only rewrites
     ``MODEL.YOLACT.FUSE_BN_TEST`` / ``CHANNELS_LAST_TEST`` (BN folded into convs, channels-last
-    layout: same function up to float rounding, :mod:`yolact_d2.modeling.optimize`) and builds
+    layout: same function up to float rounding, :mod:`yolact_d2.modeling.optimize`), runs the
+    network in the precision of ``precision`` or ``MODEL.YOLACT.PRECISION_TEST`` (``fp32``, ``bf16``,
+    ``auto``: :mod:`yolact_d2.precision`; the chosen one is ``self.precision``) and builds
     the YOLACT test-time resize (:func:`~yolact_d2.data.transforms.build_yolact_test_augmentation`).
 
     ``__call__(original_image)`` takes an image in **BGR** order, as ``cv2.imread`` returns it:
@@ -143,7 +146,7 @@ class YolactPredictor:
         class_names: the training classes recorded in the checkpoint (trainer checkpoints), else None.
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, precision: Optional[str] = None):
         self.cfg = cfg.clone()  # the model may modify its cfg
         check_yolact_config(self.cfg)
         self.model = build_model(self.cfg)
@@ -158,13 +161,27 @@ class YolactPredictor:
         check_class_names(self.class_names, f"MODEL.WEIGHTS {self.cfg.MODEL.WEIGHTS}", test_sets[:1])
         # inference-only rewrites (same function, float rounding only): MODEL.YOLACT.*_TEST
         y = self.cfg.MODEL.YOLACT
-        optimize_for_inference(self.model, fuse_bn=y.FUSE_BN_TEST, channels_last=y.CHANNELS_LAST_TEST)
+        self.precision = self._choose_precision(precision)
+        try:
+            optimize_for_inference(self.model, fuse_bn=y.FUSE_BN_TEST, channels_last=y.CHANNELS_LAST_TEST,
+                                   dtype=torch_dtype(self.precision))
+        except ValueError as e:  # a precision this model cannot run in (YOLACT++'s deformable convs)
+            raise ConfigError("MODEL.YOLACT.PRECISION_TEST", f"{self.precision}: {e}", "use fp32") from None
         self.aug = T.AugmentationList(build_yolact_test_augmentation(self.cfg))
         self.input_format = self.cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):
             raise ConfigError(
                 f"YolactPredictor supports INPUT.FORMAT 'RGB' or 'BGR', got {self.input_format!r}."
             )
+
+    def _choose_precision(self, precision: Optional[str]) -> str:
+        """The network's precision (``precision`` or ``MODEL.YOLACT.PRECISION_TEST``; ``auto`` resolved
+        for this device, :mod:`yolact_d2.precision`), logged with the reason."""
+        requested = precision or self.cfg.MODEL.YOLACT.PRECISION_TEST
+        choice = choose_precision(requested, self.model.device)
+        if choice.precision != "fp32" or requested != "fp32":
+            log_choice(choice, requested)
+        return choice.precision
 
     def preprocess(self, original_image: np.ndarray) -> Dict[str, Any]:
         """The model input dict (``image``, ``height``, ``width``) for one BGR image."""

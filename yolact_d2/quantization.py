@@ -15,6 +15,12 @@ so :class:`~yolact_d2.export.YolactONNXPredictor` runs it unchanged.
   convolutions of :data:`DEFAULT_EXCLUDED_SCOPES` (the last layers of the head and protonet, whose
   outputs are the network's outputs), found by the module scopes the dynamo exporter records on
   each node (``pkg.torch.onnx.name_scopes``).
+* Calibration memory: ONNX Runtime's histogram calibrators (percentile, entropy) keep every
+  intermediate output of every calibration image before they build the histograms (R-101-550:
+  over 24 GB for 64 images). :func:`histogram_ranges` computes the same ranges image by image in
+  two passes (global value ranges, then histograms with those edges, summed), so the memory is
+  that of one image, and hands them to ``quantize_static`` as a calibration cache. The ranges are
+  identical to ORT's single-pass ones (tests/test_quantization.py compares them exactly).
 * Calibration method: ``percentile`` (99.999 %) by default. On the trained main-job model it kept
   mask and box AP within 0.3 of float32, as MinMax did, with the higher matched mask IoU
   (docs/EXPORT.md, "int8", has the comparison of methods and float-kept layer sets); ``entropy``
@@ -23,6 +29,8 @@ so :class:`~yolact_d2.export.YolactONNXPredictor` runs it unchanged.
   ``YolactONNXPredictor`` reads (``predictor.quantization``) and logs.
 """
 import ast
+import contextlib
+import io
 import json
 import os
 import tempfile
@@ -40,8 +48,10 @@ __all__ = [
     "nodes_in_scopes",
     "nodes_outside_scopes",
     "quantize_onnx",
+    "histogram_ranges",
     "read_quantization_metadata",
     "is_quantized_as",
+    "file_quantization",
     "match_detections",
     "detection_agreement",
 ]
@@ -162,19 +172,93 @@ def _calibration_method(name: str):
 ENTROPY_BINS, ENTROPY_QUANTIZED_BINS = 2048, 128
 
 
-def _entropy_ranges(float_path: str, reader, op_types: Sequence[str], cache_path: str, work_dir: str) -> None:
-    """Entropy (KL) calibration with :data:`ENTROPY_BINS` bins, written as a calibration cache that
-    ``quantize_static`` reads instead of calibrating again."""
-    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
+def _histogram_options(method: str, percentile: float) -> Dict[str, object]:
+    """``create_calibrator`` options of a histogram method: percentile as ``quantize_static`` runs it
+    (its defaults: symmetric, 2048 bins), entropy with our bins (:data:`ENTROPY_BINS`)."""
+    if method == "percentile":
+        return {"percentile": percentile}
+    return {"num_bins": ENTROPY_BINS, "num_quantized_bins": ENTROPY_QUANTIZED_BINS}
+
+
+def histogram_ranges(float_path: str, reader, op_types: Sequence[str], method: str, work_dir: str,
+                     percentile: float = 99.999):
+    """The activation ranges (ORT ``TensorsData``) that ONNX Runtime's ``percentile`` or ``entropy``
+    calibrator computes for ``float_path`` over all images of ``reader``, with the memory of one image.
+
+    ORT's ``HistogramCalibrater.collect_data`` keeps every calibrated tensor of every image and then
+    histograms their concatenation (range from its min to its max, fixed number of bins). Here pass 1
+    runs the images one at a time and keeps only each tensor's extremes; pass 2 runs them again and sums
+    per-image histograms over those same edges. A histogram with fixed edges counts element by element,
+    so the sums equal ORT's histograms exactly, and ORT's own ``HistogramCollector`` turns them into
+    ranges. (ORT's ``CalibMaxIntermediateOutputs`` option applies to MinMax only, whose calibrator
+    keeps per-image minima and maxima, not whole tensors.)"""
+    from onnxruntime.quantization.calibrate import HistogramCollector, create_calibrator
 
     calibrator = create_calibrator(
         float_path, list(op_types), augmented_model_path=os.path.join(work_dir, "augmented.onnx"),
-        calibrate_method=CalibrationMethod.Entropy,
-        extra_options={"num_bins": ENTROPY_BINS, "num_quantized_bins": ENTROPY_QUANTIZED_BINS},
+        calibrate_method=_calibration_method(method), extra_options=_histogram_options(method, percentile),
     )
-    calibrator.collect_data(reader)
-    save_tensors_data(calibrator.compute_data(), cache_path)
-    reader.rewind()
+    session = calibrator.infer_session
+    wanted = [(i, o.name) for i, o in enumerate(session.get_outputs()) if o.name in calibrator.tensors_to_calibrate]
+    symmetric = calibrator.symmetric and method == "percentile"  # ORT histograms |x| for symmetric percentile
+
+    def outputs():
+        reader.rewind()
+        while True:
+            inputs = reader.get_next()
+            if not inputs:
+                return
+            values = session.run(None, inputs)
+            yield {name: values[i].ravel() for i, name in wanted}
+            del values
+
+    # pass 1: per tensor, the extremes of the values (and of |values| for the symmetric histogram)
+    extremes = {}
+    for image in outputs():
+        for name, x in image.items():
+            lo, hi = np.nanmin(x), np.nanmax(x)
+            if symmetric:
+                a = np.absolute(x)
+                lo_a, hi_a = a.min(), a.max()
+            else:
+                lo_a = hi_a = None
+            if name in extremes:
+                e = extremes[name]
+                lo, hi = min(e[0], lo), max(e[1], hi)
+                if symmetric:
+                    lo_a, hi_a = min(e[2], lo_a), max(e[3], hi_a)
+            extremes[name] = (lo, hi, lo_a, hi_a)
+    if not extremes:
+        raise ValueError("no calibration data")
+    # pass 2: histograms over the edges ORT would have chosen for all images at once
+    edges_of = {}
+    for name, (lo, hi, lo_a, hi_a) in extremes.items():
+        if symmetric:
+            edges_of[name] = (lo_a, hi_a)
+        else:
+            threshold = np.array(max(abs(lo), abs(hi)), dtype=lo.dtype)
+            edges_of[name] = (-threshold, threshold)
+    hists = {}
+    for image in outputs():
+        for name, x in image.items():
+            values = np.absolute(x) if symmetric else x
+            hist, edges = np.histogram(values, calibrator.num_bins, range=edges_of[name])
+            if name in hists:
+                hists[name][0] += hist
+            else:
+                hists[name] = [hist, edges.astype(x.dtype)]
+    collector = HistogramCollector(
+        method=calibrator.method, symmetric=calibrator.symmetric, num_bins=calibrator.num_bins,
+        num_quantized_bins=calibrator.num_quantized_bins, percentile=calibrator.percentile,
+        scenario=calibrator.scenario,
+    )
+    for name, (hist, edges) in hists.items():
+        lo, hi = extremes[name][:2]
+        # ORT's entries: (hist, edges, min, max) for |x|, (hist, edges, min, max, threshold) for x
+        collector.histogram_dict[name] = (hist, edges, lo, hi) + (() if symmetric else (edges_of[name][1],))
+    calibrator.collector = collector
+    with contextlib.redirect_stdout(io.StringIO()):  # ORT prints its progress
+        return calibrator.compute_data()
 
 
 def quantize_onnx(
@@ -203,9 +287,12 @@ def quantize_onnx(
     extra = {"CalibPercentile": percentile} if method.lower() == "percentile" else {}
     with tempfile.TemporaryDirectory(prefix="yolact_int8_") as tmp:
         cache = None
-        if method.lower() == "entropy":
+        if method.lower() in ("percentile", "entropy"):  # bounded memory: histogram_ranges
+            from onnxruntime.quantization.calibrate import save_tensors_data
+
             cache = os.path.join(tmp, "ranges.json")
-            _entropy_ranges(float_path, reader, op_types, cache, tmp)
+            save_tensors_data(histogram_ranges(float_path, reader, op_types, method.lower(), tmp, percentile), cache)
+            reader.rewind()
         quantize_static(
             float_path, output_path, reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types),
             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -237,16 +324,25 @@ def read_quantization_metadata(custom_metadata: Dict[str, str]) -> Optional[Dict
     return None if text is None else json.loads(text)
 
 
+def file_quantization(path: str) -> Optional[Dict[str, object]]:
+    """The quantisation record of the ONNX file ``path`` (None for a float file or one that is no ONNX
+    model: loading it later says why)."""
+    import onnx
+
+    try:
+        props = onnx.load(path, load_external_data=False).metadata_props
+    except Exception:  # noqa: BLE001 (protobuf's decode errors have no common public type)
+        return None
+    return read_quantization_metadata({p.key: p.value for p in props})
+
+
 def is_quantized_as(path: str, method: str, calibration_images: int, dataset_name: str,
                     excluded_scopes: Sequence[str] = DEFAULT_EXCLUDED_SCOPES) -> bool:
     """Whether the int8 file ``path`` was made by this version of :func:`quantize_onnx` with these
     settings, so that a tool may reuse it instead of quantising again (False if it is missing)."""
-    import onnx
-
     if not os.path.isfile(path):
         return False
-    props = onnx.load(path, load_external_data=False).metadata_props
-    info = read_quantization_metadata({p.key: p.value for p in props})
+    info = file_quantization(path)
     return info is not None and info.get("quantizer_version") == QUANTIZER_VERSION and {
         k: info.get(k) for k in ("calibration_method", "calibration_images", "calibration_dataset", "excluded_scopes")
     } == {"calibration_method": method.lower(), "calibration_images": calibration_images,

@@ -28,8 +28,9 @@ from ..evaluation import YolactCOCOEvaluator
 from ..solver import build_lr_scheduler, build_optimizer, scale_schedule_to_batch
 from ..utils.errors import ConfigError
 from . import loaders
+from .cpu_amp import training_step_class
 from .ddp import create_ddp_model
-from .finite_loss import FiniteAMPTrainer, FiniteSimpleTrainer, nonfinite_loss_hints
+from .finite_loss import nonfinite_loss_hints
 from .frozen_bn import freeze_bn_for_small_batches
 from .hooks import BadImageCounter, BadImageTally
 from .interrupt import InterruptHook
@@ -67,7 +68,7 @@ class YolactTrainer(DefaultTrainer):
         class_names = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", None)
         check_class_names(class_names, f"DATASETS.TRAIN '{cfg.DATASETS.TRAIN[0]}'", cfg.DATASETS.TEST)
         model = create_ddp_model(model, broadcast_buffers=False)
-        run_step = FiniteAMPTrainer if cfg.SOLVER.AMP.ENABLED else FiniteSimpleTrainer
+        run_step = training_step_class(cfg)  # SOLVER.AMP.ENABLED: CUDA AMP, or bf16 autocast on the CPU
         self._trainer = run_step(model, data_loader, optimizer)
         self._trainer.hint_source = weakref.ref(self)
         self._trainer.configure_nonfinite_loss(cfg)

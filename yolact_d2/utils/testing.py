@@ -86,7 +86,7 @@ def save_conditioned_random_weights(cfg, images_bgr, path: str) -> str:
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.YOLACT.FUSE_BN_TEST = False  # keep the BN layers: they are re-estimated here
     cfg.MODEL.YOLACT.CHANNELS_LAST_TEST = False
-    predictor = YolactPredictor(cfg)
+    predictor = YolactPredictor(cfg, precision="fp32")  # conditioned and saved in float32
     model = predictor.model
     condition_random_model(model, [model.preprocess_image([predictor.preprocess(im)]).tensor for im in images_bgr])
     torch.save({"model": model.state_dict()}, path)
