@@ -27,6 +27,7 @@ __all__ = [
     "BadImageError",
     "read_image_file",
     "check_image_size",
+    "image_size_of_file",
     "shrink_image",
     "check_training_annotations",
     "annotation_boxes_xyxy",
@@ -102,6 +103,19 @@ def _exif_orientation(file_name: str) -> Optional[int]:
             return Image.open(f).getexif().get(0x0112, None)
     except Exception:  # noqa: BLE001
         return None
+
+
+def image_size_of_file(file_name: str) -> Tuple[int, int]:
+    """``(height, width)`` of an image file as :func:`read_image_file` reads it (EXIF rotation
+    applied), from its header only; :class:`BadImageError` naming the file when it cannot be read."""
+    try:
+        with PathManager.open(file_name, "rb") as f:
+            image = Image.open(f)
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, None)
+    except Exception as e:  # noqa: BLE001 (Pillow raises OSError, SyntaxError, ValueError, ...)
+        raise BadImageError(f"Cannot read image {file_name}: {type(e).__name__}: {e}") from e
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
 def check_image_size(dataset_dict: dict, image: np.ndarray) -> None:
