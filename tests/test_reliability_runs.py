@@ -106,3 +106,29 @@ def test_lock_is_per_process_and_names_its_holder(tmp_path):
     assert (tmp_path / ".lock").read_text() == ""
     assert run_lock.lock_output_dir(str(tmp_path)) is None  # a clean release leaves nothing to take over
     run_lock.unlock_output_dir(str(tmp_path))
+
+
+def test_num_vis_names_are_unique_for_images_that_share_a_stem(coco, tmp_path):
+    from PIL import Image
+
+    (val_json, val_root), (_, _) = coco  # the training split: more images
+    data = json.load(open(val_json))
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    names = ["a.png", "a.jpg", "sub/a.jpg"]
+    for image, name in zip(data["images"], names):
+        Image.open(os.path.join(val_root, image["file_name"])).save(folder / name)
+        image["file_name"] = name
+    data["images"] = data["images"][:3]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in {i["id"] for i in data["images"]}]
+    (tmp_path / "val.json").write_text(json.dumps(data))
+    out = tmp_path / "out"
+    dataset = str([["stems", str(tmp_path / "val.json"), str(folder)]])
+    code, stdout, stderr = _train_net(["--eval-only", "--num-vis", "3", "DATASETS.COCO_INSTANCES", dataset,
+                                       "DATASETS.TEST", "('stems',)", "MODEL.WEIGHTS", "random",
+                                       "INPUT.IMAGE_SIZE", "128", "OUTPUT_DIR", str(out)])
+    assert code == 0, stdout[-2000:] + stderr[-3000:]
+    written = sorted(os.listdir(out / "visualizations"))
+    assert written == ["a_jpg.png", "a_jpg_2.png", "a_png.png"], written
+    sizes = {Image.open(out / "visualizations" / n).size for n in written}
+    assert len(sizes) == 1  # three side-by-side drawings of the 96x128 images
