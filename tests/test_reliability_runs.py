@@ -132,3 +132,87 @@ def test_num_vis_names_are_unique_for_images_that_share_a_stem(coco, tmp_path):
     assert written == ["a_jpg.png", "a_jpg_2.png", "a_png.png"], written
     sizes = {Image.open(out / "visualizations" / n).size for n in written}
     assert len(sizes) == 1  # three side-by-side drawings of the 96x128 images
+
+
+# ------------------------------------------------------------------------------------------------
+# The web demo: bounded temporary files, removed on exit; a huge upload is "too large"
+# ------------------------------------------------------------------------------------------------
+def _png_header_only(path, width, height):
+    """A PNG whose header says ``width`` x ``height`` (no pixel data: Pillow refuses it on open)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) +
+                     chunk(b"IEND", b""))
+    return str(path)
+
+
+def test_web_demo_redraws_reuse_two_files_and_a_huge_upload_is_too_large(tmp_path):
+    import cv2
+    import numpy as np
+    from test_web_app import FakePredictor, _app_module, _metadata
+
+    app = _app_module().DemoApp(FakePredictor(), _metadata(), str(tmp_path / "work"))
+    cv2.imwrite(str(tmp_path / "in.png"), np.full((60, 80, 3), 90, np.uint8))
+    state, _ = app.analyse(str(tmp_path / "in.png"), "in.png")
+    for k in range(6):  # slider moves
+        _, rows, files, _ = app.redraw(state, 0.1 * k, [0, 1, 2], 0.5)
+        assert len(json.load(open(files[1]))) == len(rows)
+    written = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / "work") for f in fs]
+    assert sorted(os.path.basename(p) for p in written) == ["in_detections.json", "in_overlay.png"]
+    state, _ = app.analyse(str(tmp_path / "in.png"), "other.png")  # another image replaces the pair
+    app.redraw(state, 0.2, [0, 1, 2], 0.5)
+    assert sorted(os.listdir(tmp_path / "work" / "downloads")) == ["other_detections.json", "other_overlay.png"]
+
+    huge = _png_header_only(tmp_path / "huge.png", 30000, 30000)
+    state, status = app.analyse(huge, "huge.png")
+    assert state is None
+    assert status.startswith("**Error:** 'huge.png': is too large (Image size (900000000 pixels) exceeds limit")
+    assert "this demo accepts at most 40 megapixels (downscale it first)" in status
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_web_demo_removes_its_temporary_folder_when_stopped(tmp_path, stop):
+    import importlib.util
+    import socket
+    import time
+    import urllib.request
+
+    from conftest import tiny_cfg
+
+    if importlib.util.find_spec("gradio") is None:
+        pytest.skip("gradio is not installed (pip install -e '.[app]')")
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(tiny_cfg(num_classes=6, opts=["DATASETS.TEST", ("yolact_synthetic_val",)]).dump())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    app = os.path.join(os.path.dirname(TRAIN_NET), "demo", "app.py")
+    log = open(tmp_path / "app.log", "w+")
+    proc = subprocess.Popen([sys.executable, app, "--config-file", str(cfg_file), "--port", str(port)],
+                            env=dict(ENV, TMPDIR=str(temp)), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 240
+        while f"running at http://127.0.0.1:{port}" not in (tmp_path / "app.log").read_text():
+            assert proc.poll() is None and time.time() < deadline, (tmp_path / "app.log").read_text()[-3000:]
+            time.sleep(0.5)
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).read()
+        folders = [f for f in os.listdir(temp) if f.startswith("yolact_app_")]
+        assert len(folders) == 1 and os.listdir(temp / folders[0])  # the examples, at least
+        proc.send_signal(stop)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    text = (tmp_path / "app.log").read_text()
+    assert code == 0, text[-3000:]
+    assert "Traceback" not in text and "temporary files are removed" in text
+    assert os.listdir(temp) == [], os.listdir(temp)
