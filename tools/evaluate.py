@@ -28,14 +28,16 @@ import torch
 
 
 def parse_args(argv=None):
+    from yolact_d2.utils.cli_args import float_in, positive_int
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--weights", default=None, help="PyTorch checkpoint to evaluate (and to build the predictors)")
     parser.add_argument("--onnx", action="append", default=[], help="exported model (repeat for several)")
     parser.add_argument("--dataset", default=None, help="registered dataset (default: DATASETS.TEST[0])")
-    parser.add_argument("--threads", type=int, default=None, help="torch / onnxruntime threads")
-    parser.add_argument("--max-images", type=int, default=None, help="evaluate the first N images only")
-    parser.add_argument("--agreement-score", type=float, default=0.3)
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch / onnxruntime threads")
+    parser.add_argument("--max-images", type=positive_int, default=None, help="evaluate the first N images only")
+    parser.add_argument("--agreement-score", type=float_in(0.0, 1.0), default=0.3)
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser.parse_args(argv)

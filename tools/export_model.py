@@ -24,6 +24,8 @@ import sys
 
 
 def parse_args(argv=None):
+    from yolact_d2.utils.cli_args import positive_int
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--format", required=True, choices=["onnx", "torchscript"])
     parser.add_argument("--config-file", required=True)
@@ -36,7 +38,8 @@ def parse_args(argv=None):
     )
     parser.add_argument("--int8", action="store_true", help="ONNX: static int8 quantisation (see above)")
     parser.add_argument("--calibration-dataset", help="--int8: registered dataset name (e.g. yolact_synthetic_train)")
-    parser.add_argument("--calibration-images", type=int, default=64, help="--int8: calibration images (default 64)")
+    parser.add_argument("--calibration-images", type=positive_int, default=64,
+                        help="--int8: calibration images (default 64)")
     parser.add_argument(
         "--calibration-method", default="percentile", choices=["minmax", "percentile", "entropy"],
         help="--int8: how activation ranges are set (default percentile, chosen by measurement: docs/EXPORT.md)")

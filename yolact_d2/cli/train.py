@@ -33,6 +33,7 @@ with warnings.catch_warnings():
     from yolact_d2.engine.interrupt import launch_stoppable
     from yolact_d2.engine.launch import add_dist_timeout_argument, check_launch_arguments, launch_logging_rendezvous
     from yolact_d2.engine.run_lock import lock_output_dir, unlock_output_dir
+    from yolact_d2.utils.cli_args import non_negative_int
     from yolact_d2.utils.config_loading import setup_cfg
     from yolact_d2.utils.errors import ConfigError, UserError, run_cli
     from yolact_d2.utils.plot_metrics import plot_training_curves
@@ -160,7 +161,8 @@ def train_or_evaluate(cfg, args, start):
 def get_parser():
     parser = default_argument_parser()
     add_dist_timeout_argument(parser)
-    parser.add_argument("--num-vis", type=int, default=0, help="write PNGs of predictions on this many test images")
+    parser.add_argument("--num-vis", type=non_negative_int, default=0,
+                        help="write PNGs of predictions on this many test images")
     return parser
 
 
