@@ -2,7 +2,6 @@
 forever (docs/RELIABILITY.md, "Hangs and raw tracebacks"): through the real entry points
 (train_net.py, tools/*.py) where the error is theirs, plus unit tests of the checks."""
 import errno
-import json
 import os
 import subprocess
 import sys
@@ -88,3 +87,41 @@ def test_full_disk_error_names_the_json_and_the_errno(tmp_path, monkeypatch):
     assert str(error).startswith(f"cannot write evaluation results {tmp_path / 'coco_instances_results.json'}: "
                                  "No space left on device (ENOSPC); ")
     assert d2_coco_eval  # the module whose writes these are
+
+
+# ------------------------------------------------------------------------------------------------
+# tools/export_model.py: flags refused before the work
+# ------------------------------------------------------------------------------------------------
+EXPORT = os.path.join(ROOT, "tools", "export_model.py")
+PLUS_CONFIG = os.path.join(ROOT, "configs", "COCO-InstanceSegmentation", "yolact_plus_R_50_FPN_550.yaml")
+
+
+@pytest.mark.parametrize("case", ["opset_7", "keep_aspect_fixed_size", "plus_opset_17", "plus_opset_18"])
+def test_export_flags_that_cannot_work_are_refused_before_the_export(tmp_path, case):
+    from torch.onnx._constants import ONNX_MAX_OPSET
+
+    out = tmp_path / "model.onnx"
+    args = {
+        "opset_7": ["--format", "onnx", "--opset", "7"],
+        "keep_aspect_fixed_size": ["--format", "onnx", "INPUT.TEST_RESIZE_MODE", "keep_aspect"],
+        "plus_opset_17": ["--format", "onnx", "--opset", "17"],
+        "plus_opset_18": ["--format", "onnx", "--opset", "18"],
+    }[case]
+    config = PLUS_CONFIG if case.startswith("plus") else SYNTHETIC_CONFIG
+    flags = [a for a in args if a.startswith("--")]
+    opts = [a for a in args[len(flags) * 2:]]
+    line = _one_error_line(*_run([EXPORT, *args[:len(flags) * 2], "--config-file", config, "--output", str(out),
+                                  *opts, "MODEL.DEVICE", "cpu"]))
+    expected = {
+        "opset_7": f"error: --opset 7: this torch's ONNX exporter writes opsets 18 to {ONNX_MAX_OPSET} "
+                   "(use --opset 19, the default)",
+        "keep_aspect_fixed_size": "error: INPUT.TEST_RESIZE_MODE 'keep_aspect': a fixed-size onnx export takes "
+                                  "192x192 squashed images only, so its predictor would refuse it (add --dynamic, "
+                                  "or export with INPUT.TEST_RESIZE_MODE squash)",
+        "plus_opset_17": f"error: --opset 17: this torch's ONNX exporter writes opsets 18 to {ONNX_MAX_OPSET} "
+                         "(use --opset 19, the default)",
+        "plus_opset_18": "error: --opset 18: this model has deformable convolutions (YOLACT++), whose ONNX "
+                         "DeformConv needs opset >= 19 (use --opset 19)",
+    }[case]
+    assert line.startswith(expected), line
+    assert not out.exists() and not os.listdir(tmp_path)
