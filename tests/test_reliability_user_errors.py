@@ -2,6 +2,7 @@
 forever (docs/RELIABILITY.md, "Hangs and raw tracebacks"): through the real entry points
 (train_net.py, tools/*.py) where the error is theirs, plus unit tests of the checks."""
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -125,3 +126,59 @@ def test_export_flags_that_cannot_work_are_refused_before_the_export(tmp_path, c
     }[case]
     assert line.startswith(expected), line
     assert not out.exists() and not os.listdir(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------
+# Files that hang or confuse: a FIFO, a symbolic-link loop, an EXIF rotation the json does not know,
+# a json nested 200,000 levels deep
+# ------------------------------------------------------------------------------------------------
+def _broken_val_set(coco, tmp_path, case):
+    """A copy of the val set whose first image (or json) is broken as ``case`` says."""
+    import shutil
+
+    from PIL import Image
+
+    (_, _), (val_json, val_root) = coco
+    data = json.load(open(val_json))
+    images = tmp_path / "images"
+    shutil.copytree(val_root, images)
+    first = images / data["images"][0]["file_name"]
+    json_file = tmp_path / "val.json"
+    if case == "fifo":
+        first.unlink()
+        os.mkfifo(first)
+    elif case == "link_loop":
+        first.unlink()
+        os.symlink(first.name + ".b", first)
+        os.symlink(first.name, str(first) + ".b")
+    elif case == "exif_rotated":
+        image = Image.open(first)
+        exif = Image.Exif()
+        exif[0x0112] = 6  # rotated 90 degrees when read: the json has the size before the rotation
+        first.unlink()
+        image.save(first.with_suffix(".jpg"), exif=exif)
+        data["images"][0]["file_name"] = first.with_suffix(".jpg").name
+    if case == "deep_json":
+        json_file.write_text("[" * 200_000 + "]" * 200_000)
+    else:
+        json_file.write_text(json.dumps(data))
+    return str(json_file), str(images), str(first if case != "exif_rotated" else first.with_suffix(".jpg"))
+
+
+@pytest.mark.parametrize("case", ["fifo", "link_loop", "exif_rotated", "deep_json"])
+def test_broken_files_of_a_dataset_are_one_line_naming_them(coco, tmp_path, case):
+    json_file, images, first = _broken_val_set(coco, tmp_path, case)
+    opts = ["DATASETS.COCO_INSTANCES", str([["broken", json_file, images]]), "DATASETS.TEST", "('broken',)",
+            "INPUT.IMAGE_SIZE", "128", "MODEL.WEIGHTS", "random", "OUTPUT_DIR", str(tmp_path / "out")]
+    line = _one_error_line(*_run([TRAIN_NET, "--config-file", SYNTHETIC_CONFIG, "--eval-only", *opts],
+                                 timeout=240))
+    expected = {
+        "fifo": f"error: Cannot read image {first}: it is a FIFO (named pipe), not a regular file: reading it would "
+                "wait for a writer forever",
+        "link_loop": f"error: Cannot read image {first}: it is a symbolic link loop (ELOOP",
+        "exif_rotated": f"error: Image {first} (image_id ",
+        "deep_json": f"error: {json_file}: is nested too deeply for Python's json reader",
+    }[case]
+    assert line.startswith(expected), line
+    if case == "exif_rotated":
+        assert "The file has EXIF orientation 6 (a 90-degree rotation)" in line

@@ -19,6 +19,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ...utils.errors import ConfigError, DataError
+from ...utils.file_checks import unreadable_file_cause
 from ..annotation_checks import (
     BOX_MASK_IOU_THRESHOLD,
     AnnotationError,
@@ -89,8 +90,11 @@ def register_datasets_from_config(cfg) -> list:
         if not isinstance(entry, (list, tuple)) or len(entry) != 3:
             raise ConfigError(f"{key} must be [name, json_file, image_root], got {entry!r}")
         name, json_file, image_root = (str(x) for x in entry)
-        if not os.path.isfile(json_file):
+        cause = unreadable_file_cause(json_file)
+        if cause == "does not exist":
             raise ConfigError(f"{key} ('{name}'): json file not found: {json_file}")
+        if cause is not None:
+            raise ConfigError(f"{key} ('{name}'): json file {json_file}", cause)
         if not os.path.isdir(image_root):
             raise ConfigError(f"{key} ('{name}'): image root not found: {image_root}")
         if name in names:
@@ -216,9 +220,15 @@ class _BoxMaskDisagreement:
 
 
 def _read_json(json_file: str) -> dict:
+    cause = unreadable_file_cause(json_file)  # a FIFO would block in open() forever
+    if cause is not None:
+        raise DataError(f"{json_file}", cause)
     try:
         with open(json_file, "r") as f:
             data = json.load(f)
+    except RecursionError:  # json's decoder recurses once per level of nesting
+        raise DataError(f"{json_file}", "is nested too deeply for Python's json reader (thousands of levels of "
+                        "[ or {): not a COCO instances file") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{json_file} is not valid JSON: {e}") from e
     except UnicodeDecodeError as e:
