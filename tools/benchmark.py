@@ -96,7 +96,8 @@ def parse_args(argv=None):
 def load_images(args):
     if args.images:
         paths = sorted(
-            p for p in glob.glob(os.path.join(args.images, "*")) if p.lower().endswith((".jpg", ".jpeg", ".png")))
+            p for p in glob.glob(os.path.join(args.images, "*"))
+            if p.lower().endswith((".jpg", ".jpeg", ".png")) and os.path.isfile(p))  # not a FIFO: it would block
         if not paths:
             sys.exit(f"error: no .jpg/.jpeg/.png images in {args.images}")
         images = [cv2.imread(p) for p in paths]
@@ -226,6 +227,10 @@ def peak_memory(device):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.json:
+        from yolact_d2.utils.atomic_io import prepare_output_file
+
+        prepare_output_file(args.json, "--json")  # before the benchmark, not after it
     if args.threads:
         torch.set_num_threads(args.threads)
     images = load_images(args)
@@ -268,7 +273,9 @@ def main(argv=None):
             "score_threshold": cfg.MODEL.YOLACT.SCORE_THRESH_TEST, "fast_postprocess": not args.faithful,
             "detections_per_image": counts, "stages": summary, "peak_memory_mb": peak_mb, "peak_memory_kind": peak_kind,
         }
-        with open(args.json, "w") as f:
+        from yolact_d2.utils.atomic_io import atomic_open
+
+        with atomic_open(args.json, "w") as f:
             json.dump(result, f, indent=2)
     return summary
 

@@ -119,6 +119,10 @@ def prepare(args, images):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.json:
+        from yolact_d2.utils.atomic_io import prepare_output_file
+
+        prepare_output_file(args.json, "--json")  # before the benchmark, not after it
     from yolact_d2.data.datasets.synthetic import render_synthetic_sample
     from yolact_d2.quantization import detection_agreement
 
@@ -156,7 +160,9 @@ def main(argv=None):
         }
     print(json.dumps(result, indent=1))
     if args.json:
-        with open(args.json, "w") as f:
+        from yolact_d2.utils.atomic_io import atomic_open
+
+        with atomic_open(args.json, "w") as f:
             json.dump(result, f, indent=1)
     return 0
 

@@ -135,12 +135,18 @@ def print_table(results):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.json:
+        from yolact_d2.utils.atomic_io import prepare_output_file
+
+        prepare_output_file(args.json, "--json")  # before the evaluation, not after it
     cfg, dataset, models = build(args)
     results = evaluate(cfg, dataset, models, args.max_images, args.agreement_score)
     print(f"dataset {dataset}, {len(models)} models")
     print_table(results)
     if args.json:
-        with open(args.json, "w") as f:
+        from yolact_d2.utils.atomic_io import atomic_open
+
+        with atomic_open(args.json, "w") as f:
             json.dump(results, f, indent=1)
     return 0
 
