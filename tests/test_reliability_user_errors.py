@@ -182,3 +182,87 @@ def test_broken_files_of_a_dataset_are_one_line_naming_them(coco, tmp_path, case
     assert line.startswith(expected), line
     if case == "exif_rotated":
         assert "The file has EXIF orientation 6 (a 90-degree rotation)" in line
+
+
+# ------------------------------------------------------------------------------------------------
+# tools/evaluate.py: --json into a missing folder keeps the results; bad numbers are usage errors
+# ------------------------------------------------------------------------------------------------
+EVALUATE = os.path.join(ROOT, "tools", "evaluate.py")
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    import torch
+
+    from yolact_d2 import YolactTrainer
+    from yolact_d2.utils.config_loading import setup_cfg
+
+    cfg = setup_cfg(SYNTHETIC_CONFIG, ["MODEL.DEVICE", "cpu"])
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.pth"
+    torch.save({"model": YolactTrainer.build_model(cfg).state_dict()}, str(path))
+    return str(path)
+
+
+def test_evaluate_json_into_a_missing_folder_is_written(coco, tmp_path, tiny_weights):
+    out = tmp_path / "not" / "yet" / "results.json"
+    code, stdout, stderr = _run([EVALUATE, "--config-file", SYNTHETIC_CONFIG, "--weights", tiny_weights,
+                                 "--json", str(out), "--max-images", "1", *_dataset_opts(coco, "eval_json")])
+    assert code == 0, stdout[-2000:] + stderr[-3000:]
+    results = json.load(open(out))
+    assert set(results["torch"]) >= {"bbox", "segm"} and "AP" in results["torch"]["segm"]
+    assert "mask AP" in stdout  # the table was printed too
+
+
+def _tool_module(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"tool_{name[:-3]}", os.path.join(ROOT, "tools", name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_evaluate_json_that_is_a_folder_is_refused_before_the_work(tmp_path, capsys):
+    from yolact_d2.utils.errors import run_cli
+
+    evaluate = _tool_module("evaluate.py")
+    assert run_cli(lambda: evaluate.main(["--config-file", "missing.yaml", "--json", str(tmp_path)])) == 1
+    assert capsys.readouterr().err.strip() == f"error: --json {tmp_path}: is a folder (give a file name)"
+
+
+@pytest.mark.parametrize("tool, flags, message", [
+    ("evaluate.py", ["--max-images", "-1"], "argument --max-images: must be an integer >= 1, got -1"),
+    ("evaluate.py", ["--max-images", "0"], "argument --max-images: must be an integer >= 1, got 0"),
+    ("evaluate.py", ["--threads", "0"], "argument --threads: must be an integer >= 1, got 0"),
+    ("evaluate.py", ["--agreement-score", "nan"], "argument --agreement-score: must be a number in [0, 1], got 'nan'"),
+    ("benchmark.py", ["--synthetic", "0"], "argument --synthetic: must be an integer >= 1, got 0"),
+    ("benchmark.py", ["--repeat", "0"], "argument --repeat: must be an integer >= 1, got 0"),
+    ("benchmark.py", ["--warmup", "-1"], "argument --warmup: must be an integer >= 0, got -1"),
+    ("benchmark_int8.py", ["--synthetic", "0"], "argument --synthetic: must be an integer >= 1, got 0"),
+    ("benchmark_int8.py", ["--calibration-images", "0"], "argument --calibration-images: must be an integer >= 1"),
+    ("export_model.py", ["--format", "onnx", "--output", "x.onnx", "--calibration-images", "-5"],
+     "argument --calibration-images: must be an integer >= 1, got -5"),
+])
+def test_numeric_flags_of_the_tools_are_range_checked(tool, flags, message, capsys):
+    module = _tool_module(tool)
+    with pytest.raises(SystemExit) as exit_:
+        module.main(["--config-file", SYNTHETIC_CONFIG, *flags])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_benchmark_synthetic_0_through_the_command_line():
+    code, stdout, stderr = _run([os.path.join(ROOT, "tools", "benchmark.py"), "--config-file", SYNTHETIC_CONFIG,
+                                 "--synthetic", "0"])
+    assert code == 2 and "Traceback" not in stderr, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last == "benchmark.py: error: argument --synthetic: must be an integer >= 1, got 0"
+
+
+def test_num_vis_must_not_be_negative(capsys):
+    from yolact_d2.cli.train import get_parser
+
+    with pytest.raises(SystemExit):
+        get_parser().parse_args(["--num-vis", "-1"])
+    assert "argument --num-vis: must be an integer >= 0, got -1" in capsys.readouterr().err
