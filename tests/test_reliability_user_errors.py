@@ -266,3 +266,48 @@ def test_num_vis_must_not_be_negative(capsys):
     with pytest.raises(SystemExit):
         get_parser().parse_args(["--num-vis", "-1"])
     assert "argument --num-vis: must be an integer >= 0, got -1" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# Converters never replace their input, nor an existing output without --force
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("tool", ["convert_torchvision_backbone.py", "convert_yolact_weights.py"])
+def test_converters_never_overwrite_their_input(tool, tmp_path):
+    import torch
+    import torchvision
+
+    src = tmp_path / "in.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), src)
+    original = src.read_bytes()
+    line = _one_error_line(*_run([os.path.join(ROOT, "tools", tool), str(src), str(src), "--force"], timeout=120))
+    assert line == (f"error: {src}: the output {src} is this input file: converting would replace the original "
+                    "checkpoint (give another output path)"), line
+    assert src.read_bytes() == original
+
+
+def test_converter_output_rules(tmp_path, capsys):
+    import torch
+    import torchvision
+
+    convert = _tool_module("convert_torchvision_backbone.py").main
+    src = tmp_path / "in.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), src)
+    original = src.read_bytes()
+    os.symlink(src.name, tmp_path / "link.pth")
+    os.link(src, tmp_path / "hard.pth")
+    for output in (tmp_path / "link.pth", tmp_path / "." / "in.pth", tmp_path / "hard.pth"):
+        assert convert([str(src), str(output), "--force"]) == 1
+        assert capsys.readouterr().err.strip() == (
+            f"error: {src}: the output {output} is this input file: converting would replace the original "
+            "checkpoint (give another output path)")
+    assert src.read_bytes() == original
+    out = tmp_path / "out.pth"
+    out.write_bytes(b"precious")
+    assert convert([str(src), str(out)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: {src}: the output {out} exists (pass --force to replace it, or give another output path)")
+    assert out.read_bytes() == b"precious"
+    assert convert([str(src), str(tmp_path)]) == 1
+    assert f"the output {tmp_path} is a folder" in capsys.readouterr().err
+    assert convert([str(src), str(out), "--force"]) == 0
+    assert torch.load(out, weights_only=True)["model"]  # replaced by the converted checkpoint
