@@ -311,3 +311,23 @@ def test_converter_output_rules(tmp_path, capsys):
     assert f"the output {tmp_path} is a folder" in capsys.readouterr().err
     assert convert([str(src), str(out), "--force"]) == 0
     assert torch.load(out, weights_only=True)["model"]  # replaced by the converted checkpoint
+
+
+def test_busy_dist_url_port_is_a_usage_error_naming_it():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        url = f"tcp://127.0.0.1:{port}"
+        code, stdout, stderr = _run([TRAIN_NET, "--config-file", SYNTHETIC_CONFIG, "--num-gpus", "2",
+                                     "--dist-url", url, "MODEL.DEVICE", "cpu"], timeout=120)
+    assert code == 2 and "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == (
+        f"train_net.py: error: --dist-url {url}: port {port} is already in use on 127.0.0.1 (another training, or "
+        "any other program); choose another port, or --dist-url auto on one machine")
+    from yolact_d2.engine.launch import _busy_port
+
+    assert _busy_port(url) == ""  # free again
+    assert _busy_port("tcp://10.255.255.1:23456") == ""  # another machine's address: torch's to report
