@@ -228,6 +228,8 @@ def main(argv=None) -> int:
         parser.error(f"--confidence-threshold must be in [0, 1], got {args.confidence_threshold}")
     if not 1 <= args.port <= 65535:
         parser.error(f"--port must be in 1..65535, got {args.port}")
+    if args.max_pixels is not None and args.max_pixels < 1:  # 0 fell back to the default, < 0 refused every upload
+        parser.error(f"--max-pixels must be >= 1, got {args.max_pixels}")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local demo sends nothing anywhere
     warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.script.*")
     check_port_free(args.port)

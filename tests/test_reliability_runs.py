@@ -216,3 +216,11 @@ def test_web_demo_removes_its_temporary_folder_when_stopped(tmp_path, stop):
     assert code == 0, text[-3000:]
     assert "Traceback" not in text and "temporary files are removed" in text
     assert os.listdir(temp) == [], os.listdir(temp)
+
+
+def test_web_demo_max_pixels_must_be_positive(capsys):
+    from test_web_app import _app_module
+
+    with pytest.raises(SystemExit) as exit_:
+        _app_module().main(["--config-file", SYNTHETIC_CONFIG, "--max-pixels", "0"])
+    assert exit_.value.code == 2 and "--max-pixels must be >= 1, got 0" in capsys.readouterr().err
