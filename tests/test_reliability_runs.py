@@ -224,3 +224,28 @@ def test_web_demo_max_pixels_must_be_positive(capsys):
     with pytest.raises(SystemExit) as exit_:
         _app_module().main(["--config-file", SYNTHETIC_CONFIG, "--max-pixels", "0"])
     assert exit_.value.code == 2 and "--max-pixels must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_benchmark_int8_work_files_follow_the_weights_content_and_the_config(tmp_path):
+    import importlib.util
+
+    from yolact_d2.utils.config_loading import setup_cfg
+
+    path = os.path.join(os.path.dirname(TRAIN_NET), "tools", "benchmark_int8.py")
+    spec = importlib.util.spec_from_file_location("tool_benchmark_int8", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    args = tool.parse_args(["--config-file", SYNTHETIC_CONFIG, "--work-dir", str(tmp_path)])
+    cfg = setup_cfg(SYNTHETIC_CONFIG, [])
+    first, same, other = tmp_path / "a.pth", tmp_path / "b.pth", tmp_path / "c.pth"
+    first.write_bytes(b"weights one")
+    same.write_bytes(b"weights one")
+    other.write_bytes(b"weights two")
+    files = tool.work_files(args, cfg, str(first))
+    assert all(f.startswith(str(tmp_path)) for f in files) and files[0].endswith(".float32.onnx")
+    assert tool.work_files(args, cfg, str(same)) == files  # the bytes count, not the name
+    assert tool.work_files(args, cfg, str(other)) != files  # retrained weights: exported again
+    first.write_bytes(b"weights one, changed in place")
+    assert tool.work_files(args, cfg, str(first)) != files
+    bigger = setup_cfg(SYNTHETIC_CONFIG, ["INPUT.IMAGE_SIZE", "256"])
+    assert tool.work_files(args, bigger, str(same)) != files  # another input size: another graph
