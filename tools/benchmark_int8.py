@@ -69,6 +69,7 @@ def work_files(args, cfg, weights: str):
     keep_float = DEFAULT_EXCLUDED_SCOPES if args.keep_float is None else tuple(args.keep_float)
     # the model the files hold: the weights' bytes and the config (without MODEL.WEIGHTS, a path)
     model_cfg = cfg.clone()
+    model_cfg.defrost()
     model_cfg.MODEL.WEIGHTS = ""
     model_key = hashlib.sha256((file_hash(weights) + model_cfg.dump()).encode()).hexdigest()[:12]
     # one file per setting (its name says which scopes stayed float); reused only when its metadata
