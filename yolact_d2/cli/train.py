@@ -64,7 +64,8 @@ def setup(args):
     cfg.freeze()
     check_output_dir(cfg)  # a clear error before default_setup opens log.txt there
     # one run per OUTPUT_DIR, before config.yaml and log.txt are written (the job's main process)
-    takeover = lock_output_dir(cfg.OUTPUT_DIR) if cfg.OUTPUT_DIR and comm.is_main_process() else None
+    local = cfg.OUTPUT_DIR and "://" not in cfg.OUTPUT_DIR
+    takeover = lock_output_dir(cfg.OUTPUT_DIR) if local and comm.is_main_process() else None
     try:
         default_setup(cfg, args)
         # yolact_d2's own messages (skipped images, dropped annotations, ...) in the console and log.txt
