@@ -102,6 +102,8 @@ def evaluate(cfg, dataset, models, max_images=None, agreement_score=0.3):
                     a = detection_agreement(outputs[0]["instances"], output["instances"], agreement_score)
                     for key in pooled[k]:
                         pooled[k][key] += a[key]
+    for note in sorted({e.ground_truth_note for e in evaluators if e.ground_truth_note}):
+        print(note)  # what the AP below is computed against (annotations dropped at load are not)
     results = {}
     for (label, _), evaluator, agree in zip(models, evaluators, pooled):
         results[label] = dict(evaluator.evaluate(img_ids=[d["image_id"] for d in dicts]))
