@@ -212,6 +212,7 @@ def test_evaluate_json_into_a_missing_folder_is_written(coco, tmp_path, tiny_wei
     results = json.load(open(out))
     assert set(results["torch"]) >= {"bbox", "segm"} and "AP" in results["torch"]["segm"]
     assert "mask AP" in stdout  # the table was printed too
+    assert "COCO evaluation of 'eval_json' against " in stdout and "none dropped at load" in stdout
 
 
 def _tool_module(name):
