@@ -175,7 +175,7 @@ def test_web_demo_redraws_reuse_two_files_and_a_huge_upload_is_too_large(tmp_pat
     assert "this demo accepts at most 40 megapixels (downscale it first)" in status
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_web_demo_removes_its_temporary_folder_when_stopped(tmp_path, stop):
     import importlib.util
     import socket
