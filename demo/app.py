@@ -20,6 +20,8 @@ import argparse
 import json
 import logging
 import os
+import shutil
+import signal
 import sys
 import tempfile
 import warnings
@@ -28,6 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 logger = logging.getLogger("yolact_app")
 NUM_EXAMPLES = 4
 MIN_DRAWN_SIDE = 480  # smaller images are drawn enlarged (readable labels); the json keeps image pixels
+CACHE_MAX_AGE_S = 600  # Gradio's copies of the images and downloads it served, kept this long
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -129,9 +132,15 @@ class DemoApp:
         pred = state["pred"]
         keep = select(pred, float(threshold), None if classes is None else [int(c) for c in classes])
         overlay = render(state["rgb"], pred, keep, self.metadata, mask_alpha=float(mask_alpha), min_side=MIN_DRAWN_SIDE)
-        folder = tempfile.mkdtemp(prefix="render_", dir=self.workdir)
+        # One pair of download files, overwritten at every redraw (a folder per slider move grew the
+        # temp folder by megabytes a move); Gradio serves a copy of each.
+        folder = os.path.join(self.workdir, "downloads")
+        os.makedirs(folder, exist_ok=True)
         stem = os.path.splitext(os.path.basename(state["name"]))[0] or "image"
         png, js = os.path.join(folder, f"{stem}_overlay.png"), os.path.join(folder, f"{stem}_detections.json")
+        for old in os.listdir(folder):  # those of the previous image
+            if os.path.join(folder, old) not in (png, js):
+                os.remove(os.path.join(folder, old))
         from PIL import Image
 
         Image.fromarray(overlay).save(png)
@@ -146,7 +155,8 @@ def build_ui(app: DemoApp, examples, threshold: float, min_threshold: float):
 
     from yolact_d2.demo.web import TABLE_HEADERS
 
-    with gr.Blocks(title="YOLACT demo (yolact_d2)") as page:
+    # Gradio keeps a copy of every image and file it sends: delete those older than CACHE_MAX_AGE_S.
+    with gr.Blocks(title="YOLACT demo (yolact_d2)", delete_cache=(CACHE_MAX_AGE_S, CACHE_MAX_AGE_S)) as page:
         gr.Markdown("# YOLACT instance segmentation\nUpload an image or pick an example; the sliders only redraw.")
         state = gr.State(None)
         with gr.Row():
@@ -188,6 +198,25 @@ def build_ui(app: DemoApp, examples, threshold: float, min_threshold: float):
     return page
 
 
+class _StopOnSignals:
+    """SIGTERM and SIGHUP (``kill``, the terminal closing) end the server like Ctrl-C, so that the
+    temporary folder is removed; the previous handlers come back on exit."""
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+    def __enter__(self):
+        def stop(signum, frame):
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+
+        self._previous = {s: signal.signal(s, stop) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
+        return False
+
+
 def main(argv=None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
@@ -199,8 +228,32 @@ def main(argv=None) -> int:
         parser.error(f"--confidence-threshold must be in [0, 1], got {args.confidence_threshold}")
     if not 1 <= args.port <= 65535:
         parser.error(f"--port must be in 1..65535, got {args.port}")
+    if args.max_pixels is not None and args.max_pixels < 1:  # 0 fell back to the default, < 0 refused every upload
+        parser.error(f"--max-pixels must be >= 1, got {args.max_pixels}")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local demo sends nothing anywhere
     warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.script.*")
+    check_port_free(args.port)
+    # Everything this run writes (examples, downloads, Gradio's copies: GRADIO_TEMP_DIR, read when gradio
+    # is imported) goes into one folder, removed on exit: Ctrl-C, SIGTERM, SIGHUP or an error.
+    workdir = tempfile.mkdtemp(prefix="yolact_app_")
+    saved_temp_dir = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = os.path.join(workdir, "gradio")
+    try:
+        with _StopOnSignals():
+            return serve(args, workdir)
+    except KeyboardInterrupt as stop:  # a signal before the server runs
+        print(f"YOLACT demo stopped ({stop or 'SIGINT'}) before it served", flush=True)
+        return 130
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        if saved_temp_dir is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = saved_temp_dir
+
+
+def serve(args, workdir: str) -> int:
+    """Build the model and the page, serve until Ctrl-C / SIGTERM / SIGHUP."""
     try:
         import gradio  # noqa: F401
     except ImportError:
@@ -212,14 +265,12 @@ def main(argv=None) -> int:
     from yolact_d2.demo import resolve_metadata
     from yolact_d2.utils.config_loading import setup_cfg
 
-    check_port_free(args.port)
     setup_logger(name="yolact_d2")
     setup_logger(name=logger.name, abbrev_name="app")
     cfg = setup_cfg(args.config_file, args.opts)  # one-line errors (YAML syntax, unknown keys)
     min_threshold = float(cfg.MODEL.YOLACT.SCORE_THRESH_TEST)
     predictor = build_predictor(cfg, args.onnx)
-    app = DemoApp(predictor, resolve_metadata(cfg, predictor.class_names), tempfile.mkdtemp(prefix="yolact_app_"),
-                  args.max_pixels)
+    app = DemoApp(predictor, resolve_metadata(cfg, predictor.class_names), workdir, args.max_pixels)
     examples = write_examples(app.workdir)
     app.analyse(examples[0], "warm-up")  # the first run is slow (allocations, kernels): not the user's image
     page = build_ui(app, examples, max(args.confidence_threshold, min_threshold), min_threshold)
@@ -230,9 +281,12 @@ def main(argv=None) -> int:
     )
     print(f"YOLACT demo running at {url} (Ctrl+C stops it)", flush=True)
     try:
-        page.block_thread()
+        page.block_thread()  # returns on Ctrl-C (and on SIGTERM / SIGHUP: _StopOnSignals)
     except KeyboardInterrupt:
         pass
+    finally:
+        page.close()
+    print("YOLACT demo stopped; its temporary files are removed", flush=True)
     return 0
 
 

@@ -65,19 +65,22 @@ ORT_STAGES = ["preprocess", "network", "nms", "masks", "end_to_end"]
 
 def build_parser(description=__doc__):
     """The arguments of our benchmark (``dev/benchmark_original.py`` adds its own)."""
+    from yolact_d2.utils.cli_args import non_negative_int, positive_int
+
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--weights", default="", help="checkpoint (default: conditioned random init)")
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--images", help="folder of images (all .jpg/.jpeg/.png in it)")
-    src.add_argument("--synthetic", type=int, default=10, help="number of rendered 480x640 images (default 10)")
-    parser.add_argument("--threads", type=int, default=None, help="torch / onnxruntime intra-op threads")
+    src.add_argument("--synthetic", type=positive_int, default=10,
+                     help="number of rendered 480x640 images (default 10)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch / onnxruntime intra-op threads")
     parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
     parser.add_argument(
         "--onnx", help="exported model for --backend onnxruntime, used as it is; exported there first if the file "
         "does not exist (default: a temp file)")
-    parser.add_argument("--warmup", type=int, default=2, help="images run before timing (default 2)")
-    parser.add_argument("--repeat", type=int, default=1, help="passes over the images")
+    parser.add_argument("--warmup", type=non_negative_int, default=2, help="images run before timing (default 2)")
+    parser.add_argument("--repeat", type=positive_int, default=1, help="passes over the images")
     parser.add_argument("--all-detections", action="store_true", help="score threshold 0: 100 detections per image")
     parser.add_argument(
         "--faithful", action="store_true", help="reference post-processing (FAST_POSTPROCESS_TEST False)")
@@ -124,7 +127,8 @@ def parse_args(argv=None):
 def load_images(args):
     if args.images:
         paths = sorted(
-            p for p in glob.glob(os.path.join(args.images, "*")) if p.lower().endswith((".jpg", ".jpeg", ".png")))
+            p for p in glob.glob(os.path.join(args.images, "*"))
+            if p.lower().endswith((".jpg", ".jpeg", ".png")) and os.path.isfile(p))  # not a FIFO: it would block
         if not paths:
             sys.exit(f"error: no .jpg/.jpeg/.png images in {args.images}")
         images = [cv2.imread(p) for p in paths]
@@ -324,6 +328,10 @@ def run_interleaved(runs, images, args, sync):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.json:
+        from yolact_d2.utils.atomic_io import prepare_output_file
+
+        prepare_output_file(args.json, "--json")  # before the benchmark, not after it
     if args.threads:
         torch.set_num_threads(args.threads)
     images = load_images(args)
@@ -369,7 +377,9 @@ def main(argv=None):
         if args.precisions:
             result["runs"] = {label: {"backend": backend, "detections_per_image": count, "stages": summary}
                               for (label, backend, _), summary, count in zip(runs, summaries, counts)}
-        with open(args.json, "w") as f:
+        from yolact_d2.utils.atomic_io import atomic_open
+
+        with atomic_open(args.json, "w") as f:
             json.dump(result, f, indent=2)
     return summaries[0]
 

@@ -165,12 +165,15 @@ def run(gt, results, repeats, threads):
 
 
 def main(argv=None):
+    from yolact_d2.utils.cli_args import non_negative_int, positive_int
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--synthetic-val", action="store_true", help="the bundled synthetic val split")
-    parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--instances", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=1, help="runs per backend and task (the fastest is kept)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--images", type=positive_int, default=2000)
+    parser.add_argument("--instances", type=non_negative_int, default=20)
+    parser.add_argument("--repeats", type=positive_int, default=1,
+                        help="runs per backend and task (the fastest is kept)")
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="faster-coco-eval RLE IoU worker threads (default: its own choice)")
     args = parser.parse_args(argv)
     start = time.perf_counter()

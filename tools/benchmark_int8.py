@@ -8,8 +8,10 @@
 
 The three predictors share the weights (``--weights``, or conditioned random weights as in
 ``tools/benchmark.py``: ``yolact_d2.utils.testing.condition_random_model``). The float32 model is
-exported and quantised (``yolact_d2.quantization``) in ``--work-dir`` (the int8 file is reused
-only when its metadata matches these settings and the quantiser's version). Each of the
+exported and quantised (``yolact_d2.quantization``) in ``--work-dir``; the file names carry a hash
+of the weights' bytes and of the config, so a later run with other weights or settings exports
+again instead of reusing the files of the old ones (the int8 file is reused only when its metadata
+also matches these settings and the quantiser's version). Each of the
 ``--synthetic`` rendered 480x640 images runs through the three predictors' ``__call__``
 (image in, instances out) in a rotating order, so that drift of a shared machine's
 speed affects all alike; reported: the median per backend and the ratios of the medians, and the
@@ -29,14 +31,16 @@ import torch
 
 
 def parse_args(argv=None):
+    from yolact_d2.utils.cli_args import non_negative_int, positive_int
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--weights", default="")
-    parser.add_argument("--synthetic", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--synthetic", type=positive_int, default=10)
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--warmup", type=non_negative_int, default=2)
     parser.add_argument("--calibration-dataset", default="yolact_synthetic_train")
-    parser.add_argument("--calibration-images", type=int, default=16)
+    parser.add_argument("--calibration-images", type=positive_int, default=16)
     parser.add_argument("--calibration-method", default="percentile")
     parser.add_argument("--keep-float", nargs="*", default=None, metavar="SCOPE",
                         help="module scopes whose convolutions stay float (default: "
@@ -45,6 +49,36 @@ def parse_args(argv=None):
     parser.add_argument("--json")
     parser.add_argument("opts", nargs=argparse.REMAINDER)
     return parser.parse_args(argv)
+
+
+def file_hash(path: str, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def work_files(args, cfg, weights: str):
+    """``(float32 onnx, int8 onnx)`` paths in ``--work-dir`` for these weights (their content, not their
+    name), this config and these quantisation settings."""
+    from yolact_d2.quantization import DEFAULT_EXCLUDED_SCOPES
+
+    name = os.path.splitext(os.path.basename(args.config_file))[0]
+    keep_float = DEFAULT_EXCLUDED_SCOPES if args.keep_float is None else tuple(args.keep_float)
+    # the model the files hold: the weights' bytes and the config (without MODEL.WEIGHTS, a path)
+    model_cfg = cfg.clone()
+    model_cfg.defrost()
+    model_cfg.MODEL.WEIGHTS = ""
+    model_key = hashlib.sha256((file_hash(weights) + model_cfg.dump()).encode()).hexdigest()[:12]
+    # one file per setting (its name says which scopes stayed float); reused only when its metadata
+    # shows it was made by this quantiser version with these settings
+    scopes_tag = ""
+    if args.keep_float is not None:
+        scopes_tag = "_float" + hashlib.sha1(",".join(keep_float).encode()).hexdigest()[:8]
+    int8_kind = f"int8_{args.calibration_method}{scopes_tag}"
+    return tuple(os.path.join(args.work_dir, f"{name}.{model_key}.{kind}.onnx") for kind in ("float32", int8_kind))
 
 
 def prepare(args, images):
@@ -67,13 +101,7 @@ def prepare(args, images):
     cfg.MODEL.WEIGHTS = weights
     torch_predictor = YolactPredictor(cfg, precision="fp32")  # the float32 baseline, and what is exported
     keep_float = DEFAULT_EXCLUDED_SCOPES if args.keep_float is None else tuple(args.keep_float)
-    # one file per setting (its name says which scopes stayed float); reused only when its metadata
-    # shows it was made by this quantiser version with these settings
-    scopes_tag = ""
-    if args.keep_float is not None:
-        scopes_tag = "_float" + hashlib.sha1(",".join(keep_float).encode()).hexdigest()[:8]
-    int8_kind = f"int8_{args.calibration_method}{scopes_tag}"
-    fp32, int8 = (os.path.join(args.work_dir, f"{name}.{kind}.onnx") for kind in ("float32", int8_kind))
+    fp32, int8 = work_files(args, cfg, weights)
     if not os.path.exists(fp32):
         export_onnx(torch_predictor.model, fp32, int(cfg.INPUT.IMAGE_SIZE))
     if not is_quantized_as(int8, args.calibration_method, args.calibration_images, args.calibration_dataset,
@@ -92,6 +120,10 @@ def prepare(args, images):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.json:
+        from yolact_d2.utils.atomic_io import prepare_output_file
+
+        prepare_output_file(args.json, "--json")  # before the benchmark, not after it
     from yolact_d2.data.datasets.synthetic import render_synthetic_sample
     from yolact_d2.quantization import detection_agreement
 
@@ -129,7 +161,9 @@ def main(argv=None):
         }
     print(json.dumps(result, indent=1))
     if args.json:
-        with open(args.json, "w") as f:
+        from yolact_d2.utils.atomic_io import atomic_open
+
+        with atomic_open(args.json, "w") as f:
             json.dump(result, f, indent=1)
     return 0
 

@@ -25,6 +25,7 @@ def main(argv=None) -> int:
         action="store_true",
         help="omit the BN num_batches_tracked counters (for MODEL.RESNETS.NORM FrozenBN)",
     )
+    parser.add_argument("--force", action="store_true", help="replace the output file if it exists")
     parser.add_argument(
         "--unsafe-load", action="store_true",
         help="load the input with the unrestricted pickle loader, which runs any code in the file: only for files "
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
 
     from yolact_d2.checkpoint import yolact_converter as conv
 
-    problem = conv.cli_path_problem(args.input, args.output)
+    problem = conv.cli_path_problem(args.input, args.output, force=args.force)
     if problem:
         return fail(problem)
     try:

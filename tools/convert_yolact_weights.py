@@ -28,6 +28,7 @@ def main(argv=None) -> int:
         help="omit the BN num_batches_tracked counters; use for MODEL.RESNETS.NORM FrozenBN, which has "
         "no such buffer and would otherwise warn about unexpected keys (harmless)",
     )
+    parser.add_argument("--force", action="store_true", help="replace the output file if it exists")
     parser.add_argument(
         "--unsafe-load", action="store_true",
         help="load the input with the unrestricted pickle loader, which runs any code in the file: only for files "
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
 
     from yolact_d2.checkpoint import yolact_converter as conv
 
-    problem = conv.cli_path_problem(args.input, args.output)
+    problem = conv.cli_path_problem(args.input, args.output, force=args.force)
     if problem:
         return fail(problem)
     try:

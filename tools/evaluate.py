@@ -29,6 +29,8 @@ import torch
 
 
 def parse_args(argv=None):
+    from yolact_d2.utils.cli_args import float_in, positive_int
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--weights", default=None, help="PyTorch checkpoint to evaluate (and to build the predictors)")
@@ -38,9 +40,9 @@ def parse_args(argv=None):
         help="with --weights: comma-separated PyTorch precisions to evaluate, each a model (fp32, bf16, auto; "
         "default: cfg MODEL.YOLACT.PRECISION_TEST), e.g. fp32,bf16")
     parser.add_argument("--dataset", default=None, help="registered dataset (default: DATASETS.TEST[0])")
-    parser.add_argument("--threads", type=int, default=None, help="torch / onnxruntime threads")
-    parser.add_argument("--max-images", type=int, default=None, help="evaluate the first N images only")
-    parser.add_argument("--agreement-score", type=float, default=0.3)
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch / onnxruntime threads")
+    parser.add_argument("--max-images", type=positive_int, default=None, help="evaluate the first N images only")
+    parser.add_argument("--agreement-score", type=float_in(0.0, 1.0), default=0.3)
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser.parse_args(argv)
@@ -107,6 +109,8 @@ def evaluate(cfg, dataset, models, max_images=None, agreement_score=0.3):
                     a = detection_agreement(outputs[0]["instances"], output["instances"], agreement_score)
                     for key in pooled[k]:
                         pooled[k][key] += a[key]
+    for note in sorted({e.ground_truth_note for e in evaluators if e.ground_truth_note}):
+        print(note)  # what the AP below is computed against (annotations dropped at load are not)
     results = {}
     for (label, _), evaluator, agree in zip(models, evaluators, pooled):
         results[label] = dict(evaluator.evaluate(img_ids=[d["image_id"] for d in dicts]))
@@ -140,12 +144,18 @@ def print_table(results):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.json:
+        from yolact_d2.utils.atomic_io import prepare_output_file
+
+        prepare_output_file(args.json, "--json")  # before the evaluation, not after it
     cfg, dataset, models = build(args)
     results = evaluate(cfg, dataset, models, args.max_images, args.agreement_score)
     print(f"dataset {dataset}, {len(models)} models")
     print_table(results)
     if args.json:
-        with open(args.json, "w") as f:
+        from yolact_d2.utils.atomic_io import atomic_open
+
+        with atomic_open(args.json, "w") as f:
             json.dump(results, f, indent=1)
     return 0
 

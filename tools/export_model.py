@@ -24,19 +24,23 @@ import sys
 
 
 def parse_args(argv=None):
+    from yolact_d2.utils.cli_args import positive_int
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--format", required=True, choices=["onnx", "torchscript"])
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--weights", default=None, help="checkpoint (default: cfg MODEL.WEIGHTS; empty = random init)")
     parser.add_argument("--output", required=True)
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 19; YOLACT++ needs >= 19)")
+    parser.add_argument("--opset", type=int, default=None,
+                        help="ONNX opset (default 19; YOLACT++ needs >= 19; the exporter supports 18 and up)")
     parser.add_argument(
         "--dynamic", action="store_true",
         help="ONNX: dynamic height/width (outputs box_deltas; anchors are computed by the predictor)",
     )
     parser.add_argument("--int8", action="store_true", help="ONNX: static int8 quantisation (see above)")
     parser.add_argument("--calibration-dataset", help="--int8: registered dataset name (e.g. yolact_synthetic_train)")
-    parser.add_argument("--calibration-images", type=int, default=64, help="--int8: calibration images (default 64)")
+    parser.add_argument("--calibration-images", type=positive_int, default=64,
+                        help="--int8: calibration images (default 64)")
     parser.add_argument(
         "--calibration-method", default="percentile", choices=["minmax", "percentile", "entropy"],
         help="--int8: how activation ranges are set (default percentile, chosen by measurement: docs/EXPORT.md)")
@@ -53,6 +57,46 @@ def _check_int8_args(args):
         raise ConfigError("--int8", "needs --calibration-dataset NAME", "e.g. yolact_synthetic_train or your train set")
     if not args.int8 and args.calibration_dataset:
         raise ConfigError("--calibration-dataset", "is used with --int8 only")
+
+
+# The dynamo exporter writes opset 18 for any lower request (without a word): refuse those instead.
+MIN_ONNX_OPSET = 18
+
+
+def _check_export_args(args, cfg):
+    """Flags that would be refused only after the export (or when the file is loaded): one line now."""
+    from torch.onnx._constants import ONNX_MAX_OPSET
+
+    from yolact_d2.utils.errors import ConfigError
+
+    if args.format != "onnx" and (args.opset is not None or args.dynamic):
+        raise ConfigError("--opset / --dynamic", "apply to --format onnx only")
+    if args.opset is not None and not MIN_ONNX_OPSET <= args.opset <= ONNX_MAX_OPSET:
+        raise ConfigError(f"--opset {args.opset}", f"this torch's ONNX exporter writes opsets "
+                          f"{MIN_ONNX_OPSET} to {ONNX_MAX_OPSET}", "use --opset 19, the default")
+    mode = cfg.INPUT.TEST_RESIZE_MODE
+    if not args.dynamic and mode != "squash":
+        fix = "add --dynamic, or " if args.format == "onnx" else ""
+        raise ConfigError(
+            f"INPUT.TEST_RESIZE_MODE {mode!r}",
+            f"a fixed-size {args.format} export takes {cfg.INPUT.IMAGE_SIZE}x{cfg.INPUT.IMAGE_SIZE} squashed images "
+            "only, so its predictor would refuse it", f"{fix}export with INPUT.TEST_RESIZE_MODE squash",
+        )
+
+
+def _check_opset_for_model(args, model):
+    """YOLACT++'s deformable convolutions need opset 19 (DeformConv)."""
+    from yolact_d2.layers.deform_conv import ONNX_DEFORM_CONV_MIN_OPSET, DeformConvExportError, check_onnx_exportable
+    from yolact_d2.utils.errors import ConfigError
+
+    try:
+        check_onnx_exportable(model, opset_version=args.opset, dynamo=True)
+    except DeformConvExportError:
+        raise ConfigError(
+            f"--opset {args.opset}",
+            f"this model has deformable convolutions (YOLACT++), whose ONNX DeformConv needs opset >= "
+            f"{ONNX_DEFORM_CONV_MIN_OPSET}", f"use --opset {ONNX_DEFORM_CONV_MIN_OPSET}",
+        ) from None
 
 
 def _calibration_reader(cfg, args):
@@ -87,17 +131,17 @@ def main(argv=None):
     cfg.MODEL.DEVICE = "cpu"
     if args.weights is not None:
         cfg.MODEL.WEIGHTS = args.weights
+    _check_export_args(args, cfg)
     make_output_dir(os.path.dirname(os.path.abspath(args.output)), "--output folder")  # before the slow steps
     reader = _calibration_reader(cfg, args) if args.int8 else None
     model = YolactPredictor(cfg, precision="fp32").model  # builds, checks the config, loads the weights
     size = int(cfg.INPUT.IMAGE_SIZE)
     if args.format == "onnx":
+        _check_opset_for_model(args, model)
         export_onnx(model, args.output, size, opset_version=args.opset or DEFAULT_ONNX_OPSET, dynamic=args.dynamic)
         if args.int8:
             _quantize(args, reader)
     else:
-        if args.opset is not None or args.dynamic:
-            sys.exit("error: --opset and --dynamic apply to --format onnx only")
         export_torchscript(model, args.output, size)
     shape = "1x3xHxW" if args.dynamic else f"1x3x{size}x{size}"
     print(f"wrote {args.format} model for {shape} {cfg.INPUT.FORMAT} 0..255 input: {args.output}")

@@ -161,9 +161,14 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         """``--resume`` with a ``last_checkpoint`` that is empty or names a missing file: an error
         naming that file (fvcore would try to load the folder itself, or report only the path)."""
         pointer = os.path.join(self.save_dir, "last_checkpoint")
+        fix = "write the name of a model_*.pth of this folder into it, or delete it to start from MODEL.WEIGHTS"
+        from ..utils.file_checks import unreadable_file_cause
+
+        cause = unreadable_file_cause(pointer)  # a FIFO would block in open() forever
+        if cause is not None:
+            raise UserError(pointer, cause, fix)
         with open(pointer) as f:
             name = f.read().strip()
-        fix = "write the name of a model_*.pth of this folder into it, or delete it to start from MODEL.WEIGHTS"
         if not name:
             raise UserError(pointer, "is empty: --resume needs the name of the checkpoint to resume from", fix)
         if not os.path.isfile(os.path.join(self.save_dir, name)):
@@ -179,8 +184,11 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         except AssertionError as e:  # fvcore asserts the file exists, with no hint where the path came from
             if str(e) != f"Checkpoint {path} not found!":
                 raise
+            from ..utils.file_checks import unreadable_file_cause
+
+            cause = unreadable_file_cause(path)  # a FIFO, a link loop, a folder...
             raise UserError(
-                f"Checkpoint {path}", "no such file",
+                f"Checkpoint {path}", "no such file" if cause in (None, "does not exist") else cause,
                 fix="check MODEL.WEIGHTS, or the last_checkpoint file in OUTPUT_DIR with --resume",
             ) from None
         finally:

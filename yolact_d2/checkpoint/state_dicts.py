@@ -70,13 +70,26 @@ def drop_num_batches_tracked(state_dict: Dict[str, torch.Tensor]) -> int:
     return len(keys)
 
 
-def cli_path_problem(input_path: str, output_path: str) -> Optional[str]:
-    """What is wrong with a converter tool's input/output paths (one line), or None."""
-    if not os.path.isfile(input_path):
-        return "no such file"
+def cli_path_problem(input_path: str, output_path: str, force: bool = False) -> Optional[str]:
+    """What is wrong with a converter tool's input/output paths (one line), or None. The output is
+    never the input (the original checkpoint would be gone, whatever ``force`` says), and an existing
+    output is replaced only with ``force`` (``--force``)."""
+    from ..utils.file_checks import unreadable_file_cause
+
+    cause = unreadable_file_cause(input_path)
+    if cause is not None:
+        return "no such file" if cause == "does not exist" else cause
     out_dir = os.path.dirname(os.path.abspath(output_path))
     if not os.path.isdir(out_dir):
         return f"output directory {out_dir} does not exist"
+    if os.path.realpath(input_path) == os.path.realpath(output_path) or (
+            os.path.exists(output_path) and os.path.samefile(input_path, output_path)):
+        return (f"the output {output_path} is this input file: converting would replace the original checkpoint "
+                "(give another output path)")
+    if os.path.isdir(output_path):
+        return f"the output {output_path} is a folder (give a file name)"
+    if os.path.lexists(output_path) and not force:
+        return f"the output {output_path} exists (pass --force to replace it, or give another output path)"
     return None
 
 

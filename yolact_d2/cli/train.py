@@ -35,6 +35,8 @@ with warnings.catch_warnings():
     from yolact_d2.engine.interrupt import launch_stoppable
     from yolact_d2.engine.launch import add_dist_timeout_argument, check_launch_arguments, launch_logging_rendezvous
     from yolact_d2.engine.trainer import check_initial_weights
+    from yolact_d2.engine.run_lock import lock_output_dir, unlock_output_dir
+    from yolact_d2.utils.cli_args import non_negative_int
     from yolact_d2.utils.config_loading import setup_cfg
     from yolact_d2.utils.errors import ConfigError, UserError, run_cli
     from yolact_d2.utils.plot_metrics import plot_training_curves
@@ -72,9 +74,18 @@ def setup(args):
     register_datasets_from_config(cfg)
     cfg.freeze()
     check_output_dir(cfg)  # a clear error before default_setup opens log.txt there
-    default_setup(cfg, args)
-    # yolact_d2's own messages (skipped images, dropped annotations, ...) in the console and log.txt
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="yolact_d2")
+    # one run per OUTPUT_DIR, before config.yaml and log.txt are written (the job's main process)
+    local = cfg.OUTPUT_DIR and "://" not in cfg.OUTPUT_DIR
+    takeover = lock_output_dir(cfg.OUTPUT_DIR) if local and comm.is_main_process() else None
+    try:
+        default_setup(cfg, args)
+        # yolact_d2's own messages (skipped images, dropped annotations, ...) in the console and log.txt
+        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="yolact_d2")
+    except BaseException:
+        unlock_output_dir(cfg.OUTPUT_DIR)
+        raise
+    if takeover:
+        logging.getLogger("yolact_d2").warning(takeover)
     return cfg
 
 
@@ -122,6 +133,13 @@ def print_summary(cfg, results, seconds, vis_dir=None, curves=None):
 def main(args):
     start = time.perf_counter()
     cfg = setup(args)
+    try:
+        return train_or_evaluate(cfg, args, start)
+    finally:
+        unlock_output_dir(cfg.OUTPUT_DIR)
+
+
+def train_or_evaluate(cfg, args, start):
     if args.eval_only:
         check_eval_weights(cfg, args)
         check_num_classes(cfg, cfg.DATASETS.TEST, "DATASETS.TEST")
@@ -157,7 +175,8 @@ def main(args):
 def get_parser():
     parser = default_argument_parser()
     add_dist_timeout_argument(parser)
-    parser.add_argument("--num-vis", type=int, default=0, help="write PNGs of predictions on this many test images")
+    parser.add_argument("--num-vis", type=non_negative_int, default=0,
+                        help="write PNGs of predictions on this many test images")
     return parser
 
 
@@ -167,7 +186,7 @@ def cli_main(argv=None) -> int:
     args = parser.parse_args(argv)
     check_launch_arguments(parser, args)
     print("Command Line Args:", args)
-    # Ctrl-C / SIGTERM / SIGUSR1: checkpoint, --resume command, exit 128 + signal (docs/RELIABILITY.md)
+    # Ctrl-C / SIGTERM / SIGHUP / SIGUSR1: checkpoint, --resume command, exit 128 + signal (docs/RELIABILITY.md)
     rendezvous = functools.partial(launch_logging_rendezvous, timeout_minutes=args.dist_timeout)  # --dist-timeout
     return run_cli(lambda: launch_stoppable(
         main,

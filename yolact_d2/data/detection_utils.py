@@ -21,12 +21,15 @@ from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, BoxMode, Instances, PolygonMasks
 from detectron2.utils.file_io import PathManager
 
+from ..utils.errors import DataError
+from ..utils.file_checks import unreadable_file_cause
 from .annotation_checks import AnnotationError, check_box_xyxy, check_segmentation, format_annotation, mask_extent_xyxy
 
 __all__ = [
     "BadImageError",
     "read_image_file",
     "check_image_size",
+    "image_size_of_file",
     "shrink_image",
     "check_training_annotations",
     "annotation_boxes_xyxy",
@@ -41,10 +44,11 @@ logger = logging.getLogger(__name__)
 _WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
-class BadImageError(ValueError):
+class BadImageError(DataError):
     """An image file that cannot be used: missing, empty, truncated, not an image, an
     unsupported pixel format, or a size that differs from the dataset's ``height``/``width``.
-    The message always names the file."""
+    The message always names the file. A known user error (one line at the command line); still a
+    ``ValueError`` as before."""
 
 
 def _pil_to_array(image: Image.Image, image_format: str) -> np.ndarray:
@@ -67,6 +71,11 @@ def read_image_file(file_name: str, image_format: str) -> np.ndarray:
       image too large for Pillow's decompression-bomb limit) raises :class:`BadImageError` naming
       the file and the cause.
     """
+    cause = unreadable_file_cause(file_name)  # a FIFO would block here forever
+    if cause == "does not exist":
+        raise BadImageError(f"Image file not found: {file_name}")
+    if cause is not None:
+        raise BadImageError(f"Cannot read image {file_name}: it {cause}")
     try:
         with PathManager.open(file_name, "rb") as f:
             image = Image.open(f)
@@ -97,11 +106,29 @@ def _file_size(file_name: str) -> Optional[int]:
 
 def _exif_orientation(file_name: str) -> Optional[int]:
     """The EXIF orientation tag (1..8) of an image file, or None."""
+    if unreadable_file_cause(file_name) is not None:
+        return None
     try:
         with PathManager.open(file_name, "rb") as f:
             return Image.open(f).getexif().get(0x0112, None)
     except Exception:  # noqa: BLE001
         return None
+
+
+def image_size_of_file(file_name: str) -> Tuple[int, int]:
+    """``(height, width)`` of an image file as :func:`read_image_file` reads it (EXIF rotation
+    applied), from its header only; :class:`BadImageError` naming the file when it cannot be read."""
+    cause = unreadable_file_cause(file_name)
+    if cause is not None:
+        raise BadImageError(f"Cannot read image {file_name}: it {cause}")
+    try:
+        with PathManager.open(file_name, "rb") as f:
+            image = Image.open(f)
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, None)
+    except Exception as e:  # noqa: BLE001 (Pillow raises OSError, SyntaxError, ValueError, ...)
+        raise BadImageError(f"Cannot read image {file_name}: {type(e).__name__}: {e}") from e
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
 def check_image_size(dataset_dict: dict, image: np.ndarray) -> None:

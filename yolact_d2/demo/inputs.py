@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Callable, List, Optional, Tuple
 
 from ..utils.atomic_io import make_output_dir
+from ..utils.file_checks import unreadable_file_cause
 
 __all__ = [
     "IMAGE_EXTENSIONS", "collect_images", "output_names", "plan_image_outputs", "plan_video_output", "open_video",
@@ -40,7 +41,11 @@ def _expand(spec: str, missing: List[str]) -> Tuple[List[str], bool]:
             logger.error(f"No file matches {spec}")
             missing.append(spec)
         return found, True
-    logger.error(f"Input not found: {spec}")
+    cause = unreadable_file_cause(spec)  # a FIFO (reading it would block), a link loop...
+    if cause in (None, "does not exist"):
+        logger.error(f"Input not found: {spec}")
+    else:
+        logger.error(f"Input {spec} {cause}")
     missing.append(spec)
     return [], False
 

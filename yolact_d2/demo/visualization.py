@@ -8,11 +8,13 @@ import numpy as np
 import torch
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data import detection_utils as utils
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from ..data.dataset_mapper import YolactDatasetMapper
+from ..data.detection_utils import read_image_file
 from ..utils.atomic_io import make_output_dir
+from ..utils.errors import UserError
+from .inputs import output_names
 
 __all__ = ["save_prediction_visualizations", "draw_instances", "instance_colors"]
 
@@ -24,23 +26,26 @@ def save_prediction_visualizations(
     cfg, model, dataset_name: str, output_dir: str, num_images: int = 8, score_threshold: float = 0.3
 ) -> List[str]:
     """Runs ``model`` on the first ``num_images`` images of ``dataset_name`` and writes, for each,
-    a PNG with the ground truth (left) and the predictions scoring above ``score_threshold`` (right).
-    Returns the written paths."""
+    a PNG with the ground truth (left) and the predictions scoring above ``score_threshold`` (right),
+    named after the image file (``<stem>.png``; ``<stem>_<ext>.png``, ``_2``... when two images share a
+    stem, so that ``a.png`` and ``a.jpg`` do not overwrite each other). Returns the written paths."""
     make_output_dir(output_dir, "visualisation folder")
     metadata = MetadataCatalog.get(dataset_name)
     mapper = YolactDatasetMapper(cfg, is_train=False)
     was_training = model.training
     model.eval()
     paths = []
-    for record in DatasetCatalog.get(dataset_name)[:num_images]:
-        rgb = utils.read_image(record["file_name"], format="RGB")
+    records = DatasetCatalog.get(dataset_name)[:num_images]
+    for record, name in zip(records, output_names([r["file_name"] for r in records])):
+        rgb = read_image_file(record["file_name"], "RGB")
         gt = Visualizer(rgb, metadata, scale=2.0).draw_dataset_dict(record).get_image()
         instances = model([mapper(dict(record))])[0]["instances"].to("cpu")
         instances = instances[instances.scores > score_threshold]
         pred = Visualizer(rgb, metadata, scale=2.0, instance_mode=ColorMode.IMAGE).draw_instance_predictions(instances)
         canvas = np.concatenate([gt, pred.get_image()], axis=1)
-        path = os.path.join(output_dir, f"{os.path.splitext(os.path.basename(record['file_name']))[0]}.png")
-        cv2.imwrite(path, canvas[:, :, ::-1])
+        path = os.path.join(output_dir, name)
+        if not cv2.imwrite(path, np.ascontiguousarray(canvas[:, :, ::-1])):
+            raise UserError(f"--num-vis: cannot write {path}", "OpenCV could not write it (disk full or not writable?)")
         paths.append(path)
     model.train(was_training)
     logger.info(f"Wrote {len(paths)} visualisations (ground truth | prediction) to {output_dir}")

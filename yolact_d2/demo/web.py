@@ -12,7 +12,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..utils.errors import DataError
+from ..utils.errors import DataError, first_line
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -66,6 +66,11 @@ def read_upload(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, name: Optional[
         with Image.open(path) as image:
             mode, (width, height) = image.mode, image.size
             transparent = mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    except Image.DecompressionBombError as e:  # Pillow refuses to open more than ~179 megapixels
+        raise DataError(
+            f"'{name}'", f"is too large ({first_line(e).split(',')[0]}); this demo accepts at most "
+            f"{max_pixels / 1e6:g} megapixels", "downscale it first",
+        ) from None
     except Exception:  # noqa: BLE001 (Pillow raises UnidentifiedImageError, OSError, ...)
         raise DataError(
             f"'{name}'", "is not an image Pillow can read", "upload a JPEG, PNG, BMP, TIFF or WebP file"

@@ -1,16 +1,16 @@
 """Stopping training cleanly on Ctrl-C and preemption (docs/RELIABILITY.md, "Interrupts and preemption").
 
-SIGINT, SIGTERM or SIGUSR1 during training (one process or ``launch()`` workers) does not stop the
-current iteration: :class:`InterruptHook` lets it finish, every process agrees to stop after the same
-iteration, the main process writes an atomic checkpoint of it through the trainer's checkpointer
-(``last_checkpoint`` points at it) and :class:`TrainingInterrupted` ends training. :func:`launch_stoppable`
-(used by ``train_net.py``) turns that into two log lines, the checkpoint and the ``--resume`` command,
-and exit status 128 + signal number (130, 143, 138) without a traceback. In a multi-process run the
-launching process forwards the signals it gets to its workers. A signal that comes while the checkpoint
-is written is logged and otherwise ignored: the save always completes. The third signal outside
-the save exits at once (the previous checkpoints stay complete: writes are atomic). A script that
-calls Detectron2's ``launch()`` itself gets the checkpoint too, but a traceback of
-:class:`TrainingInterrupted`: use :func:`launch_stoppable` instead.
+SIGINT, SIGTERM, SIGHUP (the terminal or ssh session closed) or SIGUSR1 during training (one process or
+``launch()`` workers) does not stop the current iteration: :class:`InterruptHook` lets it finish, every process
+agrees to stop after the same iteration, the main process writes an atomic checkpoint of it through the
+trainer's checkpointer (``last_checkpoint`` points at it) and :class:`TrainingInterrupted` ends training.
+:func:`launch_stoppable` (used by ``train_net.py``) turns that into two log lines, the checkpoint and the
+``--resume`` command, and exit status 128 + signal number (130, 143, 129, 138) without a traceback.
+In a multi-process run the launching process forwards the signals it gets to its workers. A signal that comes while the
+checkpoint is written is logged and otherwise ignored: the save always completes. The third signal outside the
+save exits at once (the previous checkpoints stay complete: writes are atomic). A script that calls Detectron2's
+``launch()`` itself gets the checkpoint too, but a traceback of :class:`TrainingInterrupted`: use
+:func:`launch_stoppable` instead.
 
 Inside a submitit job (engine/submitit_job.py) :func:`add_stop_signal` adds submitit's requeue signal
 (SIGUSR2) to these, and :attr:`TrainingInterrupted.received` tells the job which signals came.
@@ -39,8 +39,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# The signals that stop training with a checkpoint: Ctrl-C, kill / SLURM preemption, SLURM --signal=USR1.
-STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", None)) if s is not None)
+# The signals that stop training with a checkpoint: Ctrl-C, kill / SLURM preemption, the terminal or ssh
+# session closing (SIGHUP; a run under nohup ignores it, and keeps ignoring it), SLURM --signal=USR1.
+STOP_SIGNALS = tuple(
+    s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None), getattr(signal, "SIGUSR1", None))
+    if s is not None
+)
 _extra_stop_signals: List[int] = []  # add_stop_signal: e.g. submitit's requeue signal inside a submitit job
 
 

@@ -43,6 +43,36 @@ def check_launch_arguments(parser, args) -> None:
         parser.error(f"--dist-url must be 'auto' or a URL such as tcp://HOST:PORT, got {args.dist_url!r}")
     if not args.dist_timeout > 0:
         parser.error(f"--dist-timeout must be > 0 minutes, got {args.dist_timeout}")
+    if args.num_gpus * args.num_machines > 1 and args.machine_rank == 0:
+        busy = _busy_port(args.dist_url)
+        if busy:
+            parser.error(f"--dist-url {args.dist_url}: {busy}; choose another port, or --dist-url auto on one machine")
+
+
+def _busy_port(dist_url: str) -> str:
+    """Why machine rank 0 cannot serve the rendezvous at ``tcp://HOST:PORT`` (a port in use: torch
+    would end in a DistNetworkError traceback of every worker), or "" when it can or we cannot tell
+    (another host's address, a name that does not resolve: torch reports those)."""
+    import errno
+    import socket
+    from urllib.parse import urlparse
+
+    try:
+        parsed = urlparse(dist_url)
+        host, port = parsed.hostname, parsed.port
+    except ValueError as e:  # a port that is not a number or out of range
+        return f"not a valid tcp://HOST:PORT ({e})"
+    if parsed.scheme != "tcp" or not host or not port:
+        return ""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the TCPStore server does
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return f"port {port} is already in use on {host} (another training, or any other program)"
+            return ""
+    return ""
 
 
 def _say(message: str) -> None:

@@ -7,6 +7,10 @@ as a ``mask_score`` field of each COCO result, and evaluates ``segm`` with it. `
 everything else) keeps ``score``. Without ``mask_scores`` it behaves exactly like
 ``COCOEvaluator``.
 
+The ground truth is the annotations the dataset's loader kept after its checks, not the json file
+read again (:mod:`yolact_d2.evaluation.ground_truth`); the evaluation logs how many it scores
+against and how many were dropped at load, next to the AP tables.
+
 The saved ``coco_instances_results.json`` has ``score`` (the box / class score) and, for YOLACT++,
 ``mask_score`` in every entry.
 
@@ -25,6 +29,7 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 
 from .atomic import AtomicResultsMixin  # reliability: result files are written atomically
+from .ground_truth import checked_coco_ground_truth
 
 __all__ = ["YolactCOCOEvaluator", "COCO_EVAL_BACKENDS", "faster_cocoeval_class", "resolve_cocoeval_class"]
 
@@ -70,9 +75,20 @@ def resolve_cocoeval_class(backend: str):
 
 
 class YolactCOCOEvaluator(AtomicResultsMixin, COCOEvaluator):
-    def __init__(self, *args, eval_backend: str = "auto", **kwargs):
+    def __init__(self, dataset_name, *args, eval_backend: str = "auto", **kwargs):
         """``COCOEvaluator``'s arguments; ``eval_backend``: see the module docstring."""
-        super().__init__(*args, **kwargs)
+        coco_gt, self.ground_truth_note = checked_coco_ground_truth(dataset_name)
+        if coco_gt is None:
+            super().__init__(dataset_name, *args, **kwargs)
+        else:
+            # COCOEvaluator reads metadata.json_file with COCO(...): give it the checked annotations.
+            saved = d2_coco_evaluation.COCO, d2_coco_evaluation.convert_to_coco_json
+            d2_coco_evaluation.COCO = lambda *_args, **_kwargs: coco_gt
+            d2_coco_evaluation.convert_to_coco_json = lambda *_args, **_kwargs: None
+            try:
+                super().__init__(dataset_name, *args, **kwargs)
+            finally:
+                d2_coco_evaluation.COCO, d2_coco_evaluation.convert_to_coco_json = saved
         self._cocoeval_cls = resolve_cocoeval_class(eval_backend)
         if self._cocoeval_cls is not None:
             self._logger.info(f"COCO evaluation backend: {self._cocoeval_cls.__module__}.{self._cocoeval_cls.__name__}")
@@ -92,6 +108,8 @@ class YolactCOCOEvaluator(AtomicResultsMixin, COCOEvaluator):
             d2_coco_evaluation.COCOeval_opt, self._use_fast_impl = saved
 
     def _eval_predictions(self, predictions, img_ids=None):
+        if self.ground_truth_note:
+            self._logger.info(self.ground_truth_note)
         with self._cocoeval_backend():
             return self._eval_predictions_with_mask_scores(predictions, img_ids=img_ids)
 

@@ -16,6 +16,7 @@ from .errors import UserError
 
 __all__ = [
     "make_output_dir",
+    "prepare_output_file",
     "atomic_open",
     "atomic_write_bytes",
     "fsync_dir",
@@ -38,6 +39,16 @@ def make_output_dir(path: str, what: str) -> str:
         raise UserError(f"{what} {path}", f"cannot be created ({e.strerror or e})") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise UserError(f"{what} {path}", "is not writable by this user")
+    return path
+
+
+def prepare_output_file(path: str, what: str) -> str:
+    """Check, before the work, that the file ``path`` (given by the option ``what``) can be written:
+    its folder is created if needed (:func:`make_output_dir`); a folder at ``path`` is a
+    :class:`UserError`. Results computed for an hour are not then lost to a missing folder."""
+    if os.path.isdir(path):
+        raise UserError(f"{what} {path}", "is a folder", "give a file name")
+    make_output_dir(os.path.dirname(os.path.abspath(path)), f"{what} folder")
     return path
 
 

@@ -74,7 +74,10 @@ def merge_config_file(cfg, path: str) -> None:
     """``cfg.merge_from_file(path)`` with one-line errors for a missing file, YAML syntax errors
     (file, line, column; also in a ``_BASE_`` file) and unknown keys."""
     if not os.path.isfile(path):
-        raise ConfigError(f"--config-file {path}", "no such file")
+        from .file_checks import unreadable_file_cause
+
+        cause = unreadable_file_cause(path)  # a FIFO, a link loop, a folder...
+        raise ConfigError(f"--config-file {path}", "no such file" if cause in (None, "does not exist") else cause)
     try:
         _merge(cfg, lambda: cfg.merge_from_file(path), path)
     except FileNotFoundError as e:  # a _BASE_ that does not exist

@@ -63,9 +63,19 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _worker_error_message(text: str) -> str:
+    """A DataLoader worker's error comes back as ``"Caught X in DataLoader worker process 0.\nOriginal
+    Traceback ...\nmodule.X: <message>"``: keep ``<message>``, the user's line."""
+    if not text.startswith("Caught ") or "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    head, sep, message = last.partition(": ")
+    return message if sep and " " not in head else last
+
+
 def format_user_error(exc: BaseException) -> str:
     """The one line printed for a known user error (newlines in the message folded)."""
-    text = " ".join(str(exc).split())
+    text = " ".join(_worker_error_message(str(exc)).split())
     return f"error: {text}"
 
 

@@ -33,6 +33,9 @@ def load_metrics(path: str) -> List[dict]:
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}, line {number}", f"not JSON ({e.msg})",
                                 "expected Detectron2's metrics.json: one JSON object per line") from None
+            except RecursionError:  # json's decoder recurses once per level of nesting
+                raise DataError(f"{path}, line {number}", "nested too deeply for Python's json reader",
+                                "expected Detectron2's metrics.json: one JSON object per line") from None
             if not isinstance(record, dict):
                 raise DataError(f"{path}, line {number}", "not a JSON object",
                                 "expected Detectron2's metrics.json: one JSON object per line")

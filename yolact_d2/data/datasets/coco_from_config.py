@@ -9,14 +9,17 @@ with each bad one, naming the json file, the image and the annotation id (docs/R
 import functools
 import json
 import logging
+import math
 import os
 from collections import defaultdict
+from numbers import Real
 from typing import Any, Dict, List, Optional
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ...utils.errors import ConfigError, DataError
+from ...utils.file_checks import unreadable_file_cause
 from ..annotation_checks import (
     BOX_MASK_IOU_THRESHOLD,
     AnnotationError,
@@ -27,7 +30,9 @@ from ..annotation_checks import (
     mask_extent_xyxy,
 )
 
-__all__ = ["register_datasets_from_config", "load_coco_instances", "DatasetNameConflictError"]
+__all__ = [
+    "register_datasets_from_config", "load_coco_instances", "DatasetNameConflictError", "LoadReport", "load_report",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +90,11 @@ def register_datasets_from_config(cfg) -> list:
         if not isinstance(entry, (list, tuple)) or len(entry) != 3:
             raise ConfigError(f"{key} must be [name, json_file, image_root], got {entry!r}")
         name, json_file, image_root = (str(x) for x in entry)
-        if not os.path.isfile(json_file):
+        cause = unreadable_file_cause(json_file)
+        if cause == "does not exist":
             raise ConfigError(f"{key} ('{name}'): json file not found: {json_file}")
+        if cause is not None:
+            raise ConfigError(f"{key} ('{name}'): json file {json_file}", cause)
         if not os.path.isdir(image_root):
             raise ConfigError(f"{key} ('{name}'): image root not found: {image_root}")
         if name in names:
@@ -123,9 +131,12 @@ class _ProblemLog:
         self.json_file = json_file
         self.counts: Dict[str, int] = defaultdict(int)
         self.logged = 0
+        self.drop_examples: List[str] = []
 
     def add(self, kind: str, message: str) -> None:
         self.counts[kind] += 1
+        if kind.startswith("annotations ") and len(self.drop_examples) < 3:
+            self.drop_examples.append(message)
         level = logging.WARNING if self.logged < MAX_LOGGED_PROBLEMS else logging.DEBUG
         self.logged += 1
         logger.log(level, message)
@@ -141,6 +152,38 @@ class _ProblemLog:
                 "logger to DEBUG to see all of them."
             )
         logger.warning(f"{self.json_file}: annotation problems: {parts}.{more}")
+
+
+class LoadReport:
+    """What :func:`load_coco_instances` kept and dropped of one json (for the evaluation's log line:
+    it scores against the annotations that were kept, docs/RELIABILITY.md)."""
+
+    def __init__(self, json_file: str, counts: Dict[str, int], examples: List[str]):
+        self.json_file = json_file
+        self.counts = dict(counts)
+        self.examples = list(examples)
+
+    @property
+    def dropped(self) -> int:
+        return sum(n for kind, n in self.counts.items() if kind.startswith("annotations "))
+
+    def describe_dropped(self) -> str:
+        """``"3 dropped at load (2 annotations dropped, 1 ...; e.g. ...)"`` or ``"none dropped at load"``."""
+        if not self.dropped:
+            return "none dropped at load"
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.counts.items()) if kind.startswith("annotations "))
+        example = f"; e.g. {self.examples[0]}" if self.examples else ""
+        return f"{self.dropped} dropped at load ({kinds}{example})"
+
+
+# The last report of each dataset name loaded by load_coco_instances in this process.
+_LOAD_REPORTS: Dict[str, LoadReport] = {}
+
+
+def load_report(dataset_name: str) -> Optional[LoadReport]:
+    """The :class:`LoadReport` of the last :func:`load_coco_instances` of ``dataset_name`` in this
+    process, or None (another loader, or not loaded yet)."""
+    return _LOAD_REPORTS.get(dataset_name)
 
 
 class _BoxMaskDisagreement:
@@ -177,9 +220,15 @@ class _BoxMaskDisagreement:
 
 
 def _read_json(json_file: str) -> dict:
+    cause = unreadable_file_cause(json_file)  # a FIFO would block in open() forever
+    if cause is not None:
+        raise DataError(f"{json_file}", cause)
     try:
         with open(json_file, "r") as f:
             data = json.load(f)
+    except RecursionError:  # json's decoder recurses once per level of nesting
+        raise DataError(f"{json_file}", "is nested too deeply for Python's json reader (thousands of levels of "
+                        "[ or {): not a COCO instances file") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{json_file} is not valid JSON: {e}") from e
     except UnicodeDecodeError as e:
@@ -307,16 +356,18 @@ def load_coco_instances(json_file: str, image_root: str, dataset_name: Optional[
         checked = _checked_box_and_mask(ann, where, record, problems, disagreement)
         if checked is None:
             continue
-        record["annotations"].append(
-            {
-                "id": ann_id,
-                "bbox": checked[0],
-                "bbox_mode": BoxMode.XYWH_ABS,
-                "category_id": id_map[ann["category_id"]],
-                "iscrowd": int(bool(ann.get("iscrowd", 0))),
-                "segmentation": checked[1],
-            }
-        )
+        kept = {
+            "id": ann_id,
+            "bbox": checked[0],
+            "bbox_mode": BoxMode.XYWH_ABS,
+            "category_id": id_map[ann["category_id"]],
+            "iscrowd": int(bool(ann.get("iscrowd", 0))),
+            "segmentation": checked[1],
+        }
+        area = ann.get("area", None)
+        if isinstance(area, Real) and not isinstance(area, bool) and math.isfinite(area) and area > 0:
+            kept["area"] = float(area)  # COCO's small / medium / large ranges use the json's area
+        record["annotations"].append(kept)
     if annotations and num_with_segmentation == 0:
         raise DataError(
             f"{json_file}: none of its {len(annotations)} annotations has a segmentation; YOLACT "
@@ -324,6 +375,8 @@ def load_coco_instances(json_file: str, image_root: str, dataset_name: Optional[
         )
     problems.summary()
     disagreement.summary()
+    if dataset_name is not None:
+        _LOAD_REPORTS[dataset_name] = LoadReport(json_file, problems.counts, problems.drop_examples)
 
     if dataset_name is not None:
         meta = MetadataCatalog.get(dataset_name)
