@@ -34,8 +34,8 @@ with warnings.catch_warnings():
     from yolact_d2.demo.visualization import save_prediction_visualizations
     from yolact_d2.engine.interrupt import launch_stoppable
     from yolact_d2.engine.launch import add_dist_timeout_argument, check_launch_arguments, launch_logging_rendezvous
-    from yolact_d2.engine.trainer import check_initial_weights
     from yolact_d2.engine.run_lock import lock_output_dir, unlock_output_dir
+    from yolact_d2.engine.trainer import check_initial_weights
     from yolact_d2.utils.cli_args import non_negative_int
     from yolact_d2.utils.config_loading import setup_cfg
     from yolact_d2.utils.errors import ConfigError, UserError, run_cli
