@@ -168,6 +168,8 @@ def build_yolact_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     ``build_resnet_backbone``), with :class:`DCNv2BottleneckBlock` where
     ``MODEL.RESNETS.DEFORM_ON_PER_STAGE`` and ``MODEL.YOLACT.DEFORM_INTERVAL`` say so."""
     r = cfg.MODEL.RESNETS
+    # the stem first: the order of random initialisation of a given seed stays the same
+    stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
     stages = make_yolact_resnet_stages(
         r.DEPTH,
         norm=r.NORM,
@@ -182,5 +184,4 @@ def build_yolact_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
         deform_interval=cfg.MODEL.YOLACT.DEFORM_INTERVAL,
         deform_num_groups=r.DEFORM_NUM_GROUPS,
     )
-    stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
     return ResNet(stem, stages, out_features=r.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
