@@ -9,10 +9,6 @@
 # The class-dependent layers (head.cls_score, sem_seg_head.predictor) do not match a different
 # number of classes: Detectron2's checkpointer logs "Skip loading parameter ..." for each and keeps
 # their fresh initialisation; everything else comes from the COCO checkpoint.
-from detectron2.config import LazyCall as L
-
-from yolact_d2.data.datasets import coco_instances_dataset_dicts
-
 from ..common.data.coco import dataloader
 from ..common.models.yolact import model
 from ..common.optim import SGD as optimizer
@@ -24,9 +20,9 @@ model.backbone.bottom_up.stages.depth = 50
 model.backbone.bottom_up.stem.norm = model.backbone.bottom_up.stages.norm = "FrozenBN"
 model.head.num_classes = 3  # foreground classes of your dataset (checked against the data)
 
-# Registers the [name, json, image root] entries (as DATASETS.COCO_INSTANCES) before loading `names`.
-dataloader.train.dataset = L(coco_instances_dataset_dicts)(names="mine_train", coco_instances=[], filter_empty=True)
-dataloader.test.dataset = L(coco_instances_dataset_dicts)(names="mine_val", coco_instances=[], filter_empty=False)
+# dataset.coco_instances (see the command above) registers these names, as DATASETS.COCO_INSTANCES
+dataloader.train.dataset.names = "mine_train"
+dataloader.test.dataset.names = "mine_val"
 
 lr_multiplier.steps = [8000]
 train.max_iter = 10000

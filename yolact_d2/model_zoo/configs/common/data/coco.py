@@ -1,12 +1,15 @@
 # COCO 2017 instances with YOLACT's mapper (SSD augmentation, square resize; docs/MODEL.md §7) and
 # YOLACT's COCO evaluator (YOLACT++ mask scores). The image size is set once, in
 # dataloader.train.mapper.augmentations.image_size; the test mapper and the mapper's size rules follow it.
+# Own COCO-format data needs no code: dataloader.{train,test}.dataset.coco_instances takes
+# [name, json_file, image_root] entries (as DATASETS.COCO_INSTANCES), registered before `names` is loaded.
 from omegaconf import OmegaConf
 
 from detectron2.config import LazyCall as L
-from detectron2.data import build_detection_test_loader, get_detection_dataset_dicts
+from detectron2.data import build_detection_test_loader
 
 from yolact_d2.data.dataset_mapper import YolactDatasetMapper
+from yolact_d2.data.datasets import coco_instances_dataset_dicts
 from yolact_d2.data.transforms import max_train_input_size, yolact_test_augmentation, yolact_train_augmentation
 from yolact_d2.engine.loaders import build_yolact_train_loader
 from yolact_d2.evaluation import YolactCOCOEvaluator
@@ -15,7 +18,7 @@ from yolact_d2.modeling.box_ops import degenerate_box_side
 dataloader = OmegaConf.create()
 
 dataloader.train = L(build_yolact_train_loader)(
-    dataset=L(get_detection_dataset_dicts)(names="coco_2017_train", filter_empty=True),
+    dataset=L(coco_instances_dataset_dicts)(names="coco_2017_train", coco_instances=[], filter_empty=True),
     mapper=L(YolactDatasetMapper)(
         is_train=True,
         augmentations=L(yolact_train_augmentation)(
@@ -37,7 +40,7 @@ dataloader.train = L(build_yolact_train_loader)(
 )
 
 dataloader.test = L(build_detection_test_loader)(
-    dataset=L(get_detection_dataset_dicts)(names="coco_2017_val", filter_empty=False),
+    dataset=L(coco_instances_dataset_dicts)(names="coco_2017_val", coco_instances=[], filter_empty=False),
     mapper=L(YolactDatasetMapper)(
         is_train=False,
         augmentations=L(yolact_test_augmentation)(
