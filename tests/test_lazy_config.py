@@ -3,6 +3,7 @@ shapes, counts and outputs on the same weights), the same data, optimizer and LR
 API path of Detectron2's stock tools/lazyconfig_train_net.py."""
 import glob
 import os
+import runpy
 
 import pytest
 import torch
@@ -68,3 +69,76 @@ def test_lazy_and_yaml_build_the_same_model(name):
         a, b = got.get(field), expected.get(field)
         a, b = (a.tensor, b.tensor) if field == "pred_boxes" else (a, b)
         assert torch.equal(a, b), field
+
+
+TWO = ["COCO-InstanceSegmentation/yolact_R_50_FPN_550", "Synthetic/yolact_R_18_FPN_synthetic"]
+
+
+@pytest.mark.parametrize("name", TWO)
+def test_lazy_and_yaml_have_the_same_lr_schedule(name):
+    from detectron2.solver import build_lr_scheduler
+
+    cfg, lazy = yolact_cfg(name + ".yaml"), load_lazy(name)
+    assert lazy.train.max_iter == cfg.SOLVER.MAX_ITER and lazy.optimizer.lr == cfg.SOLVER.BASE_LR
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.SOLVER.BASE_LR)
+    yaml_multiplier = build_lr_scheduler(cfg, optimizer)._multiplier
+    lazy_multiplier = instantiate(lazy.lr_multiplier)
+    n = cfg.SOLVER.MAX_ITER
+    probes = sorted({0, 1, 250, 499, 500, 501, n // 2, n - 1, *cfg.SOLVER.STEPS, *(s - 1 for s in cfg.SOLVER.STEPS)})
+    assert [lazy_multiplier(i / n) for i in probes] == [yaml_multiplier(i / n) for i in probes]
+    if name.startswith("COCO"):  # the original's numbers: 1e-4 -> 1e-3 over 500 iterations, x0.1 at each step
+        assert lazy_multiplier(0.0) == pytest.approx(0.1) and lazy_multiplier(500 / n) == 1.0
+        assert lazy_multiplier(280000 / n) == pytest.approx(0.1) and lazy_multiplier((n - 1) / n) == pytest.approx(1e-4)
+
+
+def test_scaled_schedule_is_the_originals_autoscale():
+    from yolact_d2.solver import scaled_schedule
+
+    assert scaled_schedule(8) == {
+        "lr": 1e-3, "max_iter": 800000, "steps": (280000, 600000, 700000, 750000), "warmup_iters": 500,
+    }
+    assert scaled_schedule(16) == {
+        "lr": 2e-3, "max_iter": 400000, "steps": (140000, 300000, 350000, 375000), "warmup_iters": 500,
+    }
+    got = scaled_schedule(6)  # f = 0.75: lr x 0.75, iterations // 0.75
+    assert got["lr"] == pytest.approx(7.5e-4) and got["max_iter"] == 1066666 and got["steps"][0] == 373333
+    with pytest.raises(ValueError):
+        scaled_schedule(0)
+
+
+def test_yolact_schedule_sets_the_lazy_config():
+    cfg = load_lazy("COCO-InstanceSegmentation/yolact_R_101_FPN_550")
+    namespace = runpy.run_path(os.path.join(CONFIG_DIR, "common", "schedule.py"))
+    namespace["yolact_schedule"](cfg.optimizer, cfg.train, cfg.lr_multiplier, 32)
+    assert cfg.optimizer.lr == pytest.approx(4e-3) and cfg.train.max_iter == 200000
+    assert list(cfg.lr_multiplier.steps) == [70000, 150000, 175000, 187500]
+    multiplier = instantiate(cfg.lr_multiplier)  # follows train.max_iter
+    assert multiplier(70000 / 200000) == pytest.approx(0.1) and multiplier(69999 / 200000) == 1.0
+
+
+@pytest.mark.parametrize("name", TWO)
+def test_lazy_and_yaml_build_the_same_optimizer_and_mapper(name):
+    from yolact_d2 import YolactTrainer
+    from yolact_d2.engine.loaders import build_dataset_mapper
+
+    cfg, lazy = yolact_cfg(name + ".yaml"), load_lazy(name)
+    torch.manual_seed(0)
+    model = YolactTrainer.build_model(cfg)
+    expected = YolactTrainer.build_optimizer(cfg, model)
+    lazy.optimizer.params.model = model
+    got = instantiate(lazy.optimizer)
+    assert type(got).__name__ == type(expected).__name__ and got.defaults == expected.defaults
+    assert len(got.param_groups) == len(expected.param_groups)
+    for a, b in zip(got.param_groups, expected.param_groups):
+        assert {k: v for k, v in a.items() if k != "params"} == {k: v for k, v in b.items() if k != "params"}
+        assert [id(p) for p in a["params"]] == [id(p) for p in b["params"]]
+    for is_train, node in ((True, lazy.dataloader.train.mapper), (False, lazy.dataloader.test.mapper)):
+        yaml_mapper, lazy_mapper = build_dataset_mapper(cfg, is_train), instantiate(node)
+        assert str(lazy_mapper.augmentations) == str(yaml_mapper.augmentations)
+        for attr in ("is_train", "image_format", "instance_mask_format", "degenerate_box_threshold",
+                     "resample_if_empty", "skip_bad_images", "num_classes", "max_input_size", "box_source"):
+            assert getattr(lazy_mapper, attr) == getattr(yaml_mapper, attr), attr
+    assert lazy.dataloader.train.total_batch_size == cfg.SOLVER.IMS_PER_BATCH
+    assert lazy.dataloader.train.num_workers == cfg.DATALOADER.NUM_WORKERS
+    assert [lazy.dataloader.train.dataset.names] == list(cfg.DATASETS.TRAIN)
+    assert [lazy.dataloader.test.dataset.names] == list(cfg.DATASETS.TEST)
