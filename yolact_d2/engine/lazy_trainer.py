@@ -41,10 +41,25 @@ def lazy_dataset_names(node) -> list:
     return [names] if isinstance(names, str) else list(names)
 
 
+def check_lazy_num_classes(cfg, node, key: str) -> None:
+    """``model.head.num_classes`` equal to the number of classes of the datasets of ``node`` (loaded, so
+    that their metadata is complete), as ``check_num_classes`` does for ``MODEL.YOLACT.NUM_CLASSES``."""
+    expected = int(cfg.model.head.num_classes)
+    for name in lazy_dataset_names(node):
+        classes = MetadataCatalog.get(name).get("thing_classes", None)
+        if classes is not None and len(classes) != expected:
+            raise ConfigError(
+                f"{key}: dataset '{name}' has {len(classes)} classes ({', '.join(classes[:10])}"
+                f"{', ...' if len(classes) > 10 else ''}) but model.head.num_classes is {expected}",
+                fix=f"set model.head.num_classes={len(classes)}",
+            )
+
+
 def lazy_test(cfg, model):
     """Evaluate ``model`` on ``dataloader.test`` with ``dataloader.evaluator``, as Detectron2's
     lazyconfig_train_net.py does; the results as ``{task: metrics}``."""
     loader = instantiate(cfg.dataloader.test)  # first: it registers the dataset the evaluator reads
+    check_lazy_num_classes(cfg, cfg.dataloader.test, "dataloader.test.dataset.names")
     results = inference_on_dataset(model, loader, instantiate(cfg.dataloader.evaluator))
     if comm.is_main_process():
         print_csv_format(results)
@@ -61,6 +76,7 @@ class YolactLazyTrainer(TrainerBase):
         cfg.optimizer.params.model = model
         optimizer = instantiate(cfg.optimizer)
         data_loader = instantiate(cfg.dataloader.train)
+        check_lazy_num_classes(cfg, cfg.dataloader.train, "dataloader.train.dataset.names")
         ddp = dict(cfg.train.get("ddp", {}))
         fp16_compression = ddp.pop("fp16_compression", False)
         model = create_ddp_model(model, **ddp)
