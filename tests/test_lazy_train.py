@@ -161,3 +161,23 @@ def test_lazy_num_classes_mismatch_is_one_line(coco_dirs, tmp_path):
         "error: dataloader.train.dataset.names: dataset 't_train' has 6 classes (circle, square, triangle, star, "
         "ellipse, hexagon) but model.head.num_classes is 4 (set model.head.num_classes=6)"
     ], log[-2000:]
+
+
+def test_sigterm_checkpoints_a_lazy_config_run(coco_dirs, tmp_path):
+    """The interrupt checkpoint of docs/RELIABILITY.md with a LazyConfig: SIGTERM finishes the iteration, writes
+    model_<iteration>.pth and last_checkpoint, prints the --resume command and exits with 128 + 15."""
+    import signal
+
+    from test_interrupt import READY, TRAIN_NET, _Run, _stopped
+
+    out = tmp_path / "run"
+    opts = [*lazy_overrides(coco_dirs, out, max_iter=500), "train.checkpointer.period=1000", "train.log_period=20"]
+    run = _Run([TRAIN_NET, "--config-file", SYNTHETIC_PY, *opts])
+    run.wait_for(READY)
+    run.proc.send_signal(signal.SIGTERM)
+    code, log = run.finish()
+    assert code == 128 + signal.SIGTERM, log[-3000:]
+    iteration, path, resume = _stopped(log, "SIGTERM")
+    assert path == str(out / f"model_{iteration:07d}.pth") and os.path.isfile(path)
+    assert (out / "last_checkpoint").read_text() == os.path.basename(path)
+    assert resume[1:3] == [TRAIN_NET, "--resume"] and SYNTHETIC_PY in resume
