@@ -4,6 +4,10 @@
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS model_final.pth
     python train_net.py --config-file ... --num-gpus 2 [MODEL.DEVICE cpu]
 
+A LazyConfig (``--config-file configs/.../x.py``) takes ``KEY=VALUE`` overrides, as Detectron2's
+``tools/lazyconfig_train_net.py`` (``train.init_checkpoint=... train.max_iter=...``); ``--eval-only`` reads
+``train.init_checkpoint`` (``random``: an untrained model on purpose).
+
 Standard Detectron2 flags (``--resume``, ``--num-machines``, ``--machine-rank``, ``--dist-url``,
 ``KEY VALUE`` overrides) work as usual; ``--dist-timeout MINUTES`` bounds the wait for the other
 machines. ``MODEL.WEIGHTS`` names the weights to start from: a file, ``yolact://NAME`` (downloaded once,
@@ -34,10 +38,11 @@ with warnings.catch_warnings():
     from yolact_d2.demo.visualization import save_prediction_visualizations
     from yolact_d2.engine.interrupt import launch_stoppable
     from yolact_d2.engine.launch import add_dist_timeout_argument, check_launch_arguments, launch_logging_rendezvous
+    from yolact_d2.engine.lazy_trainer import YolactLazyTrainer, build_lazy_model, lazy_dataset_names, lazy_test
     from yolact_d2.engine.run_lock import lock_output_dir, unlock_output_dir
     from yolact_d2.engine.trainer import check_initial_weights
     from yolact_d2.utils.cli_args import non_negative_int
-    from yolact_d2.utils.config_loading import setup_cfg
+    from yolact_d2.utils.config_loading import is_lazy_config, load_lazy_config, setup_cfg
     from yolact_d2.utils.errors import ConfigError, UserError, run_cli
     from yolact_d2.utils.plot_metrics import plot_training_curves
 
@@ -89,6 +94,60 @@ def setup(args):
     return cfg
 
 
+def setup_lazy(args):
+    """A LazyConfig with its ``KEY=VALUE`` overrides; ``train.init_checkpoint=random`` as ``MODEL.WEIGHTS random``."""
+    cfg = load_lazy_config(args.config_file, args.opts)
+    weights = cfg.train.init_checkpoint
+    args.random_weights = weights == RANDOM_WEIGHTS and not os.path.exists(RANDOM_WEIGHTS)
+    if args.random_weights:
+        cfg.train.init_checkpoint = ""
+    if args.num_vis > 0:
+        raise ConfigError("--num-vis", "not available with a LazyConfig yet", fix="use the yaml twin of the config")
+    if cfg.train.output_dir:
+        check_output_dir(_OutputDir(cfg.train.output_dir))  # a clear error before default_setup opens log.txt
+    default_setup(cfg, args)  # reads train.output_dir, train.seed, train.cudnn_benchmark
+    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="yolact_d2")
+    return cfg
+
+
+class _OutputDir:
+    """``check_output_dir``'s view of a LazyConfig: its ``train.output_dir`` as ``OUTPUT_DIR``."""
+
+    def __init__(self, output_dir):
+        self.OUTPUT_DIR = output_dir
+
+
+def main_lazy(args, start):
+    """``main`` for a LazyConfig: the same steps through :class:`YolactLazyTrainer`."""
+    cfg = setup_lazy(args)
+    output_dir = cfg.train.output_dir
+    test_names = lazy_dataset_names(cfg.dataloader.test) if "test" in cfg.dataloader else []
+    if args.eval_only:
+        resumable = args.resume and os.path.isfile(os.path.join(output_dir, "last_checkpoint"))
+        if args.random_weights:
+            logging.getLogger("yolact_d2").warning("--eval-only with train.init_checkpoint=random: an untrained model")
+        elif not cfg.train.init_checkpoint and not resumable:
+            raise ConfigError(
+                "--eval-only: train.init_checkpoint is empty", "the model would be evaluated with random weights",
+                fix="give train.init_checkpoint=path/to/model_final.pth, or --resume with a last_checkpoint in "
+                "train.output_dir; train.init_checkpoint=random evaluates an untrained model on purpose",
+            )
+        model = build_lazy_model(cfg)
+        AtomicDetectionCheckpointer(model, save_dir=output_dir).resume_or_load(
+            cfg.train.init_checkpoint, resume=args.resume
+        )
+        results = lazy_test(cfg, model)
+        if comm.is_main_process():
+            print_summary(output_dir, test_names, results, time.perf_counter() - start)
+        return results
+    trainer = YolactLazyTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    results = trainer.train()
+    if comm.is_main_process():
+        print_summary(output_dir, test_names, results, time.perf_counter() - start, curves=plot_curves(output_dir))
+    return results
+
+
 def visualize(cfg, model, num_images):
     if num_images <= 0 or not cfg.DATASETS.TEST or not comm.is_main_process():
         return None
@@ -97,23 +156,23 @@ def visualize(cfg, model, num_images):
     return os.path.abspath(out_dir)
 
 
-def plot_curves(cfg):
+def plot_curves(output_dir):
     """training_curves.png from metrics.json; a problem there is reported, not fatal after a training."""
     try:
-        return os.path.abspath(plot_training_curves(cfg.OUTPUT_DIR)[0])
+        return os.path.abspath(plot_training_curves(output_dir)[0])
     except UserError as e:
         print(f"warning: no training curves: {e}")
         return None
 
 
-def print_summary(cfg, results, seconds, vis_dir=None, curves=None):
+def print_summary(output_dir, test_names, results, seconds, vis_dir=None, curves=None):
     """The last lines of the log: time, APs and where the outputs are."""
     minutes, secs = divmod(int(round(seconds)), 60)
     lines = [f"Time taken (setup, training, evaluation, visualisations): {minutes} min {secs:02d} s"]
     results = results or {}
     # DefaultTrainer.test returns {task: metrics} for one test set, {dataset: {task: metrics}} for several
     if "segm" in results or "bbox" in results:
-        results = {cfg.DATASETS.TEST[0]: results}
+        results = {test_names[0] if test_names else "the test set": results}
     for name, res in results.items():
         if not isinstance(res, dict):
             continue
@@ -124,7 +183,7 @@ def print_summary(cfg, results, seconds, vis_dir=None, curves=None):
         lines.append(f"Visualisations of predictions (ground truth | prediction): {vis_dir}")
     if curves:
         lines.append(f"Training curves: {curves}")
-    metrics = os.path.join(cfg.OUTPUT_DIR, "metrics.json")
+    metrics = os.path.join(output_dir, "metrics.json")
     if os.path.isfile(metrics):
         lines.append(f"Metrics: {os.path.abspath(metrics)}")
     print("\n".join(lines))
@@ -132,6 +191,8 @@ def print_summary(cfg, results, seconds, vis_dir=None, curves=None):
 
 def main(args):
     start = time.perf_counter()
+    if is_lazy_config(args.config_file):
+        return main_lazy(args, start)
     cfg = setup(args)
     try:
         return train_or_evaluate(cfg, args, start)
@@ -155,7 +216,7 @@ def train_or_evaluate(cfg, args, start):
             verify_results(cfg, results)
         vis_dir = visualize(cfg, model, args.num_vis)
         if comm.is_main_process():
-            print_summary(cfg, results, time.perf_counter() - start, vis_dir)
+            print_summary(cfg.OUTPUT_DIR, cfg.DATASETS.TEST, results, time.perf_counter() - start, vis_dir)
         return results
 
     if not _resumable(cfg, args):
@@ -168,7 +229,8 @@ def train_or_evaluate(cfg, args, start):
     model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
     vis_dir = visualize(cfg, model, args.num_vis)
     if comm.is_main_process():
-        print_summary(cfg, results, time.perf_counter() - start, vis_dir, plot_curves(cfg))
+        seconds = time.perf_counter() - start
+        print_summary(cfg.OUTPUT_DIR, cfg.DATASETS.TEST, results, seconds, vis_dir, plot_curves(cfg.OUTPUT_DIR))
     return results
 
 

@@ -6,7 +6,6 @@ the two rules of :class:`YolactDatasetMapper`. Image reading and annotation help
 """
 import copy
 import logging
-import math
 from typing import List, Optional, Tuple, Union
 
 import numpy as np
@@ -28,11 +27,11 @@ from .detection_utils import (
     transform_annotation,
 )
 from .transforms import (
-    MIN_CROP_SCALE,
     YolactAugInput,
     build_yolact_test_augmentation,
     build_yolact_train_augmentation,
     input_image_size,
+    max_train_input_size,
 )
 
 __all__ = ["SKIPPED_IMAGES_KEY", "YolactDatasetMapper"]
@@ -152,7 +151,7 @@ class YolactDatasetMapper:
             "degenerate_box_threshold": degenerate_box_side(input_image_size(cfg)),
             "skip_bad_images": bool(cfg.DATALOADER.get("SKIP_BAD_IMAGES", False)),
             "num_classes": cfg.MODEL.YOLACT.NUM_CLASSES if "YOLACT" in cfg.MODEL else None,
-            "max_input_size": int(math.ceil(input_image_size(cfg) / MIN_CROP_SCALE)) if is_train else None,
+            "max_input_size": max_train_input_size(input_image_size(cfg)) if is_train else None,
             "box_source": cfg.INPUT.get("GT_BOX_SOURCE", "json"),
         }
 

@@ -14,7 +14,9 @@ from ..data.dataset_mapper import YolactDatasetMapper
 from ..utils.errors import ConfigError, DataError
 from .hooks import BadImageTally
 
-__all__ = ["DATASET_MAPPERS", "build_dataset_mapper", "build_train_loader", "build_test_loader"]
+__all__ = [
+    "DATASET_MAPPERS", "build_dataset_mapper", "build_train_loader", "build_yolact_train_loader", "build_test_loader",
+]
 
 DATASET_MAPPERS = {"yolact": YolactDatasetMapper, "detectron2": DatasetMapper}
 
@@ -47,9 +49,22 @@ def build_train_loader(cfg):
         _explain_empty_training_set(cfg)
         raise
     check_num_classes(cfg, cfg.DATASETS.TRAIN)  # metadata is complete once the dicts are loaded
+    return _tallied(dataset, mapper, lambda: build_detection_train_loader(cfg, mapper=mapper, dataset=dataset))
+
+
+def build_yolact_train_loader(dataset, *, mapper, total_batch_size: int, **kwargs):
+    """Detectron2's ``build_detection_train_loader(dataset=..., mapper=..., total_batch_size=..., **kwargs)``
+    for LazyConfigs, with what :func:`build_train_loader` adds: with the YOLACT mapper, the loader stops
+    (instead of looping) when every image is bad and counts the skipped ones (``BadImageTally``)."""
+    return _tallied(dataset, mapper, lambda: build_detection_train_loader(
+        dataset=dataset, mapper=mapper, total_batch_size=total_batch_size, **kwargs
+    ))
+
+
+def _tallied(dataset, mapper, build):
     if isinstance(mapper, YolactDatasetMapper):
         mapper.dataset_size = len(dataset)  # to stop, not loop, when every image is bad
-    loader = build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
+    loader = build()
     return BadImageTally(loader) if isinstance(mapper, YolactDatasetMapper) else loader
 
 

@@ -19,6 +19,7 @@ import logging
 from detectron2.engine import DefaultTrainer
 
 from ..utils.errors import ConfigError
+from .lr_schedule import scaled_schedule
 
 __all__ = ["scale_schedule_to_batch"]
 
@@ -56,21 +57,23 @@ def scale_schedule_to_batch(cfg, world_size: int):
 
 
 def _scaled(cfg, factor: float):
-    max_iter = int(cfg.SOLVER.MAX_ITER // factor)
-    if max_iter < 1:
+    s = cfg.SOLVER
+    scaled = scaled_schedule(
+        s.IMS_PER_BATCH, reference_batch_size=s.REFERENCE_IMS_PER_BATCH, base_lr=s.BASE_LR, max_iter=s.MAX_ITER,
+        steps=s.STEPS, warmup_iters=s.WARMUP_ITERS, warmup_factor=s.WARMUP_FACTOR,
+    )
+    if scaled["max_iter"] < 1:
         raise ConfigError(
-            f"SOLVER.MAX_ITER {cfg.SOLVER.MAX_ITER}",
-            f"scaled to SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} (// {factor:g}) leaves no iteration",
+            f"SOLVER.MAX_ITER {s.MAX_ITER}",
+            f"scaled to SOLVER.IMS_PER_BATCH {s.IMS_PER_BATCH} (// {factor:g}) leaves no iteration",
             fix="raise SOLVER.MAX_ITER, or set SOLVER.REFERENCE_IMS_PER_BATCH 0 to use the keys as written",
         )
     cfg = cfg.clone()
     frozen = cfg.is_frozen()
     cfg.defrost()
     s = cfg.SOLVER
-    s.BASE_LR = s.BASE_LR * factor
-    s.MAX_ITER = max_iter
-    s.STEPS = tuple(int(step // factor) for step in s.STEPS)
-    s.WARMUP_FACTOR = s.WARMUP_FACTOR / factor
+    s.BASE_LR, s.MAX_ITER, s.STEPS = scaled["lr"], scaled["max_iter"], scaled["steps"]
+    s.WARMUP_ITERS, s.WARMUP_FACTOR = scaled["warmup_iters"], scaled["warmup_factor"]
     if frozen:
         cfg.freeze()
     return cfg

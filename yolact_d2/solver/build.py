@@ -1,11 +1,14 @@
 """The optimizer of ``SOLVER.OPTIMIZER`` with ``SOLVER.CLIP_GRADIENTS`` (docs/MODEL.md §8)."""
+from typing import Dict, Optional
+
 import torch
 
+from detectron2.config import CfgNode as CN
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
 from ..utils.errors import ConfigError
 
-__all__ = ["build_optimizer", "with_foreach_norm_clipping"]
+__all__ = ["build_optimizer", "make_optimizer", "with_foreach_norm_clipping"]
 
 
 def with_foreach_norm_clipping(optimizer_cls, max_norm: float, norm_type: float):
@@ -29,7 +32,8 @@ def with_foreach_norm_clipping(optimizer_cls, max_norm: float, norm_type: float)
 
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     """``SOLVER.OPTIMIZER``: "SGD" (the original's, Detectron2's default) or "ADAMW"; both with
-    Detectron2's per-parameter weight decay and LR factors and ``SOLVER.CLIP_GRADIENTS``."""
+    Detectron2's per-parameter weight decay and LR factors and ``SOLVER.CLIP_GRADIENTS``
+    (:func:`make_optimizer`, which the LazyConfigs call)."""
     params = get_default_optimizer_params(
         model,
         base_lr=cfg.SOLVER.BASE_LR,
@@ -37,18 +41,49 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
         bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
         weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
     )
-    name = cfg.SOLVER.OPTIMIZER.upper()
-    if name == "SGD":
-        optimizer_cls, kwargs = torch.optim.SGD, {"momentum": cfg.SOLVER.MOMENTUM, "nesterov": cfg.SOLVER.NESTEROV}
-    elif name == "ADAMW":
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    return make_optimizer(
+        params,
+        name=cfg.SOLVER.OPTIMIZER,
+        lr=cfg.SOLVER.BASE_LR,
+        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+        momentum=cfg.SOLVER.MOMENTUM,
+        nesterov=cfg.SOLVER.NESTEROV,
+        clip_gradients={"clip_type": clip.CLIP_TYPE, "clip_value": clip.CLIP_VALUE, "norm_type": clip.NORM_TYPE}
+        if clip.ENABLED else None,
+    )
+
+
+def make_optimizer(
+    params,
+    *,
+    name: str = "SGD",
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    clip_gradients: Optional[Dict] = None,
+) -> torch.optim.Optimizer:
+    """The optimizer ``name`` ("SGD" or "ADAMW", ``SOLVER.OPTIMIZER``) over ``params`` (e.g. Detectron2's
+    ``get_default_optimizer_params``). ``clip_gradients``: None, or ``SOLVER.CLIP_GRADIENTS``'s keys in lower
+    case (``clip_type`` "norm" or "value", ``clip_value``, ``norm_type``)."""
+    kind = str(name).upper()
+    if kind == "SGD":
+        optimizer_cls, kwargs = torch.optim.SGD, {"momentum": momentum, "nesterov": nesterov}
+    elif kind == "ADAMW":
         # fused: one kernel for the whole update, the same AdamW arithmetic (float rounding aside);
         # 7 % less per iteration of the synthetic config on CPU (docs/BENCHMARKS.md, main job).
         optimizer_cls, kwargs = torch.optim.AdamW, {"fused": True}
     else:
-        raise ConfigError(f"SOLVER.OPTIMIZER must be 'SGD' or 'ADAMW', got {cfg.SOLVER.OPTIMIZER!r}")
-    clip = cfg.SOLVER.CLIP_GRADIENTS
-    if clip.ENABLED and clip.CLIP_TYPE == "norm":
-        optimizer_cls = with_foreach_norm_clipping(optimizer_cls, clip.CLIP_VALUE, clip.NORM_TYPE)
-    else:
-        optimizer_cls = maybe_add_gradient_clipping(cfg, optimizer_cls)
-    return optimizer_cls(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **kwargs)
+        raise ConfigError(f"SOLVER.OPTIMIZER must be 'SGD' or 'ADAMW', got {name!r}")
+    clip = dict(clip_gradients or {})
+    if clip and clip.get("clip_type", "value") == "norm":
+        optimizer_cls = with_foreach_norm_clipping(optimizer_cls, clip["clip_value"], clip.get("norm_type", 2.0))
+    elif clip:
+        # Detectron2's own clipping, configured through the SOLVER.CLIP_GRADIENTS node it reads
+        solver = CN({"CLIP_GRADIENTS": CN({
+            "ENABLED": True, "CLIP_TYPE": clip.get("clip_type", "value"), "CLIP_VALUE": clip["clip_value"],
+            "NORM_TYPE": clip.get("norm_type", 2.0),
+        })})
+        optimizer_cls = maybe_add_gradient_clipping(CN({"SOLVER": solver}), optimizer_cls)
+    return optimizer_cls(params, lr=lr, weight_decay=weight_decay, **kwargs)

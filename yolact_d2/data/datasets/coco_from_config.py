@@ -13,7 +13,7 @@ import math
 import os
 from collections import defaultdict
 from numbers import Real
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
@@ -31,7 +31,13 @@ from ..annotation_checks import (
 )
 
 __all__ = [
-    "register_datasets_from_config", "load_coco_instances", "DatasetNameConflictError", "LoadReport", "load_report",
+    "register_datasets_from_config",
+    "register_coco_instances_list",
+    "coco_instances_dataset_dicts",
+    "load_coco_instances",
+    "DatasetNameConflictError",
+    "LoadReport",
+    "load_report",
 ]
 
 logger = logging.getLogger(__name__)
@@ -83,11 +89,18 @@ def register_datasets_from_config(cfg) -> list:
     :class:`ConfigError` naming both sources, unless the name is in
     ``DATASETS.COCO_INSTANCES_REPLACE``: then it is re-registered with a warning. Malformed entries
     and missing paths are a :class:`ConfigError` naming the key and the entry."""
-    replace = set(str(n) for n in cfg.DATASETS.get("COCO_INSTANCES_REPLACE", ()))
+    return register_coco_instances_list(cfg.DATASETS.COCO_INSTANCES, cfg.DATASETS.get("COCO_INSTANCES_REPLACE", ()))
+
+
+def register_coco_instances_list(entries, replace=(), key_name: str = "DATASETS.COCO_INSTANCES") -> list:
+    """:func:`register_datasets_from_config` for a list of ``[name, json_file, image_root]`` entries and
+    the names allowed to replace a registration (``DATASETS.COCO_INSTANCES_REPLACE``); ``key_name``
+    names the list in errors (a LazyConfig's key)."""
+    replace = set(str(n) for n in replace)
     names = []
-    for i, entry in enumerate(cfg.DATASETS.COCO_INSTANCES):
-        key = f"DATASETS.COCO_INSTANCES[{i}]"
-        if not isinstance(entry, (list, tuple)) or len(entry) != 3:
+    for i, entry in enumerate(entries):
+        key = f"{key_name}[{i}]"
+        if isinstance(entry, str) or not isinstance(entry, Sequence) or len(entry) != 3:
             raise ConfigError(f"{key} must be [name, json_file, image_root], got {entry!r}")
         name, json_file, image_root = (str(x) for x in entry)
         cause = unreadable_file_cause(json_file)
@@ -98,7 +111,7 @@ def register_datasets_from_config(cfg) -> list:
         if not os.path.isdir(image_root):
             raise ConfigError(f"{key} ('{name}'): image root not found: {image_root}")
         if name in names:
-            raise ConfigError(f"{key}: the name '{name}' appears twice in DATASETS.COCO_INSTANCES")
+            raise ConfigError(f"{key}: the name '{name}' appears twice in {key_name}")
         if name not in DatasetCatalog.list():
             _register(name, json_file, image_root)
         elif not _same_files(name, json_file, image_root):
@@ -388,3 +401,13 @@ def load_coco_instances(json_file: str, image_root: str, dataset_name: Optional[
         f"annotations from {json_file}"
     )
     return records
+
+
+def coco_instances_dataset_dicts(names, coco_instances=(), filter_empty: bool = True) -> List[dict]:
+    """Detectron2's ``get_detection_dataset_dicts(names, filter_empty)`` after registering
+    ``coco_instances`` (``[name, json_file, image_root]`` entries, as ``DATASETS.COCO_INSTANCES``): a
+    LazyConfig's ``dataset`` that brings its own COCO-format data, with no code to run first."""
+    from detectron2.data import get_detection_dataset_dicts
+
+    register_coco_instances_list(coco_instances, key_name="dataset.coco_instances")
+    return get_detection_dataset_dicts(names, filter_empty=filter_empty)

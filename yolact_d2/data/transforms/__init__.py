@@ -17,7 +17,14 @@ Modules: ``base`` (the AugInput, float32), ``photometric``, ``geometry`` (expand
 ``ssd_crop`` and ``build`` (the lists built from the config).
 """
 from .base import YolactAugInput
-from .build import build_yolact_test_augmentation, build_yolact_train_augmentation, input_image_size
+from .build import (
+    build_yolact_test_augmentation,
+    build_yolact_train_augmentation,
+    input_image_size,
+    max_train_input_size,
+    yolact_test_augmentation,
+    yolact_train_augmentation,
+)
 from .geometry import (
     CV2ResizeTransform,
     ExpandTransform,
@@ -47,4 +54,7 @@ __all__ = [
     "build_yolact_train_augmentation",
     "build_yolact_test_augmentation",
     "input_image_size",
+    "yolact_train_augmentation",
+    "yolact_test_augmentation",
+    "max_train_input_size",
 ]

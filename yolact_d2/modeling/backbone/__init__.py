@@ -1,5 +1,5 @@
 from .fpn import YolactFPN, build_yolact_resnet_fpn_backbone
-from .resnet_dcn import DCNv2BottleneckBlock, build_yolact_resnet_backbone, deformable_blocks
+from .resnet_dcn import DCNv2BottleneckBlock, build_yolact_resnet_backbone, deformable_blocks, make_yolact_resnet_stages
 
 __all__ = [
     "YolactFPN",
@@ -7,4 +7,5 @@ __all__ = [
     "DCNv2BottleneckBlock",
     "build_yolact_resnet_backbone",
     "deformable_blocks",
+    "make_yolact_resnet_stages",
 ]

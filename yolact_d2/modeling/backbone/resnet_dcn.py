@@ -26,7 +26,10 @@ from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, Bottlenec
 from ...layers.deform_conv import ModulatedDeformConv2d
 from ...utils.errors import ConfigError
 
-__all__ = ["DCNv2BottleneckBlock", "deformable_blocks", "build_yolact_resnet_backbone", "BASIC_BLOCK_DEPTHS"]
+__all__ = [
+    "DCNv2BottleneckBlock", "deformable_blocks", "make_yolact_resnet_stages", "build_yolact_resnet_backbone",
+    "BASIC_BLOCK_DEPTHS",
+]
 
 _BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
 BASIC_BLOCK_DEPTHS = (18, 34)  # ResNets of basic blocks; the others are of bottleneck blocks
@@ -91,55 +94,64 @@ def check_resnet_depth(depth: int) -> None:
         raise ConfigError(f"MODEL.RESNETS.DEPTH must be one of {sorted(_BLOCKS_PER_STAGE)}, got {depth}")
 
 
-@BACKBONE_REGISTRY.register()
-def build_yolact_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
-    """A Detectron2 ``ResNet`` from ``MODEL.RESNETS.*`` (same keys and semantics as Detectron2's
-    ``build_resnet_backbone``), with :class:`DCNv2BottleneckBlock` where
-    ``MODEL.RESNETS.DEFORM_ON_PER_STAGE`` and ``MODEL.YOLACT.DEFORM_INTERVAL`` say so."""
-    r = cfg.MODEL.RESNETS
-    depth = r.DEPTH
+def make_yolact_resnet_stages(
+    depth: int,
+    *,
+    norm: str = "BN",
+    stride_in_1x1: bool = False,
+    num_groups: int = 1,
+    width_per_group: int = 64,
+    stem_out_channels: int = 64,
+    res2_out_channels: int = 256,
+    res5_dilation: int = 1,
+    deform_on_per_stage=(False, False, False, False),
+    deform_modulated: bool = True,
+    deform_interval: int = 1,
+    deform_num_groups: int = 1,
+) -> List[list]:
+    """The blocks of res2..res5 for Detectron2's ``ResNet(stem, stages, ...)``: one list per stage,
+    with :class:`DCNv2BottleneckBlock` where ``deform_on_per_stage`` and ``deform_interval`` say so.
+    Arguments are the ``MODEL.RESNETS.*`` keys in lower case (``deform_interval``:
+    ``MODEL.YOLACT.DEFORM_INTERVAL``); the yaml builder and the LazyConfigs both build with it."""
     check_resnet_depth(depth)
-    deform_on = list(r.DEFORM_ON_PER_STAGE)
+    deform_on = list(deform_on_per_stage)
     if len(deform_on) != 4:
         raise ConfigError(f"MODEL.RESNETS.DEFORM_ON_PER_STAGE needs 4 entries (res2..res5), got {deform_on}")
-    if any(deform_on) and not r.DEFORM_MODULATED:
+    if any(deform_on) and not deform_modulated:
         raise ConfigError(
             "MODEL.RESNETS.DEFORM_MODULATED False (DCNv1) is not supported; YOLACT++ uses modulated "
             "deformable convolutions (DCNv2): set it to True"
         )
-    interval = cfg.MODEL.YOLACT.DEFORM_INTERVAL
-    if r.RES5_DILATION not in (1, 2):
-        raise ConfigError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {r.RES5_DILATION}")
+    if res5_dilation not in (1, 2):
+        raise ConfigError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {res5_dilation}")
     basic = depth in BASIC_BLOCK_DEPTHS
-    if basic and (any(deform_on) or r.RES5_DILATION != 1 or r.NUM_GROUPS != 1):
+    if basic and (any(deform_on) or res5_dilation != 1 or num_groups != 1):
         raise ConfigError(
             "R-18/R-34 have basic blocks: they need MODEL.RESNETS.RES5_DILATION 1, NUM_GROUPS 1 and no "
             "deformable stages (DEFORM_ON_PER_STAGE all False)"
         )
-
-    stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
-    in_channels = r.STEM_OUT_CHANNELS
-    out_channels = r.RES2_OUT_CHANNELS
-    bottleneck_channels = r.NUM_GROUPS * r.WIDTH_PER_GROUP
+    in_channels = stem_out_channels
+    out_channels = res2_out_channels
+    bottleneck_channels = num_groups * width_per_group
     stages = []
     for idx, num_blocks in enumerate(_BLOCKS_PER_STAGE[depth]):
-        dilation = r.RES5_DILATION if idx == 3 else 1
+        dilation = res5_dilation if idx == 3 else 1
         first_stride = 1 if idx == 0 or dilation == 2 else 2
         blocks = []
-        for i, deform in enumerate(deformable_blocks(num_blocks, deform_on[idx], interval)):
-            kwargs = {"stride": first_stride if i == 0 else 1, "norm": r.NORM}
+        for i, deform in enumerate(deformable_blocks(num_blocks, deform_on[idx], deform_interval)):
+            kwargs = {"stride": first_stride if i == 0 else 1, "norm": norm}
             if basic:
                 block_class = BasicBlock
             else:
                 kwargs.update(
                     bottleneck_channels=bottleneck_channels,
-                    num_groups=r.NUM_GROUPS,
-                    stride_in_1x1=r.STRIDE_IN_1X1,
+                    num_groups=num_groups,
+                    stride_in_1x1=stride_in_1x1,
                     dilation=dilation,
                 )
                 if deform:
                     block_class = DCNv2BottleneckBlock
-                    kwargs["deform_num_groups"] = r.DEFORM_NUM_GROUPS
+                    kwargs["deform_num_groups"] = deform_num_groups
                 else:
                     block_class = BottleneckBlock
             blocks.append(block_class(in_channels if i == 0 else out_channels, out_channels, **kwargs))
@@ -147,4 +159,29 @@ def build_yolact_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
         in_channels = out_channels
         out_channels *= 2
         bottleneck_channels *= 2
+    return stages
+
+
+@BACKBONE_REGISTRY.register()
+def build_yolact_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
+    """A Detectron2 ``ResNet`` from ``MODEL.RESNETS.*`` (same keys and semantics as Detectron2's
+    ``build_resnet_backbone``), with :class:`DCNv2BottleneckBlock` where
+    ``MODEL.RESNETS.DEFORM_ON_PER_STAGE`` and ``MODEL.YOLACT.DEFORM_INTERVAL`` say so."""
+    r = cfg.MODEL.RESNETS
+    # the stem first: the order of random initialisation of a given seed stays the same
+    stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
+    stages = make_yolact_resnet_stages(
+        r.DEPTH,
+        norm=r.NORM,
+        stride_in_1x1=r.STRIDE_IN_1X1,
+        num_groups=r.NUM_GROUPS,
+        width_per_group=r.WIDTH_PER_GROUP,
+        stem_out_channels=r.STEM_OUT_CHANNELS,
+        res2_out_channels=r.RES2_OUT_CHANNELS,
+        res5_dilation=r.RES5_DILATION,
+        deform_on_per_stage=r.DEFORM_ON_PER_STAGE,
+        deform_modulated=r.DEFORM_MODULATED,
+        deform_interval=cfg.MODEL.YOLACT.DEFORM_INTERVAL,
+        deform_num_groups=r.DEFORM_NUM_GROUPS,
+    )
     return ResNet(stem, stages, out_features=r.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
