@@ -74,6 +74,12 @@ def _check_export_args(args, cfg):
     if args.opset is not None and not MIN_ONNX_OPSET <= args.opset <= ONNX_MAX_OPSET:
         raise ConfigError(f"--opset {args.opset}", f"this torch's ONNX exporter writes opsets "
                           f"{MIN_ONNX_OPSET} to {ONNX_MAX_OPSET}", "use --opset 19, the default")
+    from yolact_d2.layers.deform_conv import ONNX_DEFORM_CONV_MIN_OPSET
+
+    # YOLACT++ (deformable stages in the config): before the weights are loaded or anything is built
+    if (args.format == "onnx" and args.opset is not None and args.opset < ONNX_DEFORM_CONV_MIN_OPSET
+            and any(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE)):
+        raise _deform_conv_opset_error(args.opset)
     mode = cfg.INPUT.TEST_RESIZE_MODE
     if not args.dynamic and mode != "squash":
         fix = "add --dynamic, or " if args.format == "onnx" else ""
@@ -84,19 +90,25 @@ def _check_export_args(args, cfg):
         )
 
 
-def _check_opset_for_model(args, model):
-    """YOLACT++'s deformable convolutions need opset 19 (DeformConv)."""
-    from yolact_d2.layers.deform_conv import ONNX_DEFORM_CONV_MIN_OPSET, DeformConvExportError, check_onnx_exportable
+def _deform_conv_opset_error(opset):
+    from yolact_d2.layers.deform_conv import ONNX_DEFORM_CONV_MIN_OPSET
     from yolact_d2.utils.errors import ConfigError
+
+    return ConfigError(
+        f"--opset {opset}",
+        f"this model has deformable convolutions (YOLACT++), whose ONNX DeformConv needs opset >= "
+        f"{ONNX_DEFORM_CONV_MIN_OPSET}", f"use --opset {ONNX_DEFORM_CONV_MIN_OPSET}",
+    )
+
+
+def _check_opset_for_model(args, model):
+    """YOLACT++'s deformable convolutions need opset 19 (DeformConv); the model is the final word."""
+    from yolact_d2.layers.deform_conv import DeformConvExportError, check_onnx_exportable
 
     try:
         check_onnx_exportable(model, opset_version=args.opset, dynamo=True)
     except DeformConvExportError:
-        raise ConfigError(
-            f"--opset {args.opset}",
-            f"this model has deformable convolutions (YOLACT++), whose ONNX DeformConv needs opset >= "
-            f"{ONNX_DEFORM_CONV_MIN_OPSET}", f"use --opset {ONNX_DEFORM_CONV_MIN_OPSET}",
-        ) from None
+        raise _deform_conv_opset_error(args.opset) from None
 
 
 def _calibration_reader(cfg, args):
