@@ -63,9 +63,16 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+# Longest error line printed: a message quoting a value from a hostile file stays readable.
+MAX_ERROR_LINE = 2000
+
+
 def format_user_error(exc: BaseException) -> str:
-    """The one line printed for a known user error (newlines in the message folded)."""
+    """The one line printed for a known user error (newlines in the message folded, at most
+    MAX_ERROR_LINE characters)."""
     text = " ".join(str(exc).split())
+    if len(text) > MAX_ERROR_LINE:
+        text = f"{text[:MAX_ERROR_LINE - 40]}... ({len(text):,} characters in all)"
     return f"error: {text}"
 
 
