@@ -7,8 +7,8 @@ or int8) on one dataset, with the agreement of each ONNX model's detections with
         [--dataset yolact_synthetic_val] [--threads 2] [--max-images N] [--json OUT] [KEY VALUE ...]
 
 Models: the PyTorch model of ``--weights`` (``YolactPredictor``; omit ``--weights`` to evaluate
-ONNX files only, the post-processing then uses cfg ``MODEL.WEIGHTS`` or a random init, which only
-matters for YOLACT++'s mask re-scoring) and every ``--onnx`` file (``YolactONNXPredictor``), in
+ONNX files only, the post-processing then uses cfg ``MODEL.WEIGHTS``, needed only for YOLACT++'s
+mask re-scoring) and every ``--onnx`` file (``YolactONNXPredictor``), in
 that order. Every image of ``--dataset`` (default ``DATASETS.TEST[0]``; your own data through
 ``DATASETS.COCO_INSTANCES``) goes through the YOLACT test mapper once and then through every model;
 each model has its own Detectron2 ``COCOEvaluator`` (``YolactCOCOEvaluator``).
@@ -64,13 +64,24 @@ def build(args):
     if args.weights is not None:
         torch_predictor = YolactPredictor(cfg)
         models.append(("torch", lambda d: torch_predictor.model([d])[0]))
+        check_dataset_classes(torch_predictor, dataset)
     for path in args.onnx:
         if not os.path.isfile(path):
             raise ConfigError("--onnx", f"file not found: {path}")
         predictor = YolactONNXPredictor(cfg, path, num_threads=args.threads)
+        check_dataset_classes(predictor, dataset)
         label = os.path.basename(path) + (" (int8)" if predictor.quantization else "")
         models.append((label, predictor.predict_inputs))
     return cfg, dataset, models
+
+
+def check_dataset_classes(predictor, dataset):
+    """The classes the checkpoint records are the dataset's, in the same order (else every AP is
+    of other classes); a COCO json is loaded here to read its classes."""
+    from yolact_d2.config_checks import check_class_names, check_num_classes
+
+    check_num_classes(predictor.cfg, [dataset], "--dataset")  # also loads a json dataset's classes
+    check_class_names(predictor.class_names, f"the checkpoint {predictor.cfg.MODEL.WEIGHTS}", [dataset], "--dataset")
 
 
 def evaluate(cfg, dataset, models, max_images=None, agreement_score=0.3):

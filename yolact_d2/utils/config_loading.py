@@ -9,6 +9,7 @@ from typing import Iterator, Optional, Sequence
 import yaml
 
 from ..config import add_yolact_config
+from ..config_checks import record_command_line_keys
 from .config_yaml import load_config_with_base, not_a_mapping, safe_load_config_text
 from .errors import ConfigError
 
@@ -182,6 +183,7 @@ def setup_cfg(config_file: Optional[str] = None, opts: Sequence = (), freeze: bo
     if config_file is not None:
         merge_config_file(cfg, config_file)
     merge_config_list(cfg, opts)
+    record_command_line_keys(cfg, list(opts)[0::2])  # the inference tools' class count: YolactPredictor
     if freeze:
         cfg.freeze()
     return cfg

@@ -15,6 +15,7 @@ tag such as ``!!python/object/apply:os.system``, which runs the named function; 
 """
 import os
 import urllib.parse
+import urllib.request
 from typing import Any, Dict, List, Optional
 
 import yaml
@@ -116,8 +117,6 @@ def _download(url: str) -> str:
     """The text at ``url``: http(s) with a bounded wait and size, other schemes through Detectron2's
     PathManager (``detectron2://`` and the like)."""
     if urllib.parse.urlsplit(url).scheme.lower() in ("http", "https"):
-        import urllib.request
-
         try:
             with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:  # noqa: S310 (opted in)
                 data = response.read(MAX_REMOTE_BYTES + 1)
