@@ -30,6 +30,7 @@ import logging
 import os
 import shutil
 from typing import Any, Dict, List, Optional
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -54,7 +55,7 @@ _BACKBONE_PREFIX = "backbone.bottom_up."
 # is refused outside training).
 RANDOM_WEIGHTS = "random"
 # Class-dependent layers: output channels that follow MODEL.YOLACT.NUM_CLASSES.
-_CLASS_LAYERS = ("head.cls_score.", "maskiou_net.", "semantic_seg.")
+_CLASS_LAYERS = ("head.cls_score.", "maskiou_net.", "sem_seg_head.")
 
 
 def wants_random_weights(path: str) -> bool:
@@ -249,23 +250,22 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         finally:
             self._loading_path = None
             self._loading_checkpointables = None
+            self._parsed_url_during_load = None  # Detectron2 resets it only after a load that succeeded
 
     def read(self, path: str) -> Dict[str, Any]:
         """The checkpoint file ``path`` as loaded (safely), before any model is involved, e.g. to read
         its recorded classes; the next :meth:`load` of ``path`` uses it without reading the file again."""
         if not path:
             raise _empty_weights_error()
-        if not os.path.isfile(path):
-            local = self.path_manager.get_local_path(path)
-            if not os.path.isfile(local):
-                raise UserError(f"Checkpoint {path}", "no such file", fix="check MODEL.WEIGHTS")
-        else:
-            local = path
-        self._loading_path = path
+        parsed = urlparse(path)  # as DetectionCheckpointer.load: a ?matching_heuristics=True query
+        local = self.path_manager.get_local_path(parsed._replace(query="").geturl())
+        if not os.path.isfile(local):
+            raise UserError(f"Checkpoint {path}", "no such file", fix="check MODEL.WEIGHTS")
+        self._loading_path, self._parsed_url_during_load = path, parsed
         try:
             data = self._load_file(local)
         finally:
-            self._loading_path = None
+            self._loading_path, self._parsed_url_during_load = None, None
         self._preloaded = (local, data)
         return data
 
@@ -359,7 +359,9 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         """Inference: every model parameter and buffer must come from the checkpoint."""
         wrong = [(_strip_module(k), a, b) for k, a, b in incompatible.incorrect_shapes
                  if not k.endswith("num_batches_tracked")]
-        missing = [_strip_module(k) for k in incompatible.missing_keys if not k.endswith("num_batches_tracked")]
+        skipped = {k for k, *_ in wrong}  # fvcore also lists them as missing
+        missing = [k for k in map(_strip_module, incompatible.missing_keys)
+                   if not k.endswith("num_batches_tracked") and k not in skipped]
         if not wrong and not missing:
             return
         counts = ""
@@ -392,19 +394,24 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
             shape = tuple(getattr(value, "shape", ()))
             if ours is not None and tuple(ours.shape) != shape:
                 problems.append((_strip_module(key), shape, tuple(ours.shape)))
-        missing = [k for k in model_state if k not in {_strip_module(k) for k in theirs}
-                   and not k.endswith("num_batches_tracked")]
+        their_keys = {_strip_module(k) for k in theirs if not k.endswith("num_batches_tracked")}
+        our_keys = {k for k in model_state if not k.endswith("num_batches_tracked")}
+        missing, unexpected = sorted(our_keys - their_keys), sorted(their_keys - our_keys)
         fix = ("resume with the config of that run (its OUTPUT_DIR/config.yaml), or start this config in a new "
                "OUTPUT_DIR (MODEL.WEIGHTS that checkpoint fine-tunes from it)")
-        if problems or missing:
-            key, a, b = (problems or [(missing[0], "missing", "")])[0]
+        if problems or missing or unexpected:
             counts = ""
             for k, ta, tb in problems:
                 counts = counts or self._class_counts(k, ta, tb, classes)
-            detail = f"{key} is {a} there and {b} here" if problems else f"{key} is not in it"
+            if problems:
+                key, a, b = problems[0]
+                detail = f"{key} is {a} there and {b} here"
+            else:
+                detail = f"{missing[0]} is not in it" if missing else f"its {unexpected[0]} is not in this model"
             raise IncompatibleCheckpointError(
                 f"--resume: checkpoint {self._path()}", f"was written for another model: {len(problems)} tensors "
-                f"differ in shape and {len(missing)} are missing ({detail}{'; ' + counts if counts else ''})", fix=fix,
+                f"differ in shape, {len(missing)} are missing and {len(unexpected)} are not in this model "
+                f"({detail}{'; ' + counts if counts else ''})", fix=fix,
             )
         self._check_optimizer_state(checkpoint.get("optimizer"), fix)
 
