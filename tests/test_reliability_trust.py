@@ -311,8 +311,9 @@ def _optimizer_checkpoint(cfg, path, model_cfg=None):
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     optimizer.step()
-    state = {"model": build_model(model_cfg or cfg).state_dict(), "optimizer": optimizer.state_dict(),
-             "iteration": 1}
+    # the layout of a DefaultTrainer's checkpoint
+    state = {"model": build_model(model_cfg or cfg).state_dict(),
+             "trainer": {"iteration": 1, "hooks": {}, "_trainer": {"optimizer": optimizer.state_dict()}}}
     torch.save(state, path)
     return path
 
@@ -325,7 +326,17 @@ def test_resume_checks_model_and_optimizer_shapes_before_loading(tmp_path):
     ours = _synthetic_cfg("MODEL.WEIGHTS", "random", "INPUT.IMAGE_SIZE", "128")
     three = _synthetic_cfg("MODEL.WEIGHTS", "random", "INPUT.IMAGE_SIZE", "128", "MODEL.YOLACT.NUM_CLASSES", "3")
     model = build_model(ours)
-    checkpointer = AtomicDetectionCheckpointer(model, str(tmp_path), optimizer=build_optimizer(ours, model))
+
+    class Trainer:  # what the checkpointer reads of a DefaultTrainer
+        optimizer = build_optimizer(ours, model)
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            self.loaded = state
+
+    checkpointer = AtomicDetectionCheckpointer(model, str(tmp_path), trainer=Trainer())
     path = _optimizer_checkpoint(three, str(tmp_path / "three.pth"))
     with pytest.raises(IncompatibleCheckpointError) as info:
         checkpointer.load(path)

@@ -340,7 +340,20 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
             )
 
     def _resuming(self, checkpoint) -> bool:
-        return "optimizer" in self.checkpointables and "optimizer" in self._loaded_parts(checkpoint)
+        """The training state (Detectron2's ``trainer``, or an ``optimizer``) is loaded too: --resume."""
+        return any(k in self._loaded_parts(checkpoint) for k in ("trainer", "optimizer"))
+
+    def _optimizer_and_state(self, checkpoint):
+        """(this run's optimizer, its state in the checkpoint): a DefaultTrainer keeps it under
+        ``trainer/_trainer/optimizer``; (None, None) if either is not there."""
+        if "optimizer" in self.checkpointables:
+            return self.checkpointables["optimizer"], checkpoint.get("optimizer")
+        trainer = self.checkpointables.get("trainer")
+        saved = checkpoint.get("trainer")
+        if trainer is None or not isinstance(saved, dict):
+            return None, None
+        inner = saved.get("_trainer")
+        return getattr(trainer, "optimizer", None), inner.get("optimizer") if isinstance(inner, dict) else None
 
     def _class_counts(self, key: str, checkpoint_shape, model_shape, classes) -> str:
         """`` (the checkpoint has K classes, this config N)`` for a class-dependent layer, else ''."""
@@ -413,11 +426,10 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
                 f"differ in shape, {len(missing)} are missing and {len(unexpected)} are not in this model "
                 f"({detail}{'; ' + counts if counts else ''})", fix=fix,
             )
-        self._check_optimizer_state(checkpoint.get("optimizer"), fix)
+        self._check_optimizer_state(*self._optimizer_and_state(checkpoint), fix)
 
-    def _check_optimizer_state(self, saved, fix: str) -> None:
-        optimizer = self.checkpointables["optimizer"]
-        if not isinstance(saved, dict) or not isinstance(saved.get("param_groups"), list):
+    def _check_optimizer_state(self, optimizer, saved, fix: str) -> None:
+        if optimizer is None or not isinstance(saved, dict) or not isinstance(saved.get("param_groups"), list):
             return
         names = {id(p): _strip_module(n) for n, p in self.model.named_parameters()}
         groups = optimizer.param_groups
