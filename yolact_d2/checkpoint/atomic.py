@@ -56,6 +56,8 @@ _BACKBONE_PREFIX = "backbone.bottom_up."
 RANDOM_WEIGHTS = "random"
 # Class-dependent layers: output channels that follow MODEL.YOLACT.NUM_CLASSES.
 _CLASS_LAYERS = ("head.cls_score.", "maskiou_net.", "sem_seg_head.")
+# Layers inference never runs (the semantic-segmentation loss): converted original checkpoints may lack them.
+_TRAINING_ONLY = ("sem_seg_head.",)
 
 
 def wants_random_weights(path: str) -> bool:
@@ -374,7 +376,7 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
                  if not k.endswith("num_batches_tracked")]
         skipped = {k for k, *_ in wrong}  # fvcore also lists them as missing
         missing = [k for k in map(_strip_module, incompatible.missing_keys)
-                   if not k.endswith("num_batches_tracked") and k not in skipped]
+                   if not k.endswith("num_batches_tracked") and k not in skipped and not k.startswith(_TRAINING_ONLY)]
         if not wrong and not missing:
             return
         counts = ""
