@@ -248,6 +248,12 @@ def test_inference_refuses_a_checkpoint_that_leaves_layers_random(three_class):
     torch.save(partial, named + ".partial.pth")
     with pytest.raises(IncompatibleCheckpointError, match=r"1 are missing from it \(layers head.coeff_pred\)"):
         YolactPredictor(_synthetic_cfg("MODEL.WEIGHTS", named + ".partial.pth", "MODEL.YOLACT.NUM_CLASSES", "3"))
+    # the training-only semantic-segmentation head may be missing (converted original checkpoints)
+    partial = torch.load(named, weights_only=True)
+    for key in [k for k in partial["model"] if k.startswith("sem_seg_head.")]:
+        del partial["model"][key]
+    torch.save(partial, named + ".no_sem_seg.pth")
+    YolactPredictor(_synthetic_cfg("MODEL.WEIGHTS", named + ".no_sem_seg.pth", "MODEL.YOLACT.NUM_CLASSES", "3"))
 
 
 def test_inference_takes_the_class_count_and_names_from_the_checkpoint(three_class):
@@ -384,6 +390,14 @@ def test_train_net_eval_only_refuses_nan_weights_and_resume_refuses_another_clas
     line = _one_error_line(*_run(_train_net_args(coco_dirs, tmp_path / "eval", "--eval-only", "MODEL.WEIGHTS", nan)))
     assert line.startswith(f"error: Checkpoint {nan}: holds NaN or Inf values in 1 tensors "
                            "(model.head.cls_score.weight)")
+    # --eval-only is inference: a checkpoint of another class count is refused, not evaluated with a random head
+    three = _save(_synthetic_cfg("MODEL.WEIGHTS", "random", "INPUT.IMAGE_SIZE", "128", "MODEL.YOLACT.NUM_CLASSES",
+                                 "3"), str(tmp_path / "three.pth"), ["a", "b", "c"])
+    line = _one_error_line(*_run(_train_net_args(coco_dirs, tmp_path / "eval3", "--eval-only", "MODEL.WEIGHTS",
+                                                 three)))
+    assert line.startswith(f"error: Checkpoint {three} does not fit this model: 4 tensors have another shape in it "
+                           "(layers head.cls_score, sem_seg_head.predictor; 3 classes in the checkpoint, "
+                           "MODEL.YOLACT.NUM_CLASSES 6 in the config)"), line
     out = tmp_path / "resume"
     out.mkdir()
     three = _synthetic_cfg("MODEL.WEIGHTS", "random", "INPUT.IMAGE_SIZE", "128", "MODEL.YOLACT.NUM_CLASSES", "3")
