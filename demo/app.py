@@ -270,7 +270,8 @@ def serve(args, workdir: str) -> int:
     cfg = setup_cfg(args.config_file, args.opts)  # one-line errors (YAML syntax, unknown keys)
     min_threshold = float(cfg.MODEL.YOLACT.SCORE_THRESH_TEST)
     predictor = build_predictor(cfg, args.onnx)
-    app = DemoApp(predictor, resolve_metadata(cfg, predictor.class_names), workdir, args.max_pixels)
+    metadata = resolve_metadata(predictor.cfg, predictor.class_names)  # its class count may be the checkpoint's
+    app = DemoApp(predictor, metadata, workdir, args.max_pixels)
     examples = write_examples(app.workdir)
     app.analyse(examples[0], "warm-up")  # the first run is slow (allocations, kernels): not the user's image
     page = build_ui(app, examples, max(args.confidence_threshold, min_threshold), min_threshold)

@@ -13,6 +13,10 @@ logger = logging.getLogger("yolact_demo")
 EPILOG = """
 Runs on CPU with '--opts MODEL.DEVICE cpu' (the config default is cuda).
 
+Weights: MODEL.WEIGHTS is required ('MODEL.WEIGHTS random': an untrained model on purpose). The
+class count and names come from the checkpoint unless MODEL.YOLACT.NUM_CLASSES is given in --opts;
+the config that fits a run's checkpoints is that run's OUTPUT_DIR/config.yaml.
+
 Outputs:
   images: --output is a folder for several inputs, a folder or a glob (one <name>.png per
           input, <name>_<ext>.png when two inputs share a name); for a single file it is the PNG

@@ -12,11 +12,12 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 
 def yolact_cfg(config_file="Base-YOLACT.yaml", opts=()):
-    """A frozen-free cfg with the yolact keys, merged from a file under configs/, on the CPU unless
-    ``opts`` say otherwise."""
+    """A frozen-free cfg with the yolact keys, merged from a file under configs/, on the CPU and with
+    random weights on purpose (``MODEL.WEIGHTS random``) unless ``opts`` say otherwise."""
     from yolact_d2.utils.config_loading import setup_cfg
 
-    return setup_cfg(os.path.join(CONFIG_DIR, config_file), ["MODEL.DEVICE", "cpu", *opts], freeze=False)
+    opts = ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "random", *opts]
+    return setup_cfg(os.path.join(CONFIG_DIR, config_file), opts, freeze=False)
 
 
 def tiny_cfg(num_classes=3, image_size=128, opts=()):

@@ -44,6 +44,7 @@ def stock_cfg(tmp_path):
         "DATALOADER.NUM_WORKERS", 0, "SOLVER.IMS_PER_BATCH", 2, "SOLVER.MAX_ITER", 2,
         "SOLVER.BASE_LR", 1e-4, "SOLVER.WARMUP_ITERS", 1, "SOLVER.CHECKPOINT_PERIOD", 100,
         "OUTPUT_DIR", str(tmp_path / "out"),
+        "MODEL.WEIGHTS", "",  # stock Detectron2 loads nothing for an empty path ('random' is yolact_d2's)
     ])
     yield cfg
     DatasetCatalog.remove(name)

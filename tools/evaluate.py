@@ -73,13 +73,24 @@ def build(args):
             torch_predictor = YolactPredictor(cfg, precision=precision.strip())
             label = "torch" if torch_predictor.precision == "fp32" else f"torch {torch_predictor.precision}"
             models.append((label, lambda d, p=torch_predictor: p.model([d])[0]))
+            check_dataset_classes(torch_predictor, dataset)
     for path in args.onnx:
         if not os.path.isfile(path):
             raise ConfigError("--onnx", f"file not found: {path}")
         predictor = YolactONNXPredictor(cfg, path, num_threads=args.threads)
+        check_dataset_classes(predictor, dataset)
         label = os.path.basename(path) + (" (int8)" if predictor.quantization else "")
         models.append((label, predictor.predict_inputs))
     return cfg, dataset, models
+
+
+def check_dataset_classes(predictor, dataset):
+    """The classes the checkpoint records are the dataset's, in the same order (else every AP is
+    of other classes); a COCO json is loaded here to read its classes."""
+    from yolact_d2.config_checks import check_class_names, check_num_classes
+
+    check_num_classes(predictor.cfg, [dataset], "--dataset")  # also loads a json dataset's classes
+    check_class_names(predictor.class_names, f"the checkpoint {predictor.cfg.MODEL.WEIGHTS}", [dataset], "--dataset")
 
 
 def evaluate(cfg, dataset, models, max_images=None, agreement_score=0.3):

@@ -29,7 +29,10 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--format", required=True, choices=["onnx", "torchscript"])
     parser.add_argument("--config-file", required=True)
-    parser.add_argument("--weights", default=None, help="checkpoint (default: cfg MODEL.WEIGHTS; empty = random init)")
+    parser.add_argument(
+        "--weights", default=None,
+        help="checkpoint (default: cfg MODEL.WEIGHTS; 'random': an untrained model on purpose)",
+    )
     parser.add_argument("--output", required=True)
     parser.add_argument("--opset", type=int, default=None,
                         help="ONNX opset (default 19; YOLACT++ needs >= 19; the exporter supports 18 and up)")

@@ -151,6 +151,12 @@ class _ExportedPredictor(YolactPredictor):
 
     dynamic = False  # set by subclasses whose graph takes any image size (and outputs box deltas)
 
+    @classmethod
+    def _weights_needed_for(cls, cfg) -> bool:
+        """The network runs from the exported file; the PyTorch weights only matter for YOLACT++'s
+        mask re-scoring, which runs after NMS."""
+        return bool(cfg.MODEL.YOLACT.MASK_IOU_ON)
+
     def __init__(self, cfg):
         super().__init__(cfg, precision="fp32")  # the PyTorch part (post-processing) stays float32
         self.image_size = int(self.cfg.INPUT.IMAGE_SIZE)

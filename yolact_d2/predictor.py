@@ -7,6 +7,7 @@ square, or ``keep_aspect`` per ``INPUT.TEST_RESIZE_MODE``) instead of ``ResizeSh
 a predictor result equals the model's output on ``YolactDatasetMapper(cfg, is_train=False)``'s
 dict for the same pixels.
 """
+import logging
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -14,17 +15,21 @@ import torch
 
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
+from detectron2.data.catalog import Metadata
 from detectron2.modeling import build_model
 
 from .checkpoint.atomic import AtomicDetectionCheckpointer
+from .checkpoint.catalog import is_random_weights
 from .checkpoint.safe_load import trusted_weights_file
-from .config_checks import check_class_names, check_yolact_config
+from .config_checks import check_class_names, check_yolact_config, set_on_command_line
 from .data.transforms import build_yolact_test_augmentation
 from .modeling.optimize import optimize_for_inference
 from .precision import choose_precision, log_choice, torch_dtype
 from .utils.errors import ConfigError
 
 __all__ = ["YolactPredictor"]
+
+logger = logging.getLogger(__name__)
 
 
 def _describe(x: Any) -> str:
@@ -110,8 +115,12 @@ class YolactPredictor:
     """End-to-end YOLACT inference on one image, like Detectron2's ``DefaultPredictor``.
 
     ``__init__`` clones ``cfg``, builds the model (``build_model``) in eval mode, loads
-    ``cfg.MODEL.WEIGHTS`` with ``AtomicDetectionCheckpointer`` (an empty string keeps the random
-    initialisation; weights of another architecture raise), applies the inference-only rewrites
+    ``cfg.MODEL.WEIGHTS`` with ``AtomicDetectionCheckpointer`` in inference mode (a checkpoint that
+    leaves any parameter uninitialised, or holds NaN / Inf, raises; an empty MODEL.WEIGHTS raises,
+    ``MODEL.WEIGHTS random`` keeps the random initialisation on purpose). The class count comes from
+    the classes the checkpoint records unless ``MODEL.YOLACT.NUM_CLASSES`` is given on the command
+    line (``setup_cfg``'s overrides); they label the detections too when ``DATASETS.TEST`` comes from
+    the config file and has other classes (docs/RELIABILITY.md). It then applies the inference-only rewrites
     ``MODEL.YOLACT.FUSE_BN_TEST`` / ``CHANNELS_LAST_TEST`` (BN folded into convs, channels-last
     layout: same function up to float rounding, :mod:`yolact_d2.modeling.optimize`), runs the
     network in the precision of ``precision`` or ``MODEL.YOLACT.PRECISION_TEST`` (``fp32``, ``bf16``,
@@ -148,17 +157,27 @@ class YolactPredictor:
 
     def __init__(self, cfg, precision: Optional[str] = None):
         self.cfg = cfg.clone()  # the model may modify its cfg
+        weights = self.cfg.MODEL.WEIGHTS
+        # inference: every parameter must come from the checkpoint; errors name the file
+        checkpointer = AtomicDetectionCheckpointer(
+            torch.nn.Module(), trusted_file=trusted_weights_file(self.cfg), strict=True
+        )
+        self.class_names = None
+        if not is_random_weights(weights) and (weights or self._weights_needed_for(self.cfg)):
+            # the training classes recorded in the checkpoint (trainer checkpoints), read before the
+            # model is built: they give the class count when the command line does not
+            self.class_names = checkpointer.read(weights).get("thing_classes")
+            self._adopt_checkpoint_classes(weights)
         check_yolact_config(self.cfg)
         self.model = build_model(self.cfg)
         check_yolact_config(self.cfg, self.model)
         self.model.eval()
-        test_sets = self.cfg.DATASETS.TEST
-        self.metadata = MetadataCatalog.get(test_sets[0]) if len(test_sets) else None
-        # Errors naming the file for unreadable weights or weights of another architecture.
-        checkpointer = AtomicDetectionCheckpointer(self.model, trusted_file=trusted_weights_file(self.cfg))
-        extra = checkpointer.load(self.cfg.MODEL.WEIGHTS) or {}
-        self.class_names = extra.get("thing_classes")
-        check_class_names(self.class_names, f"MODEL.WEIGHTS {self.cfg.MODEL.WEIGHTS}", test_sets[:1])
+        checkpointer.model = self.model
+        if weights or self._weights_needed_for(self.cfg):
+            checkpointer.load(weights)
+        else:
+            logger.info("MODEL.WEIGHTS is empty: the PyTorch weights are not used by this exported model")
+        self.metadata = self._metadata(weights)
         # inference-only rewrites (same function, float rounding only): MODEL.YOLACT.*_TEST
         y = self.cfg.MODEL.YOLACT
         self.precision = self._choose_precision(precision)
@@ -182,6 +201,46 @@ class YolactPredictor:
         if choice.precision != "fp32" or requested != "fp32":
             log_choice(choice, requested)
         return choice.precision
+
+    @classmethod
+    def _weights_needed_for(cls, cfg) -> bool:
+        """Whether the PyTorch weights compute anything (always, for this predictor)."""
+        return True
+
+    def _adopt_checkpoint_classes(self, weights: str) -> None:
+        """MODEL.YOLACT.NUM_CLASSES from the checkpoint's recorded classes unless the command line
+        sets it: the config file of another run (or the bundled one) need not know the count. A count
+        given on the command line that disagrees is left for the load to refuse, naming both."""
+        names, y = self.class_names, self.cfg.MODEL.YOLACT
+        if not names or len(names) == y.NUM_CLASSES or set_on_command_line(self.cfg, "MODEL.YOLACT.NUM_CLASSES"):
+            return
+        logger.warning(
+            f"MODEL.YOLACT.NUM_CLASSES {y.NUM_CLASSES} (config file) -> {len(names)}: the classes recorded in "
+            f"{weights} ({', '.join(map(str, names[:8]))}{', ...' if len(names) > 8 else ''})"
+        )
+        frozen = self.cfg.is_frozen()
+        self.cfg.defrost()
+        y.NUM_CLASSES = len(names)
+        if frozen:
+            self.cfg.freeze()
+
+    def _metadata(self, weights: str):
+        """``MetadataCatalog.get(DATASETS.TEST[0])``, checked against the checkpoint's classes. When
+        they differ: an error if DATASETS.TEST was given on the command line, else (the config
+        file's test set, e.g. of another run) the checkpoint's names label the detections."""
+        test_sets = self.cfg.DATASETS.TEST
+        if not len(test_sets):
+            return None
+        if self.class_names and not set_on_command_line(self.cfg, "DATASETS.TEST"):
+            classes = MetadataCatalog.get(test_sets[0]).get("thing_classes", None)
+            if classes is not None and list(classes) != list(self.class_names):
+                logger.warning(
+                    f"DATASETS.TEST[0] '{test_sets[0]}' (config file) has other classes than {weights}: "
+                    "labelling with the checkpoint's classes"
+                )
+                return Metadata(name=f"{weights} classes", thing_classes=list(self.class_names))
+        check_class_names(self.class_names, f"MODEL.WEIGHTS {weights}", test_sets[:1])
+        return MetadataCatalog.get(test_sets[0])
 
     def preprocess(self, original_image: np.ndarray) -> Dict[str, Any]:
         """The model input dict (``image``, ``height``, ``width``) for one BGR image."""

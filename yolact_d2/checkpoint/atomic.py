@@ -14,6 +14,14 @@
   unless the checkpoint only holds backbone (ResNet) weights, as ImageNet initialisations do.
   Fine-tuning from a YOLACT checkpoint with another number of classes stays possible: only the
   class-dependent layers are skipped.
+* **inference mode** (``strict=True``: the predictor, evaluation, export, the demos): a checkpoint
+  that leaves any parameter of the model uninitialised (missing, or of another shape) is an error
+  naming the layers and, for the class-dependent ones, both class counts; an empty path is an
+  error too (``MODEL.WEIGHTS random`` runs an untrained model on purpose, in every mode).
+* **non-finite weights** (NaN / Inf) are refused when loaded, in every mode, naming the file.
+* **resuming** (the optimizer state is loaded too) checks every model tensor and every optimizer
+  state tensor of the checkpoint against this model and optimizer *before* loading: another class
+  count or backbone depth is one line, not a crash inside the optimizer's step.
 
 Writes to non-local paths (``scheme://``) fall back to Detectron2's behaviour.
 """
@@ -22,23 +30,66 @@ import logging
 import os
 import shutil
 from typing import Any, Dict, List, Optional
+from urllib.parse import urlparse
 
+import numpy as np
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 
 from ..utils.atomic_io import atomic_open, remove_stale_temporary_files
-from ..utils.errors import UserError, first_line
-from .catalog import is_random_weights
+from ..utils.errors import ConfigError, UserError, first_line
+from .catalog import RANDOM_WEIGHTS, is_random_weights
 from .safe_load import WEIGHTS_OPT_IN, load_checkpoint
 
-__all__ = ["AtomicDetectionCheckpointer", "IncompatibleCheckpointError", "CheckpointWriteError", "atomic_open"]
+__all__ = [
+    "AtomicDetectionCheckpointer", "IncompatibleCheckpointError", "CheckpointWriteError", "atomic_open",
+    "RANDOM_WEIGHTS", "is_random_weights",
+]
 
 logger = logging.getLogger(__name__)
 
 # Parameter-name prefix of the ResNet part of the model; a checkpoint that loads into it only is
 # an ImageNet (or other backbone) initialisation.
 _BACKBONE_PREFIX = "backbone.bottom_up."
+# Class-dependent layers: output channels that follow MODEL.YOLACT.NUM_CLASSES.
+_CLASS_LAYERS = ("head.cls_score.", "maskiou_net.", "sem_seg_head.")
+# Layers inference never runs (the semantic-segmentation loss): converted original checkpoints may lack them.
+_TRAINING_ONLY = ("sem_seg_head.",)
+
+
+def _empty_weights_error() -> ConfigError:
+    return ConfigError(
+        "MODEL.WEIGHTS is empty", "the model would run with random weights",
+        fix="give MODEL.WEIGHTS (or --weights) path/to/model_final.pth; MODEL.WEIGHTS random runs an "
+        "untrained model on purpose",
+    )
+
+
+def _layer(key: str) -> str:
+    return key.rsplit(".", 1)[0]
+
+
+def _short_names(names, limit: int = 5) -> str:
+    names = sorted(set(names))
+    text = ", ".join(names[:limit])
+    return f"{text}, ... ({len(names)} in all)" if len(names) > limit else text
+
+
+def _non_finite(obj, prefix: str, found: List[str]) -> None:
+    """Append the names of the float tensors / arrays under ``obj`` holding NaN or Inf to ``found``."""
+    if isinstance(obj, torch.Tensor):
+        if obj.is_floating_point() and obj.numel() and not bool(torch.isfinite(obj).all()):
+            found.append(prefix)
+    elif isinstance(obj, np.ndarray):
+        if np.issubdtype(obj.dtype, np.floating) and obj.size and not np.isfinite(obj).all():
+            found.append(prefix)
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            _non_finite(value, f"{prefix}.{key}" if prefix else str(key), found)
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            _non_finite(value, f"{prefix}.{i}", found)
 
 
 class IncompatibleCheckpointError(UserError, RuntimeError):
@@ -106,9 +157,13 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
     # checkpoint.
     min_loaded_fraction = 0.5
 
-    def __init__(self, model, save_dir: str = "", *, trusted_file=None, **kwargs):
+    def __init__(self, model, save_dir: str = "", *, trusted_file=None, strict: bool = False, **kwargs):
         # trusted_file: the one file the user allowed to load unrestricted (MODEL.WEIGHTS_TRUSTED)
+        # strict: inference mode, every parameter must come from the checkpoint (module docstring)
         super().__init__(model, save_dir, **kwargs)
+        self.strict = strict
+        self._loading_checkpointables = None
+        self._preloaded = None  # (path, data) read by read() before the model was built
         self._trusted_file = trusted_file
         self._stale_checked = False
         self._loading_path = None
@@ -174,13 +229,17 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         if not os.path.isfile(os.path.join(self.save_dir, name)):
             raise UserError(pointer, f"names {name}, which is not in {self.save_dir}", f"restore {name}, {fix}")
 
-    def load(self, path, *args, **kwargs):
-        if is_random_weights(path):  # MODEL.WEIGHTS random: the fresh initialisation, on purpose
-            self.logger.info("MODEL.WEIGHTS random: keeping the random initialisation")
+    def load(self, path, checkpointables=None):
+        if is_random_weights(path):
+            self.logger.warning("MODEL.WEIGHTS random: the model keeps its random initialisation (untrained)")
+            self.loaded_path = None
             return {}
+        if not path and self.strict:
+            raise _empty_weights_error()
         self._loading_path = self.loaded_path = path
+        self._loading_checkpointables = checkpointables
         try:
-            return super().load(path, *args, **kwargs)
+            return super().load(path, checkpointables=checkpointables)
         except AssertionError as e:  # fvcore asserts the file exists, with no hint where the path came from
             if str(e) != f"Checkpoint {path} not found!":
                 raise
@@ -193,6 +252,25 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
             ) from None
         finally:
             self._loading_path = None
+            self._loading_checkpointables = None
+            self._parsed_url_during_load = None  # Detectron2 resets it only after a load that succeeded
+
+    def read(self, path: str) -> Dict[str, Any]:
+        """The checkpoint file ``path`` as loaded (safely), before any model is involved, e.g. to read
+        its recorded classes; the next :meth:`load` of ``path`` uses it without reading the file again."""
+        if not path:
+            raise _empty_weights_error()
+        parsed = urlparse(path)  # as DetectionCheckpointer.load: a ?matching_heuristics=True query
+        local = self.path_manager.get_local_path(parsed._replace(query="").geturl())
+        if not os.path.isfile(local):
+            raise UserError(f"Checkpoint {path}", "no such file", fix="check MODEL.WEIGHTS")
+        self._loading_path, self._parsed_url_during_load = path, parsed
+        try:
+            data = self._load_file(local)
+        finally:
+            self._loading_path, self._parsed_url_during_load = None, None
+        self._preloaded = (local, data)
+        return data
 
     def _trusted(self, filename) -> bool:
         return bool(self._trusted_file) and self._trusted_file in (filename, self._loading_path)
@@ -215,6 +293,9 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
 
     def _load_file(self, filename):
+        if self._preloaded is not None and self._preloaded[0] == filename:
+            data, self._preloaded = self._preloaded[1], None
+            return dict(data)
         try:
             if filename.endswith((".pkl", ".pyth")):
                 return self._read_safely(filename)
@@ -231,10 +312,147 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint):
         checkpoint_keys = list(checkpoint.get("model", {}) or {})
+        self._check_finite(checkpoint)
+        if self._resuming(checkpoint):
+            self._check_resumable(checkpoint)
+        classes = checkpoint.get("thing_classes")
         incompatible = super()._load_model(checkpoint)
         if incompatible is not None:
+            if self.strict:
+                self._check_complete(incompatible, classes)
             self._check_loaded_enough(incompatible, checkpoint_keys)
         return incompatible
+
+    def _path(self) -> str:
+        return self._loading_path or "<unknown>"
+
+    def _loaded_parts(self, checkpoint) -> List[str]:
+        """The entries of ``checkpoint`` that this load puts into the model and the checkpointables."""
+        wanted = self.checkpointables if self._loading_checkpointables is None else self._loading_checkpointables
+        return ["model"] + [k for k in wanted if k in checkpoint and k in self.checkpointables]
+
+    def _check_finite(self, checkpoint) -> None:
+        found: List[str] = []
+        for part in self._loaded_parts(checkpoint):
+            _non_finite(checkpoint.get(part), part, found)
+        if found:
+            raise IncompatibleCheckpointError(
+                f"Checkpoint {self._path()}", f"holds NaN or Inf values in {len(found)} tensors "
+                f"({_short_names(found, 3)}); a model loaded from it would predict nothing useful",
+                fix="use an earlier checkpoint of the run (a model_*.pth in its OUTPUT_DIR)",
+            )
+
+    def _resuming(self, checkpoint) -> bool:
+        """The training state (Detectron2's ``trainer``, or an ``optimizer``) is loaded too: --resume."""
+        return any(k in self._loaded_parts(checkpoint) for k in ("trainer", "optimizer"))
+
+    def _optimizer_and_state(self, checkpoint):
+        """(this run's optimizer, its state in the checkpoint): a DefaultTrainer keeps it under
+        ``trainer/_trainer/optimizer``; (None, None) if either is not there."""
+        if "optimizer" in self.checkpointables:
+            return self.checkpointables["optimizer"], checkpoint.get("optimizer")
+        trainer = self.checkpointables.get("trainer")
+        saved = checkpoint.get("trainer")
+        if trainer is None or not isinstance(saved, dict):
+            return None, None
+        inner = saved.get("_trainer")
+        return getattr(trainer, "optimizer", None), inner.get("optimizer") if isinstance(inner, dict) else None
+
+    def _class_counts(self, key: str, checkpoint_shape, model_shape, classes) -> str:
+        """`` (the checkpoint has K classes, this config N)`` for a class-dependent layer, else ''."""
+        if not key.startswith(_CLASS_LAYERS):
+            return ""
+        ours = getattr(getattr(self.model, "head", None), "num_classes", None)
+        theirs = len(classes) if classes else None
+        if theirs is None and ours and key == "head.cls_score.weight" and checkpoint_shape:
+            anchors = model_shape[0] // (ours + 1)
+            theirs = checkpoint_shape[0] // anchors - 1 if anchors else None
+        if not ours or not theirs or ours == theirs:
+            return ""
+        return f"{theirs} classes in the checkpoint, MODEL.YOLACT.NUM_CLASSES {ours} in the config"
+
+    def _check_complete(self, incompatible, classes) -> None:
+        """Inference: every model parameter and buffer must come from the checkpoint."""
+        wrong = [(_strip_module(k), a, b) for k, a, b in incompatible.incorrect_shapes
+                 if not k.endswith("num_batches_tracked")]
+        skipped = {k for k, *_ in wrong}  # fvcore also lists them as missing
+        missing = [k for k in map(_strip_module, incompatible.missing_keys)
+                   if not k.endswith("num_batches_tracked") and k not in skipped and not k.startswith(_TRAINING_ONLY)]
+        if not wrong and not missing:
+            return
+        counts = ""
+        for key, theirs, ours in wrong:
+            counts = counts or self._class_counts(key, theirs, ours, classes)
+        parts = []
+        if wrong:
+            layers = _short_names(_layer(k) for k, *_ in wrong) + (f"; {counts}" if counts else "")
+            parts.append(f"{len(wrong)} tensors have another shape in it (layers {layers})")
+        if missing:
+            parts.append(f"{len(missing)} are missing from it (layers {_short_names(_layer(k) for k in missing)})")
+        fix = "use the config the checkpoint was trained with (its run's OUTPUT_DIR/config.yaml)"
+        if counts:
+            fix = f"{fix}, or set MODEL.YOLACT.NUM_CLASSES to the checkpoint's count"
+        raise IncompatibleCheckpointError(
+            f"Checkpoint {self._path()} does not fit this model", f"{' and '.join(parts)}; those layers would keep "
+            "their random initialisation", fix=fix,
+        )
+
+    def _check_resumable(self, checkpoint) -> None:
+        """--resume: the checkpoint's model and optimizer state must have this model's and this
+        optimizer's shapes (the optimizer is loaded without shape checks; a fused step on tensors of
+        the wrong size crashes the process)."""
+        model_state = {_strip_module(k): v for k, v in self.model.state_dict().items()}
+        theirs = checkpoint.get("model") or {}
+        classes = checkpoint.get("thing_classes")
+        problems = []
+        for key, value in theirs.items():
+            ours = model_state.get(_strip_module(key))
+            shape = tuple(getattr(value, "shape", ()))
+            if ours is not None and tuple(ours.shape) != shape:
+                problems.append((_strip_module(key), shape, tuple(ours.shape)))
+        their_keys = {_strip_module(k) for k in theirs if not k.endswith("num_batches_tracked")}
+        our_keys = {k for k in model_state if not k.endswith("num_batches_tracked")}
+        missing, unexpected = sorted(our_keys - their_keys), sorted(their_keys - our_keys)
+        fix = ("resume with the config of that run (its OUTPUT_DIR/config.yaml), or start this config in a new "
+               "OUTPUT_DIR (MODEL.WEIGHTS that checkpoint fine-tunes from it)")
+        if problems or missing or unexpected:
+            counts = ""
+            for k, ta, tb in problems:
+                counts = counts or self._class_counts(k, ta, tb, classes)
+            if problems:
+                key, a, b = problems[0]
+                detail = f"{key} is {a} there and {b} here"
+            else:
+                detail = f"{missing[0]} is not in it" if missing else f"its {unexpected[0]} is not in this model"
+            raise IncompatibleCheckpointError(
+                f"--resume: checkpoint {self._path()}", f"was written for another model: {len(problems)} tensors "
+                f"differ in shape, {len(missing)} are missing and {len(unexpected)} are not in this model "
+                f"({detail}{'; ' + counts if counts else ''})", fix=fix,
+            )
+        self._check_optimizer_state(*self._optimizer_and_state(checkpoint), fix)
+
+    def _check_optimizer_state(self, optimizer, saved, fix: str) -> None:
+        if optimizer is None or not isinstance(saved, dict) or not isinstance(saved.get("param_groups"), list):
+            return
+        names = {id(p): _strip_module(n) for n, p in self.model.named_parameters()}
+        groups = optimizer.param_groups
+        sizes = [len(g.get("params", [])) for g in saved["param_groups"]]
+        if sizes != [len(g["params"]) for g in groups]:
+            raise IncompatibleCheckpointError(
+                f"--resume: checkpoint {self._path()}", f"has an optimizer state for {sum(sizes)} parameters in "
+                f"{len(sizes)} groups, this model's optimizer has {sum(len(g['params']) for g in groups)} in "
+                f"{len(groups)} groups (another model or SOLVER settings)", fix=fix,
+            )
+        state = saved.get("state") or {}
+        for saved_group, group in zip(saved["param_groups"], groups):
+            for index, param in zip(saved_group["params"], group["params"]):
+                for name, value in (state.get(index) or {}).items():
+                    if isinstance(value, torch.Tensor) and value.dim() and tuple(value.shape) != tuple(param.shape):
+                        raise IncompatibleCheckpointError(
+                            f"--resume: checkpoint {self._path()}", f"its optimizer state '{name}' of "
+                            f"{names.get(id(param), 'a parameter')} is {tuple(value.shape)}, the parameter is "
+                            f"{tuple(param.shape)} (another model)", fix=fix,
+                        )
 
     def _check_loaded_enough(self, incompatible, checkpoint_keys) -> None:
         model_state = {

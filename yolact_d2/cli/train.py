@@ -206,10 +206,12 @@ def train_or_evaluate(cfg, args, start):
         check_num_classes(cfg, cfg.DATASETS.TEST, "DATASETS.TEST")
         model = YolactTrainer.build_model(cfg)
         # Same checkpointer as training: clear errors for unreadable or mismatched weights.
+        # inference mode: a checkpoint that leaves a layer uninitialised is an error (not a random class head)
         checkpointer = AtomicDetectionCheckpointer(
-            model, save_dir=cfg.OUTPUT_DIR, trusted_file=trusted_weights_file(cfg)
+            model, save_dir=cfg.OUTPUT_DIR, trusted_file=trusted_weights_file(cfg), strict=True
         )
-        extra = checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume) or {}
+        weights = RANDOM_WEIGHTS if args.random_weights else cfg.MODEL.WEIGHTS
+        extra = checkpointer.resume_or_load(weights, resume=args.resume) or {}
         check_class_names(extra.get("thing_classes"), f"the checkpoint {checkpointer.loaded_path}", cfg.DATASETS.TEST)
         results = YolactTrainer.test(cfg, model)
         if comm.is_main_process():

@@ -27,7 +27,9 @@ class VisualizationDemo:
         self.predictor = YolactPredictor(cfg)
         self.confidence_threshold = confidence_threshold
         # default: DATASETS.TEST's names, else the ones the checkpoint records, else generic ids
-        self.metadata = metadata if metadata is not None else resolve_metadata(cfg, self.predictor.class_names)
+        # (the predictor's cfg: its class count may come from the checkpoint)
+        self.metadata = metadata if metadata is not None else resolve_metadata(
+            self.predictor.cfg, self.predictor.class_names)
 
     def predict(self, bgr):
         instances = self.predictor(bgr)["instances"].to("cpu")
@@ -61,7 +63,8 @@ class VisualizationDemo:
 
 def resolve_metadata(cfg, checkpoint_classes=None):
     """Metadata of ``cfg.DATASETS.TEST[0]`` when it is registered and names exactly
-    ``MODEL.YOLACT.NUM_CLASSES`` classes; otherwise the class names the checkpoint records
+    ``MODEL.YOLACT.NUM_CLASSES`` classes, the ones the checkpoint records if any; otherwise the class names the
+    checkpoint records
     (``checkpoint_classes``, ``YolactPredictor.class_names``), else generic names ``class 0``,
     ``class 1``... so that a model is never shown with the class names of other data."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -98,6 +101,9 @@ def resolve_metadata(cfg, checkpoint_classes=None):
         except Exception as e:  # noqa: BLE001 (any loading problem: fall back to ids)
             logger.warning(f"Could not load dataset '{name}' to read its class names ({e})")
     classes = metadata.get("thing_classes", None)
+    if checkpoint_classes and classes is not None and list(classes) != list(checkpoint_classes):
+        logger.warning(f"Dataset '{name}' (DATASETS.TEST[0]) has other classes than the checkpoint: showing {showing}")
+        return generic
     if classes is None or len(classes) != num_classes:
         found = "no class names" if classes is None else f"{len(classes)} classes"
         logger.warning(

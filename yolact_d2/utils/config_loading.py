@@ -9,6 +9,8 @@ from typing import Iterator, Optional, Sequence
 import yaml
 
 from ..config import add_yolact_config
+from ..config_checks import record_command_line_keys
+from .config_yaml import load_config_with_base, not_a_mapping, safe_load_config_text
 from .errors import ConfigError, first_line
 
 __all__ = [
@@ -73,16 +75,48 @@ def _merge(cfg, merge, source: str) -> None:
         raise UnknownConfigKeyError(f"Non-existent config key: {key} (in {source}).{hint}") from None
 
 
+def _merge_from_file_safely(cfg, path: str) -> None:
+    """Detectron2's ``cfg.merge_from_file(path)``, with the file and its ``_BASE_`` chain read by
+    :func:`~yolact_d2.utils.config_yaml.load_config_with_base` (plain YAML data only, bounded,
+    no remote files unless allowed) instead of fvcore's loader, which falls back to ``yaml.unsafe_load``."""
+    from detectron2.config.compat import downgrade_config, guess_version, upgrade_config
+
+    data = load_config_with_base(path)
+    if not isinstance(data, dict):
+        _raise_if_not_a_mapping(path)
+    try:
+        loaded = type(cfg)(data)
+    except AssertionError as e:  # yacs: a value of a type a config cannot hold (a date, a set, bytes)
+        message = e.args[0] if e.args and isinstance(e.args[0], str) else ""
+        if "is not a valid type" not in message:
+            raise
+        raise ConfigError(f"{path}", f"{_short(message, 160)}") from None
+    version = loaded.get("VERSION", None)
+    if version is None:
+        version = guess_version(loaded, path)
+    if version > cfg.VERSION:
+        raise ConfigError(f"{path}: VERSION {version}", f"is newer than this Detectron2's config version {cfg.VERSION}")
+    if version == cfg.VERSION:
+        cfg.merge_from_other_cfg(loaded)
+        return
+    old = downgrade_config(cfg, to_version=version)  # as Detectron2 does for an older config
+    old.merge_from_other_cfg(loaded)
+    new = upgrade_config(old)
+    cfg.clear()
+    cfg.update(new)
+
+
 def merge_config_file(cfg, path: str) -> None:
-    """``cfg.merge_from_file(path)`` with one-line errors for a missing file, YAML syntax errors
-    (file, line, column; also in a ``_BASE_`` file) and unknown keys."""
+    """``cfg.merge_from_file(path)`` read safely (:func:`_merge_from_file_safely`), with one-line
+    errors for a missing file, YAML syntax errors (file, line, column; also in a ``_BASE_`` file),
+    Python tags, alias bombs, ``_BASE_`` cycles and URLs, and unknown keys."""
     if not os.path.isfile(path):
         from .file_checks import unreadable_file_cause
 
         cause = unreadable_file_cause(path)  # a FIFO, a link loop, a folder...
         raise ConfigError(f"--config-file {path}", "no such file" if cause in (None, "does not exist") else cause)
     try:
-        _merge(cfg, lambda: cfg.merge_from_file(path), path)
+        _merge(cfg, lambda: _merge_from_file_safely(cfg, path), path)
     except FileNotFoundError as e:  # a _BASE_ that does not exist
         raise ConfigError(f"{path}", f"its _BASE_ chain names {e.filename}, which does not exist") from None
     except (AttributeError, TypeError):  # Detectron2 / yacs on a file that is not a mapping of keys
@@ -107,10 +141,9 @@ def _raise_if_not_a_mapping(path: str) -> None:
     while path not in seen and os.path.isfile(path):
         seen.add(path)
         with open(path) as f:
-            data = yaml.safe_load(f)
+            data = safe_load_config_text(f, path)
         if not isinstance(data, dict):
-            name = type(data).__name__
-            what = "nothing (an empty file)" if data is None else f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+            what = not_a_mapping(data)
             raise ConfigError(f"{path}", f"holds {what}, not a mapping of config keys such as MODEL: ...") from None
         base = data.get("_BASE_")
         if not isinstance(base, str) or "://" in base:
@@ -156,6 +189,7 @@ def setup_cfg(config_file: Optional[str] = None, opts: Sequence = (), freeze: bo
     if config_file is not None:
         merge_config_file(cfg, config_file)
     merge_config_list(cfg, opts)
+    record_command_line_keys(cfg, list(opts)[0::2])  # the inference tools' class count: YolactPredictor
     if freeze:
         cfg.freeze()
     return cfg

@@ -63,6 +63,10 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+# Longest error line printed: a message quoting a value from a hostile file stays readable.
+MAX_ERROR_LINE = 2000
+
+
 def _worker_error_message(text: str) -> str:
     """A DataLoader worker's error comes back as ``"Caught X in DataLoader worker process 0.\nOriginal
     Traceback ...\nmodule.X: <message>"``: keep ``<message>``, the user's line."""
@@ -74,8 +78,11 @@ def _worker_error_message(text: str) -> str:
 
 
 def format_user_error(exc: BaseException) -> str:
-    """The one line printed for a known user error (newlines in the message folded)."""
+    """The one line printed for a known user error (newlines in the message folded, at most
+    MAX_ERROR_LINE characters)."""
     text = " ".join(_worker_error_message(str(exc)).split())
+    if len(text) > MAX_ERROR_LINE:
+        text = f"{text[:MAX_ERROR_LINE - 40]}... ({len(text):,} characters in all)"
     return f"error: {text}"
 
 

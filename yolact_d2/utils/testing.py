@@ -83,7 +83,7 @@ def save_conditioned_random_weights(cfg, images_bgr, path: str) -> str:
     from ..predictor import YolactPredictor
 
     cfg = cfg.clone()
-    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.WEIGHTS = "random"  # untrained on purpose: conditioned below
     cfg.MODEL.YOLACT.FUSE_BN_TEST = False  # keep the BN layers: they are re-estimated here
     cfg.MODEL.YOLACT.CHANNELS_LAST_TEST = False
     predictor = YolactPredictor(cfg, precision="fp32")  # conditioned and saved in float32
