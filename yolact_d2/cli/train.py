@@ -1,8 +1,8 @@
-"""Train and evaluate YOLACT with Detectron2 (``train_net.py``).
+"""Train and evaluate YOLACT with Detectron2: ``yolact-train`` (in a clone also ``python train_net.py``).
 
-    python train_net.py --config-file configs/COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml
-    python train_net.py --config-file ... --eval-only MODEL.WEIGHTS model_final.pth
-    python train_net.py --config-file ... --num-gpus 2 [MODEL.DEVICE cpu]
+    yolact-train --config-file configs/COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml
+    yolact-train --config-file ... --eval-only MODEL.WEIGHTS model_final.pth
+    yolact-train --config-file ... --num-gpus 2 [MODEL.DEVICE cpu]
 
 Standard Detectron2 flags (``--resume``, ``--num-machines``, ``--machine-rank``, ``--dist-url``,
 ``KEY VALUE`` overrides) work as usual; ``--dist-timeout MINUTES`` bounds the wait for the other
@@ -148,9 +148,10 @@ def get_parser():
     return parser
 
 
-def cli_main(argv=None) -> int:
+def cli_main(argv=None, prog=None) -> int:
     """Parse the command line, train or evaluate under launch(), return the exit code."""
     parser = get_parser()
+    parser.prog = prog or parser.prog
     args = parser.parse_args(argv)
     check_launch_arguments(parser, args)
     print("Command Line Args:", args)

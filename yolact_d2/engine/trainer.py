@@ -18,7 +18,14 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint.atomic import AtomicDetectionCheckpointer
 from ..checkpoint.safe_load import trusted_weights_file
-from ..config_checks import check_class_names, check_num_classes, check_training_config, check_yolact_config
+from ..config_checks import (
+    check_class_names,
+    check_meta_architecture,
+    check_num_classes,
+    check_training_config,
+    check_yolact_config,
+)
+from ..data.datasets import register_datasets_from_config
 from ..evaluation import YolactCOCOEvaluator
 from ..solver import build_optimizer
 from . import loaders
@@ -37,6 +44,7 @@ class YolactTrainer(DefaultTrainer):
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        check_meta_architecture(cfg)  # first: the other checks would describe another model's config
         check_training_config(cfg)
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
@@ -95,6 +103,7 @@ class YolactTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        register_datasets_from_config(cfg)  # DATASETS.COCO_INSTANCES, as the loaders do
         check_num_classes(cfg, [dataset_name], "DATASETS.TEST")
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
