@@ -12,12 +12,13 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY
 
-from conftest import small_synthetic_coco, tiny_cfg
 from yolact_d2 import YolactPredictor, YolactTrainer, add_yolact_config
 from yolact_d2.config_checks import check_meta_architecture
 from yolact_d2.data.datasets.coco_from_config import DatasetNameConflictError
 from yolact_d2.modeling import Yolact
 from yolact_d2.utils.errors import ConfigError, format_user_error
+
+from conftest import small_synthetic_coco, tiny_cfg
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
