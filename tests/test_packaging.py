@@ -26,7 +26,8 @@ def pyproject():
 
 def test_console_commands_name_existing_functions(pyproject):
     scripts = pyproject["project"]["scripts"]
-    assert set(scripts) == {"yolact-train", "yolact-demo", "yolact-export", "yolact-convert", "yolact-evaluate"}
+    assert set(scripts) == {"yolact-train", "yolact-demo", "yolact-export", "yolact-convert", "yolact-evaluate",
+                            "yolact-app"}
     for target in scripts.values():
         module, function = target.split(":")
         assert callable(getattr(importlib.import_module(module), function)), target
@@ -91,7 +92,7 @@ def test_python_m_yolact_d2_dispatches_the_commands():
     from yolact_d2.__main__ import COMMANDS, main
 
     code, out, _ = _call(main, ["--help"])
-    assert code == 0 and all(f"  {name}" in out for name in ("train", "demo", "export", "convert", "evaluate"))
+    assert code == 0 and all(f"  {name}" in out for name in COMMANDS)
     code, _, err = _call(main, ["trian"])
     assert code == 2 and "error: unknown command 'trian'; choose one of train, demo" in err
     for name in COMMANDS:

@@ -5,6 +5,7 @@
     python -m yolact_d2 export   --format onnx ...          # = yolact-export
     python -m yolact_d2 convert  {yolact,backbone} IN OUT   # = yolact-convert
     python -m yolact_d2 evaluate --config-file CONFIG ...   # = yolact-evaluate
+    python -m yolact_d2 app      --config-file CONFIG ...   # = yolact-app
 
 ``python -m yolact_d2 COMMAND --help`` gives each command's options.
 """
@@ -18,6 +19,7 @@ COMMANDS = {
     "export": ("export", "export a model to ONNX or TorchScript"),
     "convert": ("convert", "convert original YOLACT or torchvision ResNet weights"),
     "evaluate": ("evaluate", "COCO evaluation of PyTorch weights and ONNX exports"),
+    "app": ("app", "the local web demo (needs the [app] extra: gradio)"),
 }
 
 
