@@ -250,5 +250,5 @@ def test_exported_model_files_that_cannot_be_used_are_one_line_errors(exported, 
             predictor(cfg, path)
         line = format_user_error(info.value)
         assert line.startswith(f"error: exported model {path}: {cause}"), line
-        assert "\n" not in line and line.endswith("(export it with tools/export_model.py)")
+        assert "\n" not in line and line.endswith("(export it with yolact-export)")
     assert junk.read_bytes() == b"not a model"

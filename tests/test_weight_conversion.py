@@ -420,7 +420,7 @@ def test_yolact_plus_incomplete_maskiou_net_is_rejected():
 @pytest.mark.parametrize(
     "bad, message",
     [
-        (torchvision.models.resnet18(weights=None).state_dict(), "tools/convert_torchvision_backbone.py"),
+        (torchvision.models.resnet18(weights=None).state_dict(), "convert it with yolact-convert backbone"),
         ({"backbone.bottom_up.stem.conv1.weight": torch.zeros(1)}, "already uses Detectron2"),
         ({"foo": torch.zeros(1)}, r"no 'fpn.lat_layers.\*' / 'prediction_layers.0.\*' keys found"),
         ({"fpn.lat_layers.0.weight": [1, 2]}, "non-tensor values for 'fpn.lat_layers.0.weight'"),
@@ -656,7 +656,7 @@ def test_torchvision_r18_cli_and_features(tmp_path):
 
 
 def test_torchvision_converter_rejects_other_networks(small_original):
-    with pytest.raises(ValueError, match="use tools/convert_yolact_weights.py"):
+    with pytest.raises(ValueError, match="convert it with yolact-convert yolact"):
         convert_torchvision_resnet_state_dict(small_original)
     with pytest.raises(ValueError, match="not a standard ResNet-50"):
         convert_torchvision_resnet_state_dict(torchvision.models.resnext50_32x4d(weights=None).state_dict())

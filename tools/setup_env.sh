@@ -10,10 +10,11 @@
 #      pure-Python sources of the `sal-detectron2` wheel (a build of detectron2 main) without its
 #      compiled extension, which was built for Python 3.10 only. A user with a source build of
 #      detectron2 keeps theirs (see docs/INSTALL.md, "The official detectron2").
-#   3. yolact_d2 itself (`pip install -e ".[dev,app]"`) with its runtime, test and web-demo dependencies
-#      (dev includes submitit, for the cluster launcher's tests),
-#      if it is not installed from this checkout or a dependency is missing; when only the checkout
-#      differs (a new clone), just the editable install is re-pointed (`--no-deps`).
+#   3. yolact_d2 itself (`pip install -e ".[dev,app,export]"`, pyproject.toml) with its runtime, test,
+#      web-demo and ONNX-export dependencies (dev includes submitit, for the cluster
+#      launcher's tests), if it is not installed from this checkout or a dependency
+#      is missing; when only the checkout differs (a new clone), just the editable install is re-pointed
+#      (`--no-deps`).
 #   4. Debian's chromium for the web demo's browser test, if missing (root + apt only; without it
 #      tests/test_web_app.py skips with a loud reason).
 set -euo pipefail
@@ -43,8 +44,9 @@ try:
 except Exception:
     where = ""
 print(where if deps else "")
-web = all(importlib.util.find_spec(m) for m in ("gradio", "playwright", "faster_coco_eval", "ruff", "submitit"))
-print("web" if web else "")
+# the extras the tests use: [app] (gradio), [export] (onnx, onnxscript, onnxruntime), [dev] (the rest)
+extras = ("gradio", "onnx", "onnxscript", "onnxruntime", "playwright", "faster_coco_eval", "ruff", "submitit")
+print("extras" if all(importlib.util.find_spec(m) for m in extras) else "")
 PY
     ) || true
 }
@@ -69,7 +71,7 @@ if [ "${state[1]:-}" != "detectron2" ]; then
     rm -rf "$tmp"
 fi
 
-if [ -n "${state[2]:-}" ] && [ "${state[2]}" != "$here" ] && [ "${state[3]:-}" = "web" ]; then
+if [ -n "${state[2]:-}" ] && [ "${state[2]}" != "$here" ] && [ "${state[3]:-}" = "extras" ]; then
     # Every dependency is there and only the package points at another checkout (a new clone):
     # re-point it without pip resolving the dependencies again (seconds instead of about a minute).
     say "pointing the editable yolact_d2 install at $here"
@@ -80,10 +82,10 @@ if [ -n "${state[2]:-}" ] && [ "${state[2]}" != "$here" ] && [ "${state[3]:-}" =
     fi
 fi
 
-if [ "${state[2]:-}" != "$here" ] || [ "${state[3]:-}" != "web" ]; then
+if [ "${state[2]:-}" != "$here" ] || [ "${state[3]:-}" != "extras" ]; then
     say "installing yolact_d2 (editable, from $here) and its dependencies"
     start=$SECONDS
-    "$PYTHON" -m pip install --quiet -e ".[dev,app]"
+    "$PYTHON" -m pip install --quiet -e ".[dev,app,export]"
     say "pip install took $((SECONDS - start)) s"
 fi
 

@@ -9,7 +9,7 @@ from .utils.errors import ConfigError, DataError, UserError
 __all__ = [
     "NMS_TYPES", "check_nms_type", "anchor_aspect_ratios_per_level", "check_yolact_config", "check_num_classes",
     "check_datasets_registered", "check_train_batch", "check_training_config", "check_output_dir",
-    "check_class_names",
+    "check_class_names", "check_meta_architecture",
 ]
 
 NMS_TYPES = ("fast", "cross_class", "standard")
@@ -262,12 +262,32 @@ def _check_device(device: str) -> None:
             raise ConfigError(f"MODEL.DEVICE {device}", f"only {torch.cuda.device_count()} CUDA device(s)")
 
 
+def check_meta_architecture(cfg) -> None:
+    """``MODEL.META_ARCHITECTURE`` must build YOLACT (``Yolact`` or a registered subclass of it).
+    Detectron2's default is GeneralizedRCNN and ``add_yolact_config`` only adds keys: a cfg that never
+    read a yolact_d2 config file would otherwise train or run a Faster R-CNN without a word."""
+    from detectron2.modeling import META_ARCH_REGISTRY
+
+    name = cfg.MODEL.META_ARCHITECTURE
+    builds = META_ARCH_REGISTRY.get(name) if name in META_ARCH_REGISTRY else None
+    if builds is None or not any(
+        c.__name__ == "Yolact" and c.__module__.startswith("yolact_d2.") for c in getattr(builds, "__mro__", ())
+    ):
+        raise ConfigError(
+            f"MODEL.META_ARCHITECTURE {name!r}", "is not YOLACT, so this would build another model",
+            fix="merge a yolact_d2 config file (e.g. Base-YOLACT.yaml in yolact_d2/model_zoo/configs) or set "
+            "MODEL.META_ARCHITECTURE 'Yolact'",
+        )
+
+
 def check_yolact_config(cfg, model=None) -> None:
-    """Fail before training (or inference) with a message naming the keys when ``MODEL.DEVICE``
+    """Fail before training (or inference) with a message naming the keys when the config builds
+    another model than YOLACT (``MODEL.META_ARCHITECTURE``), when ``MODEL.DEVICE``
     cannot be used, when a numeric key of the model is out of range, when the pixel statistics or
     GroupNorm widths do not fit, when the anchor definition does not fit the feature levels, or
     (given the built model) when ``INPUT.IMAGE_SIZE`` is smaller than the stride of the coarsest level."""
     if model is None:
+        check_meta_architecture(cfg)
         _check_device(cfg.MODEL.DEVICE)
         _check_value_ranges(cfg, MODEL_VALUE_RANGES)
         _check_pixel_channels(cfg)

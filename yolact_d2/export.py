@@ -72,7 +72,7 @@ class ExportedModelError(UserError, ValueError):
     """An exported model file that does not exist, that its runtime cannot load, or that is not a
     yolact_d2 export."""
 
-    def __init__(self, path: str, cause: str, fix: Optional[str] = "export it with tools/export_model.py"):
+    def __init__(self, path: str, cause: str, fix: Optional[str] = "export it with yolact-export"):
         super().__init__(f"exported model {path}", cause, fix)
 
 

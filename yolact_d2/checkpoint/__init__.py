@@ -1,6 +1,6 @@
 """Conversion of third-party weights (original YOLACT checkpoints, torchvision ResNets) to
-yolact_d2 parameter names. See ``tools/convert_yolact_weights.py`` and
-``tools/convert_torchvision_backbone.py`` for the command-line front ends.
+yolact_d2 parameter names. See ``yolact-convert`` (``yolact_d2/cli/convert_weights.py`` and
+``convert_backbone.py``) for the command-line front ends.
 
 :class:`AtomicDetectionCheckpointer` (``atomic.py``) writes checkpoints atomically and rejects
 weights of another architecture (docs/RELIABILITY.md). ``yolact://NAME`` weights (``catalog.py``,

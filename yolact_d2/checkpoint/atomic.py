@@ -489,6 +489,6 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
             "a checkpoint of another architecture or configuration (backbone depth, "
             "MODEL.FPN.OUT_CHANNELS, ...). Use a yolact_d2 checkpoint of this configuration (a "
             "different MODEL.YOLACT.NUM_CLASSES is fine for fine-tuning), a ResNet backbone "
-            "checkpoint (tools/convert_torchvision_backbone.py), or an original YOLACT checkpoint "
-            "converted with tools/convert_yolact_weights.py."
+            "checkpoint (yolact-convert backbone), or an original YOLACT checkpoint converted with "
+            "yolact-convert yolact."
         )

@@ -3,7 +3,7 @@ parameter names (docs/MODEL.md §12.3): rename by the tables of :mod:`.yolact_ke
 :mod:`.resnet_keys`, then check the result is complete. The tensors are renamed, never modified.
 
 Only ``torch`` is imported here, so the command-line tools can use this module without importing
-Detectron2. The names below are the public API of the converters (``tools/convert_*.py``).
+Detectron2. The names below are the public API of the converters (``yolact-convert``, ``yolact_d2/cli/convert_*.py``).
 """
 import re
 from collections.abc import Mapping
@@ -67,7 +67,7 @@ def convert_torchvision_resnet_state_dict(
     if "conv1.weight" not in sd or not any(k.startswith("layer1.") for k in sd):
         hint = ""
         if any(k.startswith("fpn.lat_layers.") for k in sd):
-            hint = "; it looks like an original YOLACT checkpoint: use tools/convert_yolact_weights.py"
+            hint = "; it looks like an original YOLACT checkpoint: convert it with yolact-convert yolact"
         elif any(k.startswith("backbone.bottom_up.") for k in sd):
             hint = "; it already uses Detectron2 names: load it directly with MODEL.WEIGHTS"
         raise ValueError(

@@ -204,7 +204,7 @@ def inspect_yolact_state_dict(state_dict: Mapping, filename: Optional[str] = Non
     ):
         hint = ""
         if "conv1.weight" in sd and any(k.startswith("layer1.") for k in sd):
-            hint = "; it looks like a torchvision ImageNet ResNet: use tools/convert_torchvision_backbone.py"
+            hint = "; it looks like a torchvision ImageNet ResNet: convert it with yolact-convert backbone"
         elif any(k.startswith("backbone.bottom_up.") for k in sd):
             hint = "; it already uses Detectron2/yolact_d2 names: load it directly with MODEL.WEIGHTS"
         raise ValueError(

@@ -1,9 +1,9 @@
-#!/usr/bin/env python
 """Convert a torchvision ImageNet ResNet (18/34/50/101/152, e.g. ``resnet50-19c8e357.pth``) to
-backbone weights for yolact_d2 (``backbone.bottom_up.*``), to start YOLACT training from.
+backbone weights for yolact_d2 (``backbone.bottom_up.*``), to start YOLACT training from
+(``yolact-convert backbone``; in a clone also ``python tools/convert_torchvision_backbone.py``).
 
-    python tools/convert_torchvision_backbone.py resnet101-5d3b4d8f.pth R-101_torchvision.pth
-    python train_net.py --config-file configs/COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml \\
+    yolact-convert backbone resnet101-5d3b4d8f.pth R-101_torchvision.pth
+    yolact-train --config-file configs/COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml \\
         MODEL.WEIGHTS R-101_torchvision.pth
 
 The classifier (``fc.*``) is dropped; only the ResNet is loaded, the FPN and heads keep their
@@ -13,11 +13,15 @@ initialisation. torchvision puts the stride in the 3x3 conv: the model needs
 import argparse
 import sys
 
+from ..utils.errors import run_cli
+
 AUTHOR = "yolact_d2 convert_torchvision_backbone"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None, prog=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("input", help="torchvision ResNet state dict (.pth)")
     parser.add_argument("output", help="where to write the converted checkpoint (.pth)")
     parser.add_argument(
@@ -67,7 +71,6 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from yolact_d2.utils.errors import run_cli
-
-    sys.exit(run_cli(main))
+def cli_main(argv=None, prog=None) -> int:
+    """The command line: one ``error: ...`` line and status 1 for a known user error."""
+    return run_cli(lambda: main(argv, prog), argv)

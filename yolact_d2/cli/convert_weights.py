@@ -1,9 +1,9 @@
-#!/usr/bin/env python
 """Convert an original YOLACT checkpoint (dbolya/yolact, e.g. ``yolact_base_54_800000.pth``) to a
-yolact_d2 / Detectron2 checkpoint.
+yolact_d2 / Detectron2 checkpoint (``yolact-convert yolact``; in a clone also
+``python tools/convert_yolact_weights.py``).
 
-    python tools/convert_yolact_weights.py yolact_base_54_800000.pth yolact_base_d2.pth
-    python train_net.py --config-file configs/COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml \\
+    yolact-convert yolact yolact_base_54_800000.pth yolact_base_d2.pth
+    yolact-train --config-file configs/COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml \\
         --eval-only MODEL.WEIGHTS yolact_base_d2.pth
 
 Prints the detected model (backbone depth, number of classes and prototypes) and the config that
@@ -15,11 +15,15 @@ detected and rejected (no DarkNet backbone yet). Exit code 1 on errors.
 import argparse
 import sys
 
+from ..utils.errors import run_cli
+
 AUTHOR = "yolact_d2 convert_yolact_weights"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None, prog=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("input", help="original YOLACT checkpoint (.pth)")
     parser.add_argument("output", help="where to write the converted checkpoint (.pth)")
     parser.add_argument(
@@ -77,7 +81,6 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from yolact_d2.utils.errors import run_cli
-
-    sys.exit(run_cli(main))
+def cli_main(argv=None, prog=None) -> int:
+    """The command line: one ``error: ...`` line and status 1 for a known user error."""
+    return run_cli(lambda: main(argv, prog), argv)

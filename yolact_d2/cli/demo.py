@@ -1,12 +1,13 @@
-#!/usr/bin/env python3
-"""Run a YOLACT model on images, a video or a webcam and draw the instances; ``--help`` gives the
-inputs, outputs and exit statuses. The logic is in :mod:`yolact_d2.demo`, laid out as Detectron2's
-demo (a visualising predictor, the input handling and the loops); this file is the command line."""
+"""Run a YOLACT model on images, a video or a webcam and draw the instances: ``yolact-demo`` (in a
+clone also ``python demo/demo.py``); ``--help`` gives the inputs, outputs and exit statuses. The logic
+is in :mod:`yolact_d2.demo`, laid out as Detectron2's demo (a visualising predictor, the input
+handling and the loops); this file is the command line."""
 import argparse
 import logging
 import os
-import sys
 import warnings
+
+from ..utils.errors import run_cli
 
 logger = logging.getLogger("yolact_demo")
 
@@ -36,16 +37,17 @@ and --opts), which gives the same detections above the threshold as thresholding
 ('auto': bf16 on CPUs with AMX or AVX512-BF16, else fp32; yolact_d2/precision.py).
 Exit status: 0 success, 1 some input failed, 2 usage error.
 
-examples:
-  python demo/demo.py --config-file configs/Synthetic/yolact_R_18_FPN_synthetic.yaml \\
+examples (yolact-demo is the installed command; in a clone also python demo/demo.py):
+  yolact-demo --config-file configs/Synthetic/yolact_R_18_FPN_synthetic.yaml \\
       --input images/ --output vis/ --opts MODEL.WEIGHTS output/model_final.pth MODEL.DEVICE cpu
-  python demo/demo.py --config-file CONFIG --video-input in.mp4 --output out.mp4 \\
+  yolact-demo --config-file CONFIG --video-input in.mp4 --output out.mp4 \\
       --opts MODEL.WEIGHTS model.pth
 """
 
 
-def get_parser() -> argparse.ArgumentParser:
+def get_parser(prog=None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        prog=prog,
         description="YOLACT instance segmentation demo (Detectron2 plugin yolact_d2): draws the "
         "masks, boxes, class names and scores of the detections on images, a video or a webcam.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -73,14 +75,6 @@ def get_parser() -> argparse.ArgumentParser:
         help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth MODEL.DEVICE cpu (must come last)",
     )
     return parser
-
-
-def _import_yolact_d2():
-    try:
-        import yolact_d2  # noqa: F401
-    except ImportError:  # running from a source checkout that is not installed
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        import yolact_d2  # noqa: F401
 
 
 def setup_cfg(args):
@@ -121,11 +115,10 @@ def _setup_logging(args) -> None:
     logger.info(f"Arguments: {args}")
 
 
-def main(argv=None) -> int:
-    parser = get_parser()
+def main(argv=None, prog=None) -> int:
+    parser = get_parser(prog)
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.script.*")
-    _import_yolact_d2()
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from yolact_d2 import demo as demo_lib
@@ -162,8 +155,6 @@ def main(argv=None) -> int:
     return status
 
 
-if __name__ == "__main__":
-    _import_yolact_d2()
-    from yolact_d2.utils.errors import run_cli
-
-    sys.exit(run_cli(main))
+def cli_main(argv=None, prog=None) -> int:
+    """The command line: one ``error: ...`` line and status 1 for a known user error."""
+    return run_cli(lambda: main(argv, prog), argv)

@@ -1,8 +1,8 @@
-#!/usr/bin/env python
 """COCO evaluation (mask and box AP, per class) of PyTorch weights and exported ONNX files (float32
-or int8) on one dataset, with the agreement of each ONNX model's detections with the first model's.
+or int8) on one dataset, with the agreement of each ONNX model's detections with the first model's:
+``yolact-evaluate`` (in a clone also ``python tools/evaluate.py``).
 
-    python tools/evaluate.py --config-file configs/Synthetic/yolact_R_18_FPN_synthetic.yaml \\
+    yolact-evaluate --config-file configs/Synthetic/yolact_R_18_FPN_synthetic.yaml \\
         --weights model_final.pth [--precision fp32,bf16] --onnx model.float32.onnx --onnx model_int8.onnx \\
         [--dataset yolact_synthetic_val] [--threads 2] [--max-images N] [--json OUT] [KEY VALUE ...]
 
@@ -22,16 +22,19 @@ mean / 5th percentile / minimum mask IoU of the matches and the largest score di
 import argparse
 import json
 import os
-import sys
 
 import numpy as np
 import torch
 
+from ..utils.errors import run_cli
 
-def parse_args(argv=None):
+
+def parse_args(argv=None, prog=None):
     from yolact_d2.utils.cli_args import float_in, positive_int
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--weights", default=None, help="PyTorch checkpoint to evaluate (and to build the predictors)")
     parser.add_argument("--onnx", action="append", default=[], help="exported model (repeat for several)")
@@ -153,8 +156,8 @@ def print_table(results):
                   f"min {a['mask_iou_min']:.3f}, max score diff {a['score_diff_max']:.3f}")
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def main(argv=None, prog=None):
+    args = parse_args(argv, prog)
     if args.json:
         from yolact_d2.utils.atomic_io import prepare_output_file
 
@@ -171,7 +174,6 @@ def main(argv=None):
     return 0
 
 
-if __name__ == "__main__":
-    from yolact_d2.utils.errors import run_cli
-
-    sys.exit(run_cli(main))
+def cli_main(argv=None, prog=None) -> int:
+    """The command line: one ``error: ...`` line and status 1 for a known user error."""
+    return run_cli(lambda: main(argv, prog), argv)

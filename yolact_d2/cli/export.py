@@ -1,10 +1,10 @@
-#!/usr/bin/env python
-"""Export YOLACT's tensor-only core (image -> class_probs, boxes, coefficients, prototypes).
+"""Export YOLACT's tensor-only core (image -> class_probs, boxes, coefficients, prototypes):
+``yolact-export`` (in a clone also ``python tools/export_model.py``).
 
-    python tools/export_model.py --format onnx \\
+    yolact-export --format onnx \\
         --config-file configs/COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml \\
         [--weights W.pth] --output yolact.onnx [--opset 19] [KEY VALUE ...]
-    python tools/export_model.py --format onnx --int8 --calibration-dataset yolact_synthetic_train \
+    yolact-export --format onnx --int8 --calibration-dataset yolact_synthetic_train \
         [--calibration-images 64] [--calibration-method percentile] --config-file ... --output yolact_int8.onnx
 
 ``--int8``: static int8 quantisation with ONNX Runtime (yolact_d2/quantization.py), calibrated on
@@ -20,13 +20,16 @@ assembly run afterwards in PyTorch: use ``yolact_d2.export.YolactONNXPredictor(c
 """
 import argparse
 import os
-import sys
+
+from ..utils.errors import run_cli
 
 
-def parse_args(argv=None):
+def parse_args(argv=None, prog=None):
     from yolact_d2.utils.cli_args import positive_int
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--format", required=True, choices=["onnx", "torchscript"])
     parser.add_argument("--config-file", required=True)
     parser.add_argument(
@@ -134,8 +137,8 @@ def _quantize(args, reader):
           f"{args.calibration_dataset}; float32 model: {float_path}")
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def main(argv=None, prog=None):
+    args = parse_args(argv, prog)
     _check_int8_args(args)
     from yolact_d2 import YolactPredictor
     from yolact_d2.export import DEFAULT_ONNX_OPSET, export_onnx, export_torchscript
@@ -162,7 +165,6 @@ def main(argv=None):
     print(f"wrote {args.format} model for {shape} {cfg.INPUT.FORMAT} 0..255 input: {args.output}")
 
 
-if __name__ == "__main__":
-    from yolact_d2.utils.errors import run_cli
-
-    sys.exit(run_cli(main))
+def cli_main(argv=None, prog=None) -> int:
+    """The command line: one ``error: ...`` line and status 1 for a known user error."""
+    return run_cli(lambda: main(argv, prog), argv)

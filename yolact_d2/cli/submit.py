@@ -217,10 +217,12 @@ def _submit(args, argv) -> int:
     return status
 
 
-def cli_main(argv=None) -> int:
+def cli_main(argv=None, prog=None) -> int:
     """Parse the command line, submit the job, print its id and logs; with --wait, its outcome."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = get_parser()
+    if prog:
+        parser.prog = prog
     args = parser.parse_args(argv)
     _check_arguments(parser, args, argv[:len(argv) - len(args.opts)])
     return run_cli(functools.partial(_submit, args, argv), argv)

@@ -1,8 +1,8 @@
-"""Train and evaluate YOLACT with Detectron2 (``train_net.py``).
+"""Train and evaluate YOLACT with Detectron2: ``yolact-train`` (in a clone also ``python train_net.py``).
 
-    python train_net.py --config-file configs/COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml
-    python train_net.py --config-file ... --eval-only MODEL.WEIGHTS model_final.pth
-    python train_net.py --config-file ... --num-gpus 2 [MODEL.DEVICE cpu]
+    yolact-train --config-file configs/COCO-InstanceSegmentation/yolact_R_101_FPN_550.yaml
+    yolact-train --config-file ... --eval-only MODEL.WEIGHTS model_final.pth
+    yolact-train --config-file ... --num-gpus 2 [MODEL.DEVICE cpu]
 
 A LazyConfig (``--config-file configs/.../x.py``) takes ``KEY=VALUE`` overrides, as Detectron2's
 ``tools/lazyconfig_train_net.py`` (``train.init_checkpoint=... train.max_iter=...``); ``--eval-only`` reads
@@ -244,9 +244,10 @@ def get_parser():
     return parser
 
 
-def cli_main(argv=None) -> int:
+def cli_main(argv=None, prog=None) -> int:
     """Parse the command line, train or evaluate under launch(), return the exit code."""
     parser = get_parser()
+    parser.prog = prog or parser.prog
     args = parser.parse_args(argv)
     check_launch_arguments(parser, args)
     print("Command Line Args:", args)

@@ -1,5 +1,5 @@
-"""What ``--input`` / ``--video-input`` and ``--output`` of demo/demo.py name: the images to read and
-the files to write (the rules are in ``demo/demo.py --help``)."""
+"""What ``--input`` / ``--video-input`` and ``--output`` of yolact-demo (demo/demo.py) name: the images to read and
+the files to write (the rules are in ``yolact-demo --help``)."""
 import glob
 import logging
 import os

@@ -12,7 +12,7 @@ class VisualizationDemo:
     """Images are BGR uint8 arrays in and out; only detections scoring more than
     ``confidence_threshold`` are kept (the model's own ``score > SCORE_THRESH_TEST`` rule).
 
-    demo/demo.py also writes the threshold T into ``MODEL.YOLACT.SCORE_THRESH_TEST``, and that gives
+    yolact-demo also writes the threshold T into ``MODEL.YOLACT.SCORE_THRESH_TEST``, and that gives
     exactly the detections the config's own threshold would give after keeping ``score > T``: the
     model applies the threshold (also ``> T``) to each anchor's best class score before NMS, and
     neither the NMS (a box is only ever suppressed by higher-scoring boxes) nor the per-class top-k

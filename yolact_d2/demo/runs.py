@@ -1,4 +1,4 @@
-"""The loops of demo/demo.py over images, a video or the webcam: each input failure is logged with
+"""The loops of yolact-demo (demo/demo.py) over images, a video or the webcam: each input failure is logged with
 its path and the run goes on, so one bad file does not lose the others' results."""
 import logging
 import os

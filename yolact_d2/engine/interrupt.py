@@ -76,8 +76,11 @@ def resume_command(argv: Optional[List[str]] = None) -> str:
     """The command line that continues this run: ``--resume`` goes right after the script, before the
     ``KEY VALUE`` overrides (which take the rest of the command line)."""
     argv = list(sys.argv if argv is None else argv)
+    head = [sys.executable, argv[0]]
+    if os.path.basename(argv[0]) == "__main__.py" and argv[1:2] == ["train"]:  # python -m yolact_d2 train
+        head, argv = [sys.executable, "-m", "yolact_d2", "train"], argv[1:]
     rest = [a for a in argv[1:] if a != "--resume"]
-    return shlex.join([sys.executable, argv[0], "--resume", *rest])
+    return shlex.join([*head, "--resume", *rest])
 
 
 class TrainingInterrupted(BaseException):

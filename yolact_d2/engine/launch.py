@@ -149,7 +149,7 @@ def launch_logging_rendezvous(main_func, num_gpus_per_machine, num_machines=1, m
         raise UserError(
             f"--dist-url {where}",
             f"the other machines did not join within {timeout_minutes:g} min ({cause})",
-            fix=f"start train_net.py on machine rank(s) {others} with the same --dist-url and --num-machines, "
+            fix=f"start the same command on machine rank(s) {others} with the same --dist-url and --num-machines, "
             "check that the address and port are reachable, or raise --dist-timeout",
         ) from None
     finally:

@@ -1,5 +1,7 @@
 """The data loaders of the trainer, with the mapper named by ``INPUT.DATASET_MAPPER_NAME``: "yolact"
-(SSD augmentation and the square resize, docs/MODEL.md §7) or "detectron2" (the stock mapper)."""
+(SSD augmentation and the square resize, docs/MODEL.md §7) or "detectron2" (the stock mapper).
+Both register the datasets of ``DATASETS.COCO_INSTANCES`` first, so that a script that builds
+``YolactTrainer`` itself needs no registration code (registering the same entries again is a no-op)."""
 from detectron2.data import (
     DatasetCatalog,
     DatasetMapper,
@@ -11,6 +13,7 @@ from detectron2.utils import comm
 
 from ..config_checks import check_datasets_registered, check_num_classes, check_train_batch
 from ..data.dataset_mapper import YolactDatasetMapper
+from ..data.datasets import register_datasets_from_config
 from ..utils.errors import ConfigError, DataError
 from .hooks import BadImageTally
 
@@ -37,6 +40,7 @@ def build_train_loader(cfg):
     """Detectron2's training loader over ``DATASETS.TRAIN``; with the YOLACT mapper it also counts
     the images skipped by ``DATALOADER.SKIP_BAD_IMAGES`` (:class:`~yolact_d2.engine.hooks.BadImageTally`)."""
     mapper = build_dataset_mapper(cfg, is_train=True)
+    register_datasets_from_config(cfg)
     check_train_batch(cfg, comm.get_world_size())
     check_datasets_registered(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
     try:
@@ -88,4 +92,6 @@ def _explain_empty_training_set(cfg) -> None:
 
 
 def build_test_loader(cfg, dataset_name: str):
-    return build_detection_test_loader(cfg, dataset_name, mapper=build_dataset_mapper(cfg, is_train=False))
+    mapper = build_dataset_mapper(cfg, is_train=False)
+    register_datasets_from_config(cfg)
+    return build_detection_test_loader(cfg, dataset_name, mapper=mapper)

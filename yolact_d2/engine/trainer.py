@@ -23,7 +23,14 @@ from detectron2.utils.logger import setup_logger
 from ..checkpoint.atomic import AtomicDetectionCheckpointer
 from ..checkpoint.catalog import RANDOM_WEIGHTS, imagenet_weights_name
 from ..checkpoint.safe_load import trusted_weights_file
-from ..config_checks import check_class_names, check_num_classes, check_training_config, check_yolact_config
+from ..config_checks import (
+    check_class_names,
+    check_meta_architecture,
+    check_num_classes,
+    check_training_config,
+    check_yolact_config,
+)
+from ..data.datasets import register_datasets_from_config
 from ..evaluation import YolactCOCOEvaluator
 from ..solver import build_lr_scheduler, build_optimizer, scale_schedule_to_batch
 from ..utils.errors import ConfigError
@@ -57,6 +64,7 @@ class YolactTrainer(DefaultTrainer):
         super(DefaultTrainer, self).__init__()
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
+        check_meta_architecture(cfg)  # first: the other checks would describe another model's config
         check_training_config(cfg)
         # SOLVER.REFERENCE_IMS_PER_BATCH: the original's --autoscale (instead of Detectron2's auto_scale_workers)
         cfg = scale_schedule_to_batch(cfg, comm.get_world_size())
@@ -128,6 +136,7 @@ class YolactTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        register_datasets_from_config(cfg)  # DATASETS.COCO_INSTANCES, as the loaders do
         check_num_classes(cfg, [dataset_name], "DATASETS.TEST")
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
