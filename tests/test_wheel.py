@@ -71,7 +71,7 @@ def test_installed_wheel_trains_predicts_exports_outside_the_repository(venv):
         import importlib.resources, json, torch, torchvision, yolact_d2, yolact_d2.model_zoo
         torch.save(torchvision.models.resnet18().state_dict(), "r18.pth")
         configs = importlib.resources.files("yolact_d2") / "model_zoo" / "configs"
-        by_name = getattr(yolact_d2.model_zoo, "get_config_file", None)  # the zoo API, once it exists
+        by_name = yolact_d2.model_zoo.get_config_file
         print(json.dumps({"module": yolact_d2.__file__, "config": str(configs / %r),
                           "zoo": by_name and str(by_name(%r))}))
         """ % (SYNTHETIC, SYNTHETIC))], cwd=work, env=env).strip().splitlines()[-1])
@@ -79,8 +79,7 @@ def test_installed_wheel_trains_predicts_exports_outside_the_repository(venv):
     assert where["module"].startswith(str(bin_dir.parent)), where
     config = where["config"]
     assert config.startswith(str(bin_dir.parent)) and os.path.isfile(config)
-    if where["zoo"] is not None:  # LEAD (zoo branch): the zoo name resolves to the same installed file
-        assert os.path.samefile(where["zoo"], config), where
+    assert os.path.samefile(where["zoo"], config), where  # the zoo name resolves to the same installed file
 
     # train: 2 iterations from the shipped yaml; the synthetic data is generated under the work folder
     out = work / "out"
@@ -90,10 +89,15 @@ def test_installed_wheel_trains_predicts_exports_outside_the_repository(venv):
     records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines() if line.strip()]
     assert max(r["iteration"] for r in records) == 1 and "loss_mask" in records[-1]
 
-    # LEAD (zoo branch): training "by zoo name" is the run above once where["zoo"] is set (same file);
-    #   adapt the name passed to get_config_file if the zoo's names differ from the path under configs/.
-    # LEAD (lazy branch): add 2 iterations "from LazyConfig" here:
-    #   yolact-train --config-file <configs/.../the synthetic .py LazyConfig> with the same tiny overrides.
+    # the same shipped config by its zoo name (yolact_d2.model_zoo), and its LazyConfig twin: 2 iterations
+    lazy_config = str(where["zoo"]).replace(".yaml", ".py")
+    lazy_out = work / "out_lazy"
+    _run([bin_dir / "yolact-train", "--config-file", lazy_config, "train.max_iter=2", "train.device=cpu",
+          "dataloader.train.total_batch_size=2", "dataloader.train.mapper.augmentations.image_size=128",
+          "lr_multiplier.warmup_iters=1", "lr_multiplier.steps=[]", "train.eval_period=0",
+          "dataloader.test.dataset.names=[]", f"train.output_dir={lazy_out}"], cwd=work, env=env)
+    records = [json.loads(line) for line in (lazy_out / "metrics.json").read_text().splitlines() if line.strip()]
+    assert (lazy_out / "model_final.pth").is_file() and max(r["iteration"] for r in records) == 1
 
     # the demo command on a generated image
     image = sorted((work / "datasets" / "yolact_synthetic" / "train").glob("*.jpg"))[0]

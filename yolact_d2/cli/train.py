@@ -103,10 +103,20 @@ def setup_lazy(args):
         cfg.train.init_checkpoint = ""
     if args.num_vis > 0:
         raise ConfigError("--num-vis", "not available with a LazyConfig yet", fix="use the yaml twin of the config")
-    if cfg.train.output_dir:
-        check_output_dir(_OutputDir(cfg.train.output_dir))  # a clear error before default_setup opens log.txt
-    default_setup(cfg, args)  # reads train.output_dir, train.seed, train.cudnn_benchmark
-    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="yolact_d2")
+    output_dir = cfg.train.output_dir
+    if output_dir:
+        check_output_dir(_OutputDir(output_dir))  # a clear error before default_setup opens log.txt
+    # one run per output folder, as for a yaml config
+    local = output_dir and "://" not in output_dir
+    takeover = lock_output_dir(output_dir) if local and comm.is_main_process() else None
+    try:
+        default_setup(cfg, args)  # reads train.output_dir, train.seed, train.cudnn_benchmark
+        setup_logger(output_dir, distributed_rank=comm.get_rank(), name="yolact_d2")
+    except BaseException:
+        unlock_output_dir(output_dir)
+        raise
+    if takeover:
+        logging.getLogger("yolact_d2").warning(takeover)
     return cfg
 
 
@@ -120,6 +130,13 @@ class _OutputDir:
 def main_lazy(args, start):
     """``main`` for a LazyConfig: the same steps through :class:`YolactLazyTrainer`."""
     cfg = setup_lazy(args)
+    try:
+        return train_or_evaluate_lazy(cfg, args, start)
+    finally:
+        unlock_output_dir(cfg.train.output_dir)
+
+
+def train_or_evaluate_lazy(cfg, args, start):
     output_dir = cfg.train.output_dir
     test_names = lazy_dataset_names(cfg.dataloader.test) if "test" in cfg.dataloader else []
     if args.eval_only:

@@ -6,4 +6,5 @@ from ..common.optim import SGD as optimizer
 from ..common.schedule import lr_multiplier
 from ..common.train import train
 
-train.init_checkpoint = ""  # ImageNet R-101 (see docs/MODEL_ZOO.md) or a converted yolact_base_54_800000.pth
+# ImageNet weights, downloaded once (docs/MODEL_ZOO.md); or a converted yolact_base_54_800000.pth
+train.init_checkpoint = "yolact://ImageNetPretrained/R-101"

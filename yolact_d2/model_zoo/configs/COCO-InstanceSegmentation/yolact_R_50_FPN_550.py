@@ -6,4 +6,5 @@ from ..common.schedule import lr_multiplier
 from ..common.train import train
 
 model.backbone.bottom_up.stages.depth = 50
-train.init_checkpoint = ""  # ImageNet R-50 (see docs/MODEL_ZOO.md) or a converted yolact_resnet50_54_800000.pth
+# ImageNet weights, downloaded once (docs/MODEL_ZOO.md); or a converted yolact_resnet50_54_800000.pth
+train.init_checkpoint = "yolact://ImageNetPretrained/R-50"

@@ -12,4 +12,5 @@ model.anchor_generator.scales = [[s * 2 ** (j / 3) for j in range(3)] for s in (
 model.anchor_generator.square_anchors = False
 model.head.num_anchors = 9
 model.maskiou_net = maskiou_net
-train.init_checkpoint = ""  # ImageNet R-101 (see docs/MODEL_ZOO.md) or a converted yolact_plus_base_54_800000.pth
+# ImageNet weights, downloaded once (docs/MODEL_ZOO.md); or a converted yolact_plus_base_54_800000.pth
+train.init_checkpoint = "yolact://ImageNetPretrained/R-101"

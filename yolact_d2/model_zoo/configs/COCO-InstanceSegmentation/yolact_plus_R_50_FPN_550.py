@@ -5,4 +5,5 @@ from .yolact_plus_R_101_FPN_550 import dataloader, lr_multiplier, model, optimiz
 
 model.backbone.bottom_up.stages.depth = 50
 model.backbone.bottom_up.stages.deform_interval = 1
-train.init_checkpoint = ""  # ImageNet R-50 (see docs/MODEL_ZOO.md) or a converted yolact_plus_resnet50_54_800000.pth
+# ImageNet weights, downloaded once (docs/MODEL_ZOO.md); or a converted yolact_plus_resnet50_54_800000.pth
+train.init_checkpoint = "yolact://ImageNetPretrained/R-50"
