@@ -94,10 +94,11 @@ def test_installed_wheel_trains_predicts_exports_outside_the_repository(venv):
     lazy_out = work / "out_lazy"
     _run([bin_dir / "yolact-train", "--config-file", lazy_config, "train.max_iter=2", "train.device=cpu",
           "dataloader.train.total_batch_size=2", "dataloader.train.mapper.augmentations.image_size=128",
-          "lr_multiplier.warmup_iters=1", "lr_multiplier.steps=[]", "train.eval_period=0",
-          "dataloader.test.dataset.names=[]", f"train.output_dir={lazy_out}"], cwd=work, env=env)
+          "lr_multiplier.warmup_iters=1", "lr_multiplier.steps=[]",
+          f"train.output_dir={lazy_out}"], cwd=work, env=env)
     records = [json.loads(line) for line in (lazy_out / "metrics.json").read_text().splitlines() if line.strip()]
-    assert (lazy_out / "model_final.pth").is_file() and max(r["iteration"] for r in records) == 1
+    trained = [r["iteration"] for r in records if "total_loss" in r]
+    assert (lazy_out / "model_final.pth").is_file() and max(trained) == 1, records
 
     # the demo command on a generated image
     image = sorted((work / "datasets" / "yolact_synthetic" / "train").glob("*.jpg"))[0]
