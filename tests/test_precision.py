@@ -127,9 +127,13 @@ def test_evaluate_tool_builds_one_model_per_precision(trained):
     spec = importlib.util.spec_from_file_location("evaluate_tool", os.path.join(root, "tools", "evaluate.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
+    from detectron2.data import DatasetCatalog
+
     cfg, config_file, data = trained
+    if "bf16_eval_probe" not in DatasetCatalog.list():  # the tool checks --dataset is registered and non-empty
+        DatasetCatalog.register("bf16_eval_probe", lambda: [{"file_name": "not read"}])
     args = tool.parse_args(["--config-file", str(config_file), "--weights", cfg.MODEL.WEIGHTS,
-                            "--precision", "fp32,bf16", "--dataset", "unused", "MODEL.DEVICE", "cpu"])
+                            "--precision", "fp32,bf16", "--dataset", "bf16_eval_probe", "MODEL.DEVICE", "cpu"])
     _, _, models = tool.build(args)
     assert [label for label, _ in models] == ["torch", "torch bf16"]
     inputs = {"image": data[0]["image"], "height": 128, "width": 128}

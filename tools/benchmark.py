@@ -142,10 +142,12 @@ def load_images(args):
 
 
 def build_cfg(args):
+    from yolact_d2.config_checks import mark_set_on_command_line
     from yolact_d2.utils.config_loading import setup_cfg
 
     cfg = setup_cfg(args.config_file, args.opts, freeze=False)
     cfg.MODEL.WEIGHTS = args.weights
+    mark_set_on_command_line(cfg, "MODEL.WEIGHTS")  # --weights is the user's choice
     cfg.MODEL.DEVICE = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.all_detections:
         cfg.MODEL.YOLACT.SCORE_THRESH_TEST = 0.0

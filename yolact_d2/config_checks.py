@@ -372,6 +372,13 @@ def record_command_line_keys(cfg, keys) -> None:
     cfg.__dict__[_COMMAND_LINE_KEYS] = frozenset(str(k) for k in keys)
 
 
+def mark_set_on_command_line(cfg, key: str) -> None:
+    """Record ``key`` as the user's own choice, e.g. a tool's ``--weights`` flag written into the cfg."""
+    keys = cfg.__dict__.get(_COMMAND_LINE_KEYS)
+    if keys is not None:
+        record_command_line_keys(cfg, keys | {key})
+
+
 def set_on_command_line(cfg, key: str) -> bool:
     """True if ``key`` was given as a ``KEY VALUE`` override, or if it is not known where ``cfg`` came
     from (a cfg not built by ``setup_cfg``: every key counts as the user's choice)."""

@@ -21,7 +21,7 @@ from detectron2.modeling import build_model
 from .checkpoint.atomic import AtomicDetectionCheckpointer
 from .checkpoint.catalog import is_random_weights
 from .checkpoint.safe_load import trusted_weights_file
-from .config_checks import check_class_names, check_yolact_config, set_on_command_line
+from .config_checks import check_class_names, check_meta_architecture, check_yolact_config, set_on_command_line
 from .data.transforms import build_yolact_test_augmentation
 from .modeling.optimize import optimize_for_inference
 from .precision import choose_precision, log_choice, torch_dtype
@@ -157,7 +157,16 @@ class YolactPredictor:
 
     def __init__(self, cfg, precision: Optional[str] = None):
         self.cfg = cfg.clone()  # the model may modify its cfg
+        check_meta_architecture(self.cfg)  # first: the other checks would describe another model's config
         weights = self.cfg.MODEL.WEIGHTS
+        if (is_random_weights(weights) and self._weights_needed_for(self.cfg)
+                and not set_on_command_line(self.cfg, "MODEL.WEIGHTS")):
+            # a config file's "random" (the synthetic config trains from scratch) is no opt-in for inference
+            raise ConfigError(
+                "MODEL.WEIGHTS random (from the config file)", "inference would run an untrained model",
+                fix="give MODEL.WEIGHTS (or --weights) path/to/model_final.pth; MODEL.WEIGHTS random on the command "
+                "line runs an untrained model on purpose",
+            )
         # inference: every parameter must come from the checkpoint; errors name the file
         checkpointer = AtomicDetectionCheckpointer(
             torch.nn.Module(), trusted_file=trusted_weights_file(self.cfg), strict=True

@@ -148,7 +148,10 @@ def main(argv=None, prog=None):
     cfg = setup_cfg(args.config_file, args.opts, freeze=False)
     cfg.MODEL.DEVICE = "cpu"
     if args.weights is not None:
+        from yolact_d2.config_checks import mark_set_on_command_line
+
         cfg.MODEL.WEIGHTS = args.weights
+        mark_set_on_command_line(cfg, "MODEL.WEIGHTS")  # --weights random: untrained on purpose
     _check_export_args(args, cfg)
     make_output_dir(os.path.dirname(os.path.abspath(args.output)), "--output folder")  # before the slow steps
     reader = _calibration_reader(cfg, args) if args.int8 else None

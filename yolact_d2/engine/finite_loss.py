@@ -125,7 +125,7 @@ def _nonfinite_ranks(loss_dict, finite: bool):
     tensors = [v for v in loss_dict.values() if isinstance(v, torch.Tensor)]
     device = tensors[0].device if tensors else torch.device("cpu")
     if dist.get_backend() == "nccl" and device.type != "cuda":
-        device = torch.device("cuda", torch.cuda.current_device())
+        device = torch.device(torch.cuda.current_device())  # NCCL reduces GPU tensors only
     flags = torch.zeros(comm.get_world_size(), device=device)
     flags[comm.get_rank()] = 0.0 if finite else 1.0
     dist.all_reduce(flags)

@@ -80,10 +80,12 @@ def save_conditioned_random_weights(cfg, images_bgr, path: str) -> str:
     """Build ``cfg``'s model with random weights, condition it on the BGR images (resized as
     :class:`~yolact_d2.YolactPredictor` does) and save its state dict to ``path`` (a checkpoint
     for ``MODEL.WEIGHTS``). Returns ``path``."""
+    from ..config_checks import mark_set_on_command_line
     from ..predictor import YolactPredictor
 
     cfg = cfg.clone()
     cfg.MODEL.WEIGHTS = "random"  # untrained on purpose: conditioned below
+    mark_set_on_command_line(cfg, "MODEL.WEIGHTS")
     cfg.MODEL.YOLACT.FUSE_BN_TEST = False  # keep the BN layers: they are re-estimated here
     cfg.MODEL.YOLACT.CHANNELS_LAST_TEST = False
     predictor = YolactPredictor(cfg, precision="fp32")  # conditioned and saved in float32
