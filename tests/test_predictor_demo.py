@@ -142,7 +142,7 @@ def test_demo_single_image_output_creates_its_folder(tmp_path, cfg_file, monkeyp
     cv2.imwrite(str(img), _image(40, 60))
     target = tmp_path / "new" / "dir" / "out.png"  # neither folder exists, as for folder and video outputs
     code, out = _main_in_process(monkeypatch, "--config-file", cfg_file, "--input", str(img),
-                                 "--output", str(target), "--confidence-threshold", "0")
+                                 "--output", str(target), "--confidence-threshold", "0", *UNTRAINED)
     assert code == 0, out
     assert cv2.imread(str(target)).shape == (40, 60, 3)
 
@@ -212,6 +212,10 @@ def _run_demo(*args, timeout=180):
     return proc.returncode, proc.stdout + proc.stderr
 
 
+# an untrained model on purpose: a config file's MODEL.WEIGHTS random is no opt-in for inference
+UNTRAINED = ("--opts", "MODEL.WEIGHTS", "random")
+
+
 @pytest.fixture(scope="module")
 def cfg_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
@@ -247,7 +251,7 @@ def test_demo_folder_with_a_corrupt_file(tmp_path, cfg_file):
     out_dir = tmp_path / "out"
     code, out = _run_demo(
         "--config-file", cfg_file, "--input", str(folder), "--output", str(out_dir),
-        "--confidence-threshold", "0", "--opts", "MODEL.DEVICE", "cpu",
+        "--confidence-threshold", "0", "--opts", "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "random",
     )
     assert code == 1, out
     assert "broken.jpg" in out
@@ -286,7 +290,7 @@ def test_demo_single_image_to_file_and_no_display(tmp_path, cfg_file, monkeypatc
     target = tmp_path / "vis" / "drawn.png"
     target.parent.mkdir()
     code, out = _main_in_process(monkeypatch, "--config-file", cfg_file, "--input", str(img),
-                                 "--output", str(target), "--confidence-threshold", "0")
+                                 "--output", str(target), "--confidence-threshold", "0", *UNTRAINED)
     assert code == 0, out
     assert "1 image(s) succeeded, 0 failed" in out
     assert cv2.imread(str(target)).shape == (90, 160, 3)
@@ -323,7 +327,7 @@ def test_demo_video(tmp_path, cfg_file):
     assert len(_read_video(src)) == 5
     dst = tmp_path / "clip_vis.mp4"
     code, out = _run_demo("--config-file", cfg_file, "--video-input", str(src), "--output", str(dst),
-                          "--confidence-threshold", "0", "--opts", "MODEL.DEVICE", "cpu")
+                          "--confidence-threshold", "0", "--opts", "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "random")
     assert code == 0, out
     frames = _read_video(dst)
     assert len(frames) == 5

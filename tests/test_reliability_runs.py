@@ -195,7 +195,8 @@ def test_web_demo_removes_its_temporary_folder_when_stopped(tmp_path, stop):
     temp.mkdir()
     app = os.path.join(os.path.dirname(TRAIN_NET), "demo", "app.py")
     log = open(tmp_path / "app.log", "w+")
-    proc = subprocess.Popen([sys.executable, app, "--config-file", str(cfg_file), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, app, "--config-file", str(cfg_file), "--port", str(port),
+                             "--opts", "MODEL.WEIGHTS", "random"],  # untrained on purpose
                             env=dict(ENV, TMPDIR=str(temp)), stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 240

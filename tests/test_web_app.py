@@ -218,7 +218,8 @@ def running_app(tmp_path_factory):
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     log = open(cfg_file.parent / "app.log", "w+")
     proc = subprocess.Popen([sys.executable, APP, "--config-file", str(cfg_file), "--port", str(port),
-                             "--confidence-threshold", "0"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+                             "--confidence-threshold", "0", "--opts", "MODEL.WEIGHTS", "random"],  # untrained
+                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 300
     try:
