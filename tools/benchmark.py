@@ -142,7 +142,7 @@ def load_images(args):
 
 
 def build_cfg(args):
-    from yolact_d2.config_checks import mark_set_on_command_line
+    from yolact_d2.utils.command_line_keys import mark_set_on_command_line
     from yolact_d2.utils.config_loading import setup_cfg
 
     cfg = setup_cfg(args.config_file, args.opts, freeze=False)
@@ -156,12 +156,9 @@ def build_cfg(args):
     return cfg
 
 
-def build_predictor(args, images, tmp, weights=None):
-    """The predictor of the chosen backend with ``weights`` (default: --weights or, without it,
-    conditioned random weights saved in the directory ``tmp`` so that an ONNX export and the
-    predictor use the same ones)."""
-    from yolact_d2 import YolactPredictor
-
+def build_cfg_with_weights(args, images, tmp, weights=None):
+    """:func:`build_cfg` with the weights every predictor of a run shares: ``weights``, else --weights,
+    else conditioned random weights saved in the directory ``tmp``."""
     cfg = build_cfg(args)
     if weights:
         cfg.MODEL.WEIGHTS = weights
@@ -170,6 +167,16 @@ def build_predictor(args, images, tmp, weights=None):
 
         path = os.path.join(tmp, "conditioned_random.pth")
         cfg.MODEL.WEIGHTS = save_conditioned_random_weights(cfg, images[:2], path)
+    return cfg
+
+
+def build_predictor(args, images, tmp, weights=None):
+    """The predictor of the chosen backend with ``weights`` (default: --weights or, without it,
+    conditioned random weights saved in the directory ``tmp`` so that an ONNX export and the
+    predictor use the same ones)."""
+    from yolact_d2 import YolactPredictor
+
+    cfg = build_cfg_with_weights(args, images, tmp, weights)
     if args.backend == "torch":
         return cfg, YolactPredictor(cfg)
     from yolact_d2.export import YolactONNXPredictor, export_onnx
@@ -189,14 +196,7 @@ def build_predictors(args, images, tmp, weights=None):
     if not args.precisions:
         cfg, predictor = build_predictor(args, images, tmp, weights)
         return cfg, [(args.backend, args.backend, predictor)]
-    cfg = build_cfg(args)
-    if weights:
-        cfg.MODEL.WEIGHTS = weights
-    elif not args.weights:
-        from yolact_d2.utils.testing import save_conditioned_random_weights
-
-        path = os.path.join(tmp, "conditioned_random.pth")
-        cfg.MODEL.WEIGHTS = save_conditioned_random_weights(cfg, images[:2], path)
+    cfg = build_cfg_with_weights(args, images, tmp, weights)
     runs = []
     for precision in args.precisions:
         if precision == "int8":

@@ -61,7 +61,7 @@ def build(args):
     cfg = setup_cfg(args.config_file, args.opts, freeze=False)
     cfg.MODEL.DEVICE = "cpu"
     if args.weights is not None:
-        from yolact_d2.config_checks import mark_set_on_command_line
+        from yolact_d2.utils.command_line_keys import mark_set_on_command_line
 
         cfg.MODEL.WEIGHTS = args.weights
         mark_set_on_command_line(cfg, "MODEL.WEIGHTS")  # --weights random: untrained on purpose

@@ -42,15 +42,10 @@ with warnings.catch_warnings():
     from yolact_d2.engine.run_lock import lock_output_dir, unlock_output_dir
     from yolact_d2.engine.trainer import check_initial_weights
     from yolact_d2.utils.cli_args import non_negative_int
+    from yolact_d2.utils.command_line_keys import set_on_command_line
     from yolact_d2.utils.config_loading import is_lazy_config, load_lazy_config, setup_cfg
     from yolact_d2.utils.errors import ConfigError, UserError, run_cli
     from yolact_d2.utils.plot_metrics import plot_training_curves
-
-
-def _weights_on_command_line(opts) -> str:
-    """The value of the last ``MODEL.WEIGHTS`` among the ``KEY VALUE`` overrides ("" if none)."""
-    pairs = dict(zip(opts[::2], opts[1::2])) if opts else {}
-    return str(pairs.get("MODEL.WEIGHTS", ""))
 
 
 def _resumable(cfg, args) -> bool:
@@ -74,8 +69,7 @@ def check_eval_weights(cfg, args) -> None:
 def setup(args):
     cfg = setup_cfg(args.config_file, args.opts, freeze=False)  # one-line errors (YAML syntax, unknown keys)
     # "MODEL.WEIGHTS random" on the command line: an untrained model on purpose, also for --eval-only
-    args.random_weights = is_random_weights(_weights_on_command_line(args.opts)) and is_random_weights(
-        cfg.MODEL.WEIGHTS)
+    args.random_weights = is_random_weights(cfg.MODEL.WEIGHTS) and set_on_command_line(cfg, "MODEL.WEIGHTS")
     register_datasets_from_config(cfg)
     cfg.freeze()
     check_output_dir(cfg)  # a clear error before default_setup opens log.txt there
@@ -98,7 +92,7 @@ def setup_lazy(args):
     """A LazyConfig with its ``KEY=VALUE`` overrides; ``train.init_checkpoint=random`` as ``MODEL.WEIGHTS random``."""
     cfg = load_lazy_config(args.config_file, args.opts)
     weights = cfg.train.init_checkpoint
-    args.random_weights = weights == RANDOM_WEIGHTS and not os.path.exists(RANDOM_WEIGHTS)
+    args.random_weights = is_random_weights(weights)
     if args.random_weights:
         cfg.train.init_checkpoint = ""
     if args.num_vis > 0:

@@ -9,7 +9,7 @@ from typing import Iterator, Optional, Sequence
 import yaml
 
 from ..config import add_yolact_config
-from ..config_checks import record_command_line_keys
+from .command_line_keys import record_command_line_keys
 from .config_yaml import load_config_with_base, not_a_mapping, safe_load_config_text
 from .errors import ConfigError, first_line
 
