@@ -58,7 +58,7 @@ def export_variants(args):
     from yolact_d2 import YolactPredictor
     from yolact_d2.export import DEFAULT_ONNX_OPSET, export_onnx
     from yolact_d2.quantization import DatasetCalibrationReader, is_quantized_as, quantize_onnx
-    from yolact_d2.utils.config_loading import setup_cfg
+    from yolact_d2.runtime.config_loading import setup_cfg
 
     cfg = setup_cfg(args.config_file, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", args.weights])
     os.makedirs(args.work_dir, exist_ok=True)

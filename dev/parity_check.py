@@ -84,7 +84,7 @@ def build_ours(config_file: str, weights: str):
     from detectron2.modeling import build_model
 
     from yolact_d2.predictor import YolactPredictor
-    from yolact_d2.utils.config_loading import setup_cfg
+    from yolact_d2.runtime.config_loading import setup_cfg
 
     cfg = setup_cfg(os.path.join(CONFIG_DIR, config_file), freeze=False)
     cfg.MODEL.DEVICE = "cpu"
@@ -275,7 +275,7 @@ def check_variant(variant: str, original_repo: str, work_dir: str, seed: int, dc
     images = test_images()
     net, ocfg, conditioning, original_path, converted_path = prepare_original(
         orig_mods, variant, [original_input(orig_mods, img) for img in images], work_dir, seed)
-    from yolact_d2.checkpoint import yolact_converter as conv
+    from yolact_d2.converters import yolact_converter as conv
 
     _, info = conv.convert_yolact_state_dict(torch.load(original_path), filename=original_path)
     suggested = os.path.basename(info["config_file"] or "")

@@ -25,7 +25,8 @@ import urllib.request
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from yolact_d2.utils.errors import UserError, run_cli  # noqa: E402
+from yolact_d2.runtime.reporting import run_cli  # noqa: E402
+from yolact_d2.utils.errors import UserError  # noqa: E402
 
 APP = os.path.join(REPO, "demo", "app.py")
 DEFAULT_OUTPUT = os.path.join(REPO, "docs", "images", "web_demo.png")

@@ -14,7 +14,7 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 def yolact_cfg(config_file="Base-YOLACT.yaml", opts=()):
     """A frozen-free cfg with the yolact keys, merged from a file under configs/, on the CPU and with
     random weights on purpose (``MODEL.WEIGHTS random``) unless ``opts`` say otherwise."""
-    from yolact_d2.utils.config_loading import setup_cfg
+    from yolact_d2.runtime.config_loading import setup_cfg
 
     opts = ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "random", *opts]
     return setup_cfg(os.path.join(CONFIG_DIR, config_file), opts, freeze=False)

@@ -80,7 +80,7 @@ def test_backend_choice():
     from pycocotools.cocoeval import COCOeval
 
     from yolact_d2.evaluation.coco_evaluation import resolve_cocoeval_class
-    from yolact_d2.utils.config_loading import setup_cfg
+    from yolact_d2.runtime.config_loading import setup_cfg
     from yolact_d2.utils.errors import ConfigError
 
     cfg = setup_cfg()

@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
-from yolact_d2.utils.config_loading import merge_config_list, setup_cfg
-from yolact_d2.utils.errors import ConfigError, format_user_error
+from yolact_d2.runtime.config_loading import merge_config_list, setup_cfg
+from yolact_d2.runtime.reporting import format_user_error
+from yolact_d2.utils.errors import ConfigError
 
 from conftest import CONFIG_DIR
 
@@ -55,7 +56,7 @@ def test_unusable_model_device_is_a_config_error_before_the_model_is_built(monke
                                                                            message):
     import torch
 
-    from yolact_d2.config_checks import check_yolact_config
+    from yolact_d2.runtime.run_checks import check_yolact_config
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)

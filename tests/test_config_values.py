@@ -10,15 +10,15 @@ import pytest
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from yolact_d2.config_checks import (
+from yolact_d2.engine.loaders import build_train_loader
+from yolact_d2.runtime.config_loading import setup_cfg
+from yolact_d2.runtime.run_checks import (
     _Range,
     check_num_classes,
     check_output_dir,
     check_training_config,
     check_yolact_config,
 )
-from yolact_d2.engine.loaders import build_train_loader
-from yolact_d2.utils.config_loading import setup_cfg
 from yolact_d2.utils.errors import ConfigError, DataError
 
 from conftest import CONFIG_DIR

@@ -16,7 +16,7 @@ from yolact_d2.data.transforms import (
     build_yolact_test_augmentation,
     build_yolact_train_augmentation,
 )
-from yolact_d2.utils.config_loading import setup_cfg
+from yolact_d2.runtime.config_loading import setup_cfg
 
 H, W, S = 40, 60, 32
 BG = (10, 20, 30)  # BGR

@@ -2,7 +2,7 @@
 exported-runtime predictors, against the PyTorch YolactPredictor.
 
 Tiny R-18 model at 160 px with randomly initialised weights conditioned to behave like a trained
-model (yolact_d2.utils.testing.condition_random_model: realistic activations, ~all anchors above
+model (yolact_d2.testing.condition_random_model: realistic activations, ~all anchors above
 the 0.05 score threshold, 100 detections per image, masks with content), on rendered synthetic
 images. Parity: same number of detections and classes, boxes within 1e-3 relative, mask IoU
 >= 0.99 for every detection.
@@ -32,7 +32,7 @@ def exported(tmp_path_factory):
     """(cfg with the conditioned weights, onnx path, torchscript path)."""
     from yolact_d2 import YolactPredictor
     from yolact_d2.export import export_onnx, export_torchscript
-    from yolact_d2.utils.testing import save_conditioned_random_weights
+    from yolact_d2.testing import save_conditioned_random_weights
 
     pytest.importorskip("onnxscript")
     tmp = tmp_path_factory.mktemp("export")
@@ -226,7 +226,7 @@ def test_exported_model_files_that_cannot_be_used_are_one_line_errors(exported, 
     import onnx
 
     from yolact_d2.export import ExportedModelError, YolactONNXPredictor, YolactTorchScriptPredictor
-    from yolact_d2.utils.errors import format_user_error
+    from yolact_d2.runtime.reporting import format_user_error
 
     cfg, onnx_path, _ = exported
     junk = tmp_path / "junk.onnx"

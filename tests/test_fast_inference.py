@@ -180,7 +180,7 @@ def _inputs(images, size, keep_aspect=False):
 def conditioned_model():
     from detectron2.modeling import build_model
 
-    from yolact_d2.utils.testing import condition_random_model
+    from yolact_d2.testing import condition_random_model
 
     torch.manual_seed(0)
     model = build_model(tiny_cfg(num_classes=6, image_size=160)).eval()
@@ -231,7 +231,7 @@ def test_fuse_conv_bn_and_channels_last_keep_the_outputs(norm):
     from detectron2.modeling import build_model
 
     from yolact_d2.modeling.optimize import fuse_conv_bn, optimize_for_inference
-    from yolact_d2.utils.testing import condition_random_model
+    from yolact_d2.testing import condition_random_model
 
     torch.manual_seed(0)
     model = build_model(tiny_cfg(num_classes=6, image_size=128, opts=["MODEL.RESNETS.NORM", norm])).eval()

@@ -17,8 +17,8 @@ import torch
 
 from detectron2.solver import build_lr_scheduler
 
-from yolact_d2.engine import interrupt
-from yolact_d2.utils.config_loading import setup_cfg
+from yolact_d2.runtime import interrupt
+from yolact_d2.runtime.config_loading import setup_cfg
 
 from conftest import captured, small_synthetic_coco
 

@@ -34,7 +34,7 @@ def test_every_yaml_has_a_lazy_twin():
 @pytest.mark.parametrize("name", PAIRS)
 def test_lazy_and_yaml_build_the_same_model(name):
     from yolact_d2 import YolactTrainer
-    from yolact_d2.utils.testing import condition_random_model
+    from yolact_d2.testing import condition_random_model
 
     torch.manual_seed(0)
     yaml_model = YolactTrainer.build_model(yolact_cfg(name + ".yaml"))

@@ -122,7 +122,7 @@ def test_stock_lazyconfig_api_path(coco_dirs, tmp_path):
     from detectron2.engine import SimpleTrainer, hooks
     from detectron2.evaluation import inference_on_dataset
 
-    from yolact_d2.utils.config_loading import load_lazy_config
+    from yolact_d2.runtime.config_loading import load_lazy_config
 
     cfg = load_lazy_config(SYNTHETIC_PY, lazy_overrides(coco_dirs, tmp_path, max_iter=2))
     model = instantiate(cfg.model)

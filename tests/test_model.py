@@ -12,7 +12,7 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 
-from yolact_d2.utils.config_loading import setup_cfg
+from yolact_d2.runtime.config_loading import setup_cfg
 
 from conftest import CONFIG_DIR, tiny_cfg, yolact_cfg
 

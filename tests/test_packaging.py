@@ -116,7 +116,7 @@ def test_yolact_convert_dispatches_the_two_converters(tmp_path):
 
 
 def test_resume_command_of_python_m_yolact_d2_train():
-    from yolact_d2.engine.interrupt import resume_command
+    from yolact_d2.runtime.interrupt import resume_command
 
     argv = ["/site/yolact_d2/__main__.py", "train", "--config-file", "my cfg.yaml", "SOLVER.MAX_ITER", "5"]
     assert resume_command(argv) == shlex.join([sys.executable, "-m", "yolact_d2", "train", "--resume",

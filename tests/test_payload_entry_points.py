@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from test_safe_loading import _Payload, _write
 
-from yolact_d2.checkpoint.safe_load import UnsafeCheckpointError
+from yolact_d2.runtime.safe_load import UnsafeCheckpointError
 
 from conftest import small_synthetic_coco, tiny_cfg
 

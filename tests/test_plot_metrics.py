@@ -1,4 +1,4 @@
-"""Training curves from metrics.json (yolact_d2/utils/plot_metrics.py, tools/plot_metrics.py)."""
+"""Training curves from metrics.json (yolact_d2/engine/plot_metrics.py, tools/plot_metrics.py)."""
 import json
 import os
 import subprocess
@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
+from yolact_d2.engine.plot_metrics import load_metrics, plot_training_curves, training_series
 from yolact_d2.utils.errors import DataError
-from yolact_d2.utils.plot_metrics import load_metrics, plot_training_curves, training_series
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -172,7 +172,7 @@ def test_cpu_amp_training_step_runs_the_forward_in_bf16():
     from detectron2.modeling import build_model
 
     from yolact_d2.engine.cpu_amp import FiniteCpuBf16Trainer, training_step_class
-    from yolact_d2.engine.finite_loss import FiniteAMPTrainer, FiniteSimpleTrainer
+    from yolact_d2.runtime.finite_loss import FiniteAMPTrainer, FiniteSimpleTrainer
 
     cfg = tiny_cfg(num_classes=2, image_size=128)
     assert training_step_class(cfg) is FiniteSimpleTrainer

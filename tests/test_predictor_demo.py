@@ -185,7 +185,7 @@ def test_threshold_in_model_equals_filtering_afterwards(predictor):
 
 
 def test_cfg_dump_reloads(tmp_path):
-    from yolact_d2.utils.config_loading import setup_cfg
+    from yolact_d2.runtime.config_loading import setup_cfg
 
     cfg = _cfg()
     path = tmp_path / "cfg.yaml"

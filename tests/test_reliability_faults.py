@@ -18,11 +18,12 @@ import torch
 from detectron2.engine import HookBase
 
 from yolact_d2 import YolactTrainer
-from yolact_d2.checkpoint import AtomicDetectionCheckpointer, atomic_open
-from yolact_d2.checkpoint import atomic as atomic_module
 from yolact_d2.data.datasets import register_datasets_from_config
-from yolact_d2.engine.finite_loss import NonFiniteLossError
-from yolact_d2.utils.config_loading import setup_cfg
+from yolact_d2.runtime import checkpointer as atomic_module
+from yolact_d2.runtime.checkpointer import AtomicDetectionCheckpointer
+from yolact_d2.runtime.config_loading import setup_cfg
+from yolact_d2.runtime.finite_loss import NonFiniteLossError
+from yolact_d2.utils.atomic_io import atomic_open
 
 from conftest import captured, small_synthetic_coco, tiny_cfg
 
@@ -479,7 +480,7 @@ def test_a_non_finite_loss_on_one_process_skips_the_step_on_all(coco, tmp_path):
 
 def test_amp_grad_scaler_step_and_update_are_skipped_with_the_step():
     """FiniteAMPTrainer's scaler (AMP needs CUDA to train; the wrapper is checked with a CPU scaler)."""
-    from yolact_d2.engine.finite_loss import _StepSkippingGradScaler
+    from yolact_d2.runtime.finite_loss import _StepSkippingGradScaler
 
     param = torch.nn.Parameter(torch.ones(3))
     optimizer = torch.optim.SGD([param], lr=0.5)

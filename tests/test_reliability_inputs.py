@@ -21,13 +21,13 @@ from PIL import Image
 from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts
 from detectron2.structures import BoxMode
 
-from yolact_d2.checkpoint import AtomicDetectionCheckpointer, IncompatibleCheckpointError
 from yolact_d2.data.annotation_checks import AnnotationError
 from yolact_d2.data.dataset_mapper import SKIPPED_IMAGES_KEY, YolactDatasetMapper
 from yolact_d2.data.datasets import generate_synthetic_dataset, register_datasets_from_config
 from yolact_d2.data.detection_utils import BadImageError, read_image_file
 from yolact_d2.data.transforms import SquashResize
 from yolact_d2.demo import run_images
+from yolact_d2.runtime.checkpointer import AtomicDetectionCheckpointer, IncompatibleCheckpointError
 
 from conftest import captured, tiny_cfg
 
@@ -677,7 +677,7 @@ def test_unknown_config_keys_are_errors(tmp_path):
 
 def test_num_classes_that_disagrees_with_the_dataset(synthetic, tmp_path):
     from yolact_d2 import YolactTrainer
-    from yolact_d2.config_checks import check_num_classes
+    from yolact_d2.runtime.run_checks import check_num_classes
 
     json_file, image_root = synthetic
     cfg = _trainer_cfg(tmp_path, json_file, image_root, "MODEL.YOLACT.NUM_CLASSES", 4)

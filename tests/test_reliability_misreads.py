@@ -161,8 +161,9 @@ def test_full_disk_during_a_checkpoint_write_is_one_line_and_keeps_the_previous(
     import torch
     from torch import nn
 
-    from yolact_d2.checkpoint import atomic
-    from yolact_d2.utils.errors import UserError, format_user_error
+    from yolact_d2.runtime import checkpointer as atomic
+    from yolact_d2.runtime.reporting import format_user_error
+    from yolact_d2.utils.errors import UserError
 
     model = nn.Linear(2, 2)
     checkpointer = atomic.AtomicDetectionCheckpointer(model, save_dir=str(tmp_path))
@@ -281,8 +282,8 @@ def test_eval_only_without_weights_is_refused_unless_random_is_asked(tmp_path):
 
 
 def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
-    from yolact_d2.utils.config_loading import UnknownConfigKeyError
-    from yolact_d2.utils.errors import format_user_error
+    from yolact_d2.runtime.config_loading import UnknownConfigKeyError
+    from yolact_d2.runtime.reporting import format_user_error
 
     train_net = _train_net_module()
     bad = tmp_path / "bad.yaml"
@@ -332,7 +333,7 @@ def test_class_count_of_a_test_set_is_checked_before_training(synthetic, tmp_pat
 def test_empty_train_set_and_unusable_batch_size_are_config_errors():
     from detectron2.config import CfgNode
 
-    from yolact_d2.config_checks import check_train_batch
+    from yolact_d2.runtime.run_checks import check_train_batch
 
     cfg = CfgNode({"DATASETS": {"TRAIN": ("x",)}, "SOLVER": {"IMS_PER_BATCH": 4}})
     check_train_batch(cfg, 2)
@@ -385,8 +386,8 @@ def test_multi_machine_rendezvous_is_logged_and_times_out_with_one_line(tmp_path
 def test_missing_checkpoint_file_is_one_line_naming_it(tmp_path, capsys):
     from torch import nn
 
-    from yolact_d2.checkpoint import AtomicDetectionCheckpointer
-    from yolact_d2.utils.errors import run_cli
+    from yolact_d2.runtime.checkpointer import AtomicDetectionCheckpointer
+    from yolact_d2.runtime.reporting import run_cli
 
     path = str(tmp_path / "no_such_model.pth")
     assert run_cli(lambda: AtomicDetectionCheckpointer(nn.Conv2d(3, 4, 1)).load(path), argv=[]) == 1
@@ -399,8 +400,9 @@ def test_incompatible_checkpoint_is_one_line_through_run_cli(tmp_path, capsys):
     import torch
     from torch import nn
 
-    from yolact_d2.checkpoint import AtomicDetectionCheckpointer, IncompatibleCheckpointError
-    from yolact_d2.utils.errors import UserError, run_cli
+    from yolact_d2.runtime.checkpointer import AtomicDetectionCheckpointer, IncompatibleCheckpointError
+    from yolact_d2.runtime.reporting import run_cli
+    from yolact_d2.utils.errors import UserError
 
     path = str(tmp_path / "other.pth")
     torch.save({"model": {"head.weight": torch.zeros(4, 4)}}, path)
@@ -419,7 +421,7 @@ def test_resume_with_a_broken_last_checkpoint_names_that_file(tmp_path, pointer,
     import torch
     from torch import nn
 
-    from yolact_d2.checkpoint import AtomicDetectionCheckpointer
+    from yolact_d2.runtime.checkpointer import AtomicDetectionCheckpointer
     from yolact_d2.utils.errors import UserError
 
     (tmp_path / "last_checkpoint").write_text(pointer + "\n")
@@ -440,8 +442,7 @@ def test_bytes_that_are_no_checkpoint_are_not_called_unsafe(tmp_path, content):
     as unreadable, not as a file holding code; a real payload still is (tests/test_safe_loading.py)."""
     from torch import nn
 
-    from yolact_d2.checkpoint import AtomicDetectionCheckpointer
-    from yolact_d2.checkpoint.atomic import IncompatibleCheckpointError
+    from yolact_d2.runtime.checkpointer import AtomicDetectionCheckpointer, IncompatibleCheckpointError
 
     path = tmp_path / "model.pth"
     path.write_bytes(content)
@@ -461,7 +462,7 @@ def test_bytes_that_are_no_checkpoint_are_not_called_unsafe(tmp_path, content):
 def test_launch_flags_that_would_hang_or_crash_are_usage_errors(capsys, argv, message):
     from detectron2.engine import default_argument_parser
 
-    from yolact_d2.engine.launch import add_dist_timeout_argument, check_launch_arguments
+    from yolact_d2.runtime.launch import add_dist_timeout_argument, check_launch_arguments
 
     parser = default_argument_parser()
     add_dist_timeout_argument(parser)
@@ -476,7 +477,7 @@ SHAPES = ["circle", "square", "triangle", "star", "ellipse", "hexagon"]  # yolac
 
 
 def test_class_names_of_training_and_evaluation_must_agree():
-    from yolact_d2.config_checks import check_class_names
+    from yolact_d2.runtime.run_checks import check_class_names
 
     check_class_names(SHAPES, "DATASETS.TRAIN 'x'", ["yolact_synthetic_val"])
     check_class_names(None, "a checkpoint without class names", ["yolact_synthetic_val"])  # converted weights
@@ -496,7 +497,7 @@ def test_checkpoints_record_the_training_classes_and_the_predictor_checks_them(t
     from detectron2.modeling import build_model
 
     from yolact_d2 import YolactPredictor
-    from yolact_d2.checkpoint import AtomicDetectionCheckpointer
+    from yolact_d2.runtime.checkpointer import AtomicDetectionCheckpointer
 
     cfg = tiny_cfg(num_classes=6, opts=["DATASETS.TEST", ("yolact_synthetic_val",), "MODEL.DEVICE", "cpu"])
     saver = AtomicDetectionCheckpointer(build_model(cfg), str(tmp_path))

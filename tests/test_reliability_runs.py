@@ -9,7 +9,7 @@ import sys
 import pytest
 from test_interrupt import SYNTHETIC_CONFIG, TRAIN_NET, _opts, _Run, _stopped
 
-from yolact_d2.engine import run_lock
+from yolact_d2.runtime import run_lock
 
 from conftest import small_synthetic_coco
 
@@ -77,7 +77,7 @@ def test_second_run_in_one_output_dir_is_refused_sighup_checkpoints_and_resume_t
 
 LOCK_HOLDER = """
 import sys, time
-from yolact_d2.engine.run_lock import lock_output_dir
+from yolact_d2.runtime.run_lock import lock_output_dir
 lock_output_dir(sys.argv[1])
 print("locked", flush=True)
 time.sleep(60)
@@ -230,7 +230,7 @@ def test_web_demo_max_pixels_must_be_positive(capsys):
 def test_benchmark_int8_work_files_follow_the_weights_content_and_the_config(tmp_path):
     import importlib.util
 
-    from yolact_d2.utils.config_loading import setup_cfg
+    from yolact_d2.runtime.config_loading import setup_cfg
 
     path = os.path.join(os.path.dirname(TRAIN_NET), "tools", "benchmark_int8.py")
     spec = importlib.util.spec_from_file_location("tool_benchmark_int8", path)

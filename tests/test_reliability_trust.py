@@ -14,9 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from yolact_d2.checkpoint import AtomicDetectionCheckpointer, IncompatibleCheckpointError
-from yolact_d2.utils.config_loading import setup_cfg
-from yolact_d2.utils.errors import ConfigError, format_user_error
+from yolact_d2.runtime.checkpointer import AtomicDetectionCheckpointer, IncompatibleCheckpointError
+from yolact_d2.runtime.config_loading import setup_cfg
+from yolact_d2.runtime.reporting import format_user_error
+from yolact_d2.utils.errors import ConfigError
 
 from conftest import small_synthetic_coco, tiny_cfg
 

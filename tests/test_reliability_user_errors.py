@@ -77,7 +77,7 @@ def test_full_disk_while_writing_evaluation_results_is_one_line(coco, tmp_path):
 def test_full_disk_error_names_the_json_and_the_errno(tmp_path, monkeypatch):
     import detectron2.evaluation.coco_evaluation as d2_coco_eval
 
-    from yolact_d2.evaluation.atomic import ResultsWriteError, _write_error
+    from yolact_d2.runtime.results_files import ResultsWriteError, _write_error
 
     staging = tmp_path / "staging"
     staging.mkdir()
@@ -195,7 +195,7 @@ def tiny_weights(tmp_path_factory):
     import torch
 
     from yolact_d2 import YolactTrainer
-    from yolact_d2.utils.config_loading import setup_cfg
+    from yolact_d2.runtime.config_loading import setup_cfg
 
     cfg = setup_cfg(SYNTHETIC_CONFIG, ["MODEL.DEVICE", "cpu"])
     torch.manual_seed(0)
@@ -225,7 +225,7 @@ def _tool_module(name):
 
 
 def test_evaluate_json_that_is_a_folder_is_refused_before_the_work(tmp_path, capsys):
-    from yolact_d2.utils.errors import run_cli
+    from yolact_d2.runtime.reporting import run_cli
 
     evaluate = _tool_module("evaluate.py")
     assert run_cli(lambda: evaluate.main(["--config-file", "missing.yaml", "--json", str(tmp_path)])) == 1
@@ -328,7 +328,7 @@ def test_busy_dist_url_port_is_a_usage_error_naming_it():
     assert stderr.strip().splitlines()[-1] == (
         f"train_net.py: error: --dist-url {url}: port {port} is already in use on 127.0.0.1 (another training, or "
         "any other program); choose another port, or --dist-url auto on one machine")
-    from yolact_d2.engine.launch import _busy_port
+    from yolact_d2.runtime.launch import _busy_port
 
     assert _busy_port(url) == ""  # free again
     assert _busy_port("tcp://10.255.255.1:23456") == ""  # another machine's address: torch's to report

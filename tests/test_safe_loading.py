@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from yolact_d2.checkpoint import AtomicDetectionCheckpointer
-from yolact_d2.checkpoint.safe_load import UnsafeCheckpointError, load_checkpoint
+from yolact_d2.runtime.checkpointer import AtomicDetectionCheckpointer
+from yolact_d2.runtime.safe_load import UnsafeCheckpointError, load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

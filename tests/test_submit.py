@@ -1,4 +1,4 @@
-"""Cluster training through submitit (tools/submit.py, yolact_d2/engine/submitit_job.py), without a
+"""Cluster training through submitit (tools/submit.py, yolact_d2/runtime/submitit_job.py), without a
 cluster: submitit's LocalExecutor runs the job's tasks as local processes with the environment a SLURM
 task gets (rank, world size, job id), CPU and gloo.
 
@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from yolact_d2.engine.interrupt import TrainingInterrupted
+from yolact_d2.runtime.interrupt import TrainingInterrupted
 
 from conftest import small_synthetic_coco
 
@@ -78,7 +78,7 @@ def _adamw_steps(saved):
 def _expected_lr(opts, steps):
     from detectron2.solver import build_lr_scheduler
 
-    from yolact_d2.utils.config_loading import setup_cfg
+    from yolact_d2.runtime.config_loading import setup_cfg
 
     cfg = setup_cfg(SYNTHETIC_CONFIG, opts, freeze=False)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.SOLVER.BASE_LR)
@@ -224,7 +224,7 @@ def always_preempted(args):
 
 def _submit_main(main, shared, tasks, max_requeues=5, dead_after_s=60.0):
     from yolact_d2.cli import submit
-    from yolact_d2.engine.submitit_job import SubmititTrainingJob
+    from yolact_d2.runtime.submitit_job import SubmititTrainingJob
 
     argv = [*_cluster_args(shared, "--max-requeues", str(max_requeues)), "--config-file", SYNTHETIC_CONFIG]
     args = submit.get_parser().parse_args(argv)
@@ -271,7 +271,7 @@ def test_a_killed_rank_is_named_not_the_survivor_that_lost_its_connection(tmp_pa
 
 
 def test_a_heartbeat_that_stops_on_another_machine_is_a_dead_rank(tmp_path):
-    from yolact_d2.engine.peer_watch import PeerWatch
+    from yolact_d2.runtime.peer_watch import PeerWatch
 
     problems = []
     watch = PeerWatch(str(tmp_path), 0, 3, "rank0.log", poll_s=0.1, dead_after_s=1.0, on_peer_failure=problems.append)
@@ -333,7 +333,7 @@ def test_what_each_stop_signal_does_after_the_checkpoint():
     exits 0 on the others; SIGTERM alone exits 143 with the command that continues the run."""
     from types import SimpleNamespace
 
-    from yolact_d2.engine.submitit_job import SubmititTrainingJob
+    from yolact_d2.runtime.submitit_job import SubmititTrainingJob
 
     argv = ["tools/submit.py", "--shared-folder", "s", "--resume", "A", "1"]
     job = SubmititTrainingJob(None, SimpleNamespace(), argv, "s", gpus_per_node=0, max_requeues=2)

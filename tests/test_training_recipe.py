@@ -216,7 +216,7 @@ def test_trainer_lr_per_iteration_at_batch_2(coco, tmp_path):
     ("SOLVER.NONFINITE_LOSS.MAX_CONSECUTIVE", 0), ("SOLVER.NONFINITE_LOSS.MAX_SKIPPED_FRACTION", 1.5),
 ])
 def test_recipe_keys_out_of_range_are_config_errors(key, value):
-    from yolact_d2.config_checks import check_training_config
+    from yolact_d2.runtime.run_checks import check_training_config
 
     with pytest.raises(ConfigError, match=f"^{key} {value}"):
         check_training_config(tiny_cfg(opts=[key, value]))

@@ -13,10 +13,11 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY
 
 from yolact_d2 import YolactPredictor, YolactTrainer, add_yolact_config
-from yolact_d2.config_checks import check_meta_architecture
 from yolact_d2.data.datasets.coco_from_config import DatasetNameConflictError
 from yolact_d2.modeling import Yolact
-from yolact_d2.utils.errors import ConfigError, format_user_error
+from yolact_d2.runtime.reporting import format_user_error
+from yolact_d2.runtime.run_checks import check_meta_architecture
+from yolact_d2.utils.errors import ConfigError
 
 from conftest import small_synthetic_coco, tiny_cfg
 

@@ -14,15 +14,15 @@ from torch import nn
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from yolact_d2.checkpoint import (
+from yolact_d2.converters import (
     UnsupportedCheckpointError,
     convert_torchvision_resnet_state_dict,
     convert_yolact_state_dict,
     count_parameters,
     inspect_yolact_state_dict,
-    load_checkpoint_file,
 )
-from yolact_d2.checkpoint.safe_load import UnsafeCheckpointError
+from yolact_d2.runtime.converted_files import load_checkpoint_file
+from yolact_d2.runtime.safe_load import UnsafeCheckpointError
 
 from conftest import captured, tiny_cfg, yolact_cfg
 

@@ -1,4 +1,4 @@
-"""``yolact://`` weights (yolact_d2/checkpoint/weights_cache.py) against an HTTP server on 127.0.0.1:
+"""``yolact://`` weights (yolact_d2/runtime/weights_cache.py) against an HTTP server on 127.0.0.1:
 download -> convert -> cache -> load, the request count of a second load, the sha256 files, a damaged
 cache, an offline machine, and a file put in the cache by hand."""
 import hashlib
@@ -74,9 +74,9 @@ def _sha256(path):
 
 
 def test_imagenet_backbone_download_convert_cache_load(served, tmp_path):
-    from yolact_d2.checkpoint import AtomicDetectionCheckpointer
-    from yolact_d2.checkpoint.weights_cache import cached_weights_path
     from yolact_d2.engine.trainer import YolactTrainer
+    from yolact_d2.runtime.checkpointer import AtomicDetectionCheckpointer
+    from yolact_d2.runtime.weights_cache import cached_weights_path
 
     server, files = served
     cfg = tiny_cfg(opts=["MODEL.WEIGHTS", f"yolact://{R18}"])
@@ -114,7 +114,7 @@ def test_imagenet_backbone_download_convert_cache_load(served, tmp_path):
     with open(target, "r+b") as f:
         f.seek(os.path.getsize(target) // 2)
         f.write(b"\x00\x01\x02\x03")
-    from yolact_d2.checkpoint.weights_cache import WeightsDownloadError
+    from yolact_d2.runtime.weights_cache import WeightsDownloadError
 
     with pytest.raises(WeightsDownloadError, match=r"sha256 [0-9a-f]{64} differs from [0-9a-f]{64}.*delete "):
         AtomicDetectionCheckpointer(YolactTrainer.build_model(cfg)).load(cfg.MODEL.WEIGHTS)
@@ -124,7 +124,7 @@ def test_imagenet_backbone_download_convert_cache_load(served, tmp_path):
 def test_original_yolact_checkpoint_by_name(served, tmp_path):
     from detectron2.utils.file_io import PathManager
 
-    from yolact_d2.checkpoint.safe_load import load_checkpoint
+    from yolact_d2.runtime.safe_load import load_checkpoint
 
     server, files = served
     path = PathManager.get_local_path(f"yolact://{YOLACT_R50}")
@@ -145,7 +145,7 @@ def test_original_yolact_checkpoint_by_name(served, tmp_path):
 
 
 def test_offline_machine_gets_one_line_naming_url_and_cache_file(tmp_path, monkeypatch):
-    from yolact_d2.checkpoint.weights_cache import WeightsDownloadError, resolve_weights
+    from yolact_d2.runtime.weights_cache import WeightsDownloadError, resolve_weights
 
     with socket.socket() as s:  # a port nothing listens on: connection refused
         s.bind(("127.0.0.1", 0))
@@ -173,7 +173,7 @@ def test_offline_machine_gets_one_line_naming_url_and_cache_file(tmp_path, monke
 
 
 def test_names_refused_in_one_line_before_any_download(tmp_path, monkeypatch):
-    from yolact_d2.checkpoint.weights_cache import WeightsDownloadError, resolve_weights
+    from yolact_d2.runtime.weights_cache import WeightsDownloadError, resolve_weights
 
     monkeypatch.setenv("YOLACT_D2_CACHE", str(tmp_path / "cache"))
     with pytest.raises(WeightsDownloadError, match=r"^MODEL.WEIGHTS yolact://yolact_darknet53_54_800000: not "
@@ -186,7 +186,7 @@ def test_names_refused_in_one_line_before_any_download(tmp_path, monkeypatch):
 
 
 def test_http_error_names_the_url(served):
-    from yolact_d2.checkpoint.weights_cache import WeightsDownloadError, resolve_weights
+    from yolact_d2.runtime.weights_cache import WeightsDownloadError, resolve_weights
 
     server, files = served
     os.remove(files["root"] / YOLACT_R50_PATH)

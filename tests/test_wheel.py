@@ -120,7 +120,7 @@ def test_installed_wheel_trains_predicts_exports_outside_the_repository(venv):
     result = json.loads(_run([python, "-c", textwrap.dedent("""
         import json, os, sys, cv2, numpy as np
         from yolact_d2 import YolactPredictor
-        from yolact_d2.utils.config_loading import setup_cfg
+        from yolact_d2.runtime.config_loading import setup_cfg
         cfg = setup_cfg(sys.argv[1], sys.argv[3:])
         image = cv2.imread(sys.argv[2])
         instances = YolactPredictor(cfg)(image)["instances"]

@@ -31,7 +31,7 @@ the peak resident memory of the process (``ru_maxrss``, model building included)
 ``--all-detections`` sets the score threshold to 0, so that (with >= 100 candidates) every image
 yields 100 detections, as in COCO evaluation: post-processing cost grows with the detections.
 Without ``--weights`` the random initialisation is conditioned on the first two images
-(``yolact_d2.utils.testing.condition_random_model``: BN statistics re-estimated, head outputs
+(``yolact_d2.testing.condition_random_model``: BN statistics re-estimated, head outputs
 scaled) so that activations, detections and masks look like a trained model's; timings of a
 raw random init are meaningless (exploding activations, denormals). ``--synthetic N`` renders N
 480x640 images of the bundled synthetic shapes dataset. ``--faithful`` uses the reference
@@ -65,7 +65,7 @@ ORT_STAGES = ["preprocess", "network", "nms", "masks", "end_to_end"]
 
 def build_parser(description=__doc__):
     """The arguments of our benchmark (``dev/benchmark_original.py`` adds its own)."""
-    from yolact_d2.utils.cli_args import non_negative_int, positive_int
+    from yolact_d2.runtime.cli_args import non_negative_int, positive_int
 
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True)
@@ -142,8 +142,8 @@ def load_images(args):
 
 
 def build_cfg(args):
-    from yolact_d2.utils.command_line_keys import mark_set_on_command_line
-    from yolact_d2.utils.config_loading import setup_cfg
+    from yolact_d2.runtime.command_line_keys import mark_set_on_command_line
+    from yolact_d2.runtime.config_loading import setup_cfg
 
     cfg = setup_cfg(args.config_file, args.opts, freeze=False)
     cfg.MODEL.WEIGHTS = args.weights
@@ -163,7 +163,7 @@ def build_cfg_with_weights(args, images, tmp, weights=None):
     if weights:
         cfg.MODEL.WEIGHTS = weights
     elif not args.weights:
-        from yolact_d2.utils.testing import save_conditioned_random_weights
+        from yolact_d2.testing import save_conditioned_random_weights
 
         path = os.path.join(tmp, "conditioned_random.pth")
         cfg.MODEL.WEIGHTS = save_conditioned_random_weights(cfg, images[:2], path)
@@ -387,7 +387,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from yolact_d2.utils.errors import run_cli
+    from yolact_d2.runtime.reporting import run_cli
 
     def cli() -> int:
         main()  # returns the summary table (for tests)

@@ -165,7 +165,7 @@ def run(gt, results, repeats, threads):
 
 
 def main(argv=None):
-    from yolact_d2.utils.cli_args import non_negative_int, positive_int
+    from yolact_d2.runtime.cli_args import non_negative_int, positive_int
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--synthetic-val", action="store_true", help="the bundled synthetic val split")

@@ -7,7 +7,7 @@
         [--json OUT] [KEY VALUE ...]
 
 The three predictors share the weights (``--weights``, or conditioned random weights as in
-``tools/benchmark.py``: ``yolact_d2.utils.testing.condition_random_model``). The float32 model is
+``tools/benchmark.py``: ``yolact_d2.testing.condition_random_model``). The float32 model is
 exported and quantised (``yolact_d2.quantization``) in ``--work-dir``; the file names carry a hash
 of the weights' bytes and of the config, so a later run with other weights or settings exports
 again instead of reusing the files of the old ones (the int8 file is reused only when its metadata
@@ -31,7 +31,7 @@ import torch
 
 
 def parse_args(argv=None):
-    from yolact_d2.utils.cli_args import non_negative_int, positive_int
+    from yolact_d2.runtime.cli_args import non_negative_int, positive_int
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True)
@@ -85,9 +85,9 @@ def prepare(args, images):
     from yolact_d2 import YolactPredictor
     from yolact_d2.export import YolactONNXPredictor, export_onnx
     from yolact_d2.quantization import DEFAULT_EXCLUDED_SCOPES, DatasetCalibrationReader, is_quantized_as, quantize_onnx
+    from yolact_d2.runtime.config_loading import setup_cfg
+    from yolact_d2.testing import save_conditioned_random_weights
     from yolact_d2.utils.atomic_io import make_output_dir
-    from yolact_d2.utils.config_loading import setup_cfg
-    from yolact_d2.utils.testing import save_conditioned_random_weights
 
     cfg = setup_cfg(args.config_file, args.opts, freeze=False)
     cfg.MODEL.DEVICE = "cpu"
@@ -169,6 +169,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from yolact_d2.utils.errors import run_cli
+    from yolact_d2.runtime.reporting import run_cli
 
     sys.exit(run_cli(main))

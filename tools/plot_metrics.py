@@ -11,8 +11,8 @@ import sys
 
 
 def main(argv=None):
-    from yolact_d2.utils.errors import add_debug_argument
-    from yolact_d2.utils.plot_metrics import plot_training_curves
+    from yolact_d2.engine.plot_metrics import plot_training_curves
+    from yolact_d2.runtime.reporting import add_debug_argument
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("output_dir", help="a training's OUTPUT_DIR (the folder holding metrics.json)")
@@ -25,6 +25,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from yolact_d2.utils.errors import run_cli
+    from yolact_d2.runtime.reporting import run_cli
 
     sys.exit(run_cli(main))

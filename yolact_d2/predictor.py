@@ -18,14 +18,14 @@ from detectron2.data import transforms as T
 from detectron2.data.catalog import Metadata
 from detectron2.modeling import build_model
 
-from .checkpoint.atomic import AtomicDetectionCheckpointer
-from .checkpoint.catalog import is_random_weights
-from .checkpoint.safe_load import trusted_weights_file
-from .config_checks import check_class_names, check_meta_architecture, check_yolact_config
 from .data.transforms import build_yolact_test_augmentation
 from .modeling.optimize import optimize_for_inference
 from .precision import choose_precision, log_choice, torch_dtype
-from .utils.command_line_keys import set_on_command_line
+from .runtime.checkpointer import AtomicDetectionCheckpointer
+from .runtime.command_line_keys import set_on_command_line
+from .runtime.run_checks import check_class_names, check_meta_architecture, check_yolact_config
+from .runtime.safe_load import trusted_weights_file
+from .runtime.weights_catalog import is_random_weights
 from .utils.errors import ConfigError
 
 __all__ = ["YolactPredictor"]

@@ -25,7 +25,7 @@ import signal
 import tempfile
 import warnings
 
-from ..utils.errors import run_cli
+from ..runtime.reporting import run_cli
 
 logger = logging.getLogger("yolact_app")
 NUM_EXAMPLES = 4
@@ -63,7 +63,7 @@ def check_port_free(port: int) -> None:
     import errno
     import socket
 
-    from yolact_d2.utils.errors import UserError
+    from ..utils.errors import UserError
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
@@ -75,7 +75,7 @@ def check_port_free(port: int) -> None:
 
 def build_predictor(cfg, onnx_path=None):
     """PyTorch or the ONNX file, per MODEL.YOLACT.PRECISION_TEST (auto: int8 file where it is fastest)."""
-    from yolact_d2.export import build_predictor as build
+    from ..export import build_predictor as build
 
     return build(cfg, onnx_path)  # a missing or unloadable file: ExportedModelError
 
@@ -84,7 +84,7 @@ def write_examples(folder: str, num: int = NUM_EXAMPLES):
     """Render synthetic-shapes images (no download, nothing committed) as PNGs; returns their paths."""
     import cv2
 
-    from yolact_d2.data.datasets.synthetic import DEFAULT_SEED, render_synthetic_sample
+    from ..data.datasets.synthetic import DEFAULT_SEED, render_synthetic_sample
 
     paths = []
     for index in range(num):
@@ -98,7 +98,7 @@ class DemoApp:
     """The page's callbacks: plain methods over the cached prediction, no Gradio types inside."""
 
     def __init__(self, predictor, metadata, workdir: str, max_pixels=None):
-        from yolact_d2.demo.web import DEFAULT_MAX_PIXELS
+        from ..demo.web import DEFAULT_MAX_PIXELS
 
         self.predictor, self.metadata, self.workdir = predictor, metadata, workdir
         self.class_names = list(metadata.get("thing_classes", []))
@@ -106,8 +106,8 @@ class DemoApp:
 
     def analyse(self, path: str, name: str):
         """Read and run one image: ``(cached state or None, status markdown)``."""
-        from yolact_d2.demo.web import predict, read_upload
-        from yolact_d2.utils.errors import UserError
+        from ..demo.web import predict, read_upload
+        from ..utils.errors import UserError
 
         try:
             bgr, notes = read_upload(path, self.max_pixels, name=name)
@@ -126,7 +126,7 @@ class DemoApp:
 
     def redraw(self, state, threshold: float, classes, mask_alpha: float):
         """``(overlay RGB or None, table rows, download paths, summary)`` for the display settings."""
-        from yolact_d2.demo.web import detection_rows, render, select, to_coco_results
+        from ..demo.web import detection_rows, render, select, to_coco_results
 
         if state is None:
             return None, [], None, ""
@@ -154,7 +154,7 @@ class DemoApp:
 def build_ui(app: DemoApp, examples, threshold: float, min_threshold: float):
     import gradio as gr
 
-    from yolact_d2.demo.web import TABLE_HEADERS
+    from ..demo.web import TABLE_HEADERS
 
     # Gradio keeps a copy of every image and file it sends: delete those older than CACHE_MAX_AGE_S.
     with gr.Blocks(title="YOLACT demo (yolact_d2)", delete_cache=(CACHE_MAX_AGE_S, CACHE_MAX_AGE_S)) as page:
@@ -258,13 +258,13 @@ def serve(args, workdir: str) -> int:
     try:
         import gradio  # noqa: F401
     except ImportError:
-        from yolact_d2.utils.errors import UserError
+        from ..utils.errors import UserError
 
         raise UserError("yolact-app", "gradio is not installed", 'pip install "yolact_d2[app]"') from None
     from detectron2.utils.logger import setup_logger
 
-    from yolact_d2.demo import resolve_metadata
-    from yolact_d2.utils.config_loading import setup_cfg
+    from ..demo import resolve_metadata
+    from ..runtime.config_loading import setup_cfg
 
     setup_logger(name="yolact_d2")
     setup_logger(name=logger.name, abbrev_name="app")

@@ -13,7 +13,7 @@ initialisation. torchvision puts the stride in the 3x3 conv: the model needs
 import argparse
 import sys
 
-from ..utils.errors import run_cli
+from ..runtime.reporting import run_cli
 
 AUTHOR = "yolact_d2 convert_torchvision_backbone"
 
@@ -41,13 +41,14 @@ def main(argv=None, prog=None) -> int:
         print(f"error: {args.input}: {message}", file=sys.stderr)
         return 1
 
-    from yolact_d2.checkpoint import yolact_converter as conv
+    from ..converters import yolact_converter as conv  # torch only: --help stays fast
+    from ..runtime import converted_files as files
 
-    problem = conv.cli_path_problem(args.input, args.output, force=args.force)
+    problem = files.cli_path_problem(args.input, args.output, force=args.force)
     if problem:
         return fail(problem)
     try:
-        checkpoint = conv.load_checkpoint_file(args.input, unsafe=args.unsafe_load)
+        checkpoint = files.load_checkpoint_file(args.input, unsafe=args.unsafe_load)
         state_dict, depth = conv.convert_torchvision_resnet_state_dict(
             checkpoint, drop_num_batches_tracked=args.drop_num_batches_tracked
         )
@@ -63,7 +64,7 @@ def main(argv=None, prog=None) -> int:
         overrides += " MODEL.RESNETS.RES2_OUT_CHANNELS 64"
     print(f"Use with: {overrides} MODEL.WEIGHTS {args.output}")
     try:
-        conv.save_converted_checkpoint(state_dict, args.output, AUTHOR)
+        files.save_converted_checkpoint(state_dict, args.output, AUTHOR)
     except OSError as e:
         print(f"error: {args.output}: cannot write: {e}", file=sys.stderr)
         return 1

@@ -15,7 +15,7 @@ detected and rejected (no DarkNet backbone yet). Exit code 1 on errors.
 import argparse
 import sys
 
-from ..utils.errors import run_cli
+from ..runtime.reporting import run_cli
 
 AUTHOR = "yolact_d2 convert_yolact_weights"
 
@@ -44,13 +44,14 @@ def main(argv=None, prog=None) -> int:
         print(f"error: {args.input}: {message}", file=sys.stderr)
         return 1
 
-    from yolact_d2.checkpoint import yolact_converter as conv
+    from ..converters import yolact_converter as conv  # torch only: --help stays fast
+    from ..runtime import converted_files as files
 
-    problem = conv.cli_path_problem(args.input, args.output, force=args.force)
+    problem = files.cli_path_problem(args.input, args.output, force=args.force)
     if problem:
         return fail(problem)
     try:
-        checkpoint = conv.load_checkpoint_file(args.input, unsafe=args.unsafe_load)
+        checkpoint = files.load_checkpoint_file(args.input, unsafe=args.unsafe_load)
         state_dict, info = conv.convert_yolact_state_dict(
             checkpoint, filename=args.input, drop_num_batches_tracked=args.drop_num_batches_tracked
         )
@@ -71,7 +72,7 @@ def main(argv=None, prog=None) -> int:
             "(otherwise the BN counters are reported as unused keys; harmless)"
         )
     try:
-        conv.save_converted_checkpoint(state_dict, args.output, AUTHOR)
+        files.save_converted_checkpoint(state_dict, args.output, AUTHOR)
     except OSError as e:
         print(f"error: {args.output}: cannot write: {e}", file=sys.stderr)
         return 1

@@ -7,7 +7,7 @@ import logging
 import os
 import warnings
 
-from ..utils.errors import run_cli
+from ..runtime.reporting import run_cli
 
 logger = logging.getLogger("yolact_demo")
 
@@ -78,7 +78,7 @@ def get_parser(prog=None) -> argparse.ArgumentParser:
 
 
 def setup_cfg(args):
-    from yolact_d2.utils.config_loading import setup_cfg as load_cfg
+    from ..runtime.config_loading import setup_cfg as load_cfg
 
     cfg = load_cfg(args.config_file, args.opts, freeze=False)  # one-line errors (YAML syntax, unknown keys)
     if cfg.MODEL.YOLACT.SCORE_THRESH_TEST != args.confidence_threshold:
@@ -121,7 +121,7 @@ def main(argv=None, prog=None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.script.*")
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from yolact_d2 import demo as demo_lib
+    from .. import demo as demo_lib
 
     _check_usage(parser, args, demo_lib.open_window)
     _setup_logging(args)

@@ -26,11 +26,11 @@ import os
 import numpy as np
 import torch
 
-from ..utils.errors import run_cli
+from ..runtime.reporting import run_cli
 
 
 def parse_args(argv=None, prog=None):
-    from yolact_d2.utils.cli_args import float_in, positive_int
+    from ..runtime.cli_args import float_in, positive_int
 
     parser = argparse.ArgumentParser(
         prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -52,16 +52,16 @@ def parse_args(argv=None, prog=None):
 
 
 def build(args):
-    from yolact_d2 import YolactPredictor
-    from yolact_d2.data.datasets import register_datasets_from_config
-    from yolact_d2.export import YolactONNXPredictor
-    from yolact_d2.utils.config_loading import setup_cfg
-    from yolact_d2.utils.errors import ConfigError
+    from .. import YolactPredictor
+    from ..data.datasets import register_datasets_from_config
+    from ..export import YolactONNXPredictor
+    from ..runtime.config_loading import setup_cfg
+    from ..utils.errors import ConfigError
 
     cfg = setup_cfg(args.config_file, args.opts, freeze=False)
     cfg.MODEL.DEVICE = "cpu"
     if args.weights is not None:
-        from yolact_d2.utils.command_line_keys import mark_set_on_command_line
+        from ..runtime.command_line_keys import mark_set_on_command_line
 
         cfg.MODEL.WEIGHTS = args.weights
         mark_set_on_command_line(cfg, "MODEL.WEIGHTS")  # --weights random: untrained on purpose
@@ -93,7 +93,7 @@ def build(args):
 def check_dataset_classes(predictor, dataset):
     """The classes the checkpoint records are the dataset's, in the same order (else every AP is
     of other classes); a COCO json is loaded here to read its classes."""
-    from yolact_d2.config_checks import check_class_names, check_num_classes
+    from ..runtime.run_checks import check_class_names, check_num_classes
 
     check_num_classes(predictor.cfg, [dataset], "--dataset")  # also loads a json dataset's classes
     check_class_names(predictor.class_names, f"the checkpoint {predictor.cfg.MODEL.WEIGHTS}", [dataset], "--dataset")
@@ -103,9 +103,9 @@ def evaluate(cfg, dataset, models, max_images=None, agreement_score=0.3):
     """{label: {"bbox": {...}, "segm": {...}, "agreement": {...}}} for every model."""
     from detectron2.data import DatasetCatalog
 
-    from yolact_d2.data.dataset_mapper import YolactDatasetMapper
-    from yolact_d2.evaluation import YolactCOCOEvaluator
-    from yolact_d2.quantization import detection_agreement
+    from ..data.dataset_mapper import YolactDatasetMapper
+    from ..evaluation import YolactCOCOEvaluator
+    from ..quantization import detection_agreement
 
     dicts = DatasetCatalog.get(dataset)[:max_images]
     mapper = YolactDatasetMapper(cfg, is_train=False)
@@ -162,7 +162,7 @@ def print_table(results):
 def main(argv=None, prog=None):
     args = parse_args(argv, prog)
     if args.json:
-        from yolact_d2.utils.atomic_io import prepare_output_file
+        from ..utils.atomic_io import prepare_output_file
 
         prepare_output_file(args.json, "--json")  # before the evaluation, not after it
     cfg, dataset, models = build(args)
@@ -170,7 +170,7 @@ def main(argv=None, prog=None):
     print(f"dataset {dataset}, {len(models)} models")
     print_table(results)
     if args.json:
-        from yolact_d2.utils.atomic_io import atomic_open
+        from ..utils.atomic_io import atomic_open
 
         with atomic_open(args.json, "w") as f:
             json.dump(results, f, indent=1)

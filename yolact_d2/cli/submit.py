@@ -8,7 +8,7 @@
 ``--num-vis``, ``KEY VALUE`` overrides last) plus the cluster's: nodes, GPUs per node, partition, time
 limit, account, QoS, extra ``#SBATCH`` parameters. A relative ``OUTPUT_DIR`` is put under the shared
 folder; submitit's logs go to ``<shared folder>/submitit/<job id>/``. Preemption and the time limit
-checkpoint the current iteration and requeue the job (``yolact_d2/engine/submitit_job.py``). Needs the
+checkpoint the current iteration and requeue the job (``yolact_d2/runtime/submitit_job.py``). Needs the
 ``cluster`` extra: ``pip install "yolact_d2[cluster]"``.
 """
 import argparse
@@ -17,7 +17,8 @@ import os
 import sys
 import time
 
-from ..utils.errors import ConfigError, UserError, run_cli
+from ..runtime.reporting import run_cli
+from ..utils.errors import ConfigError, UserError
 
 __all__ = ["get_parser", "cli_main", "submit_training", "build_executor", "load_submitit"]
 
@@ -104,7 +105,7 @@ def _check_arguments(parser, args, argv) -> None:
 def _output_dir(args) -> str:
     """OUTPUT_DIR on the shared folder (a requeued job may start on other nodes and must find its checkpoints);
     the cfg is also checked here, before anything is submitted."""
-    from ..utils.config_loading import setup_cfg
+    from ..runtime.config_loading import setup_cfg
 
     cfg = setup_cfg(args.config_file, args.opts, freeze=False)
     shared = os.path.abspath(args.shared_folder)
@@ -147,7 +148,7 @@ def submit_training(args, argv, executor=None, poll_s: float = 10.0):
     for the messages); returns submitit's job. Training always runs with ``--resume`` (a requeue, ours or
     SLURM's, continues from ``last_checkpoint``): a first submission into an OUTPUT_DIR that already has a
     checkpoint needs ``--resume`` given."""
-    from ..engine.submitit_job import SubmititTrainingJob
+    from ..runtime.submitit_job import SubmititTrainingJob
     from .train import main
 
     executor = executor or build_executor(args)

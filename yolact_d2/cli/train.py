@@ -29,23 +29,24 @@ with warnings.catch_warnings():
     from detectron2.utils import comm
     from detectron2.utils.logger import setup_logger
 
-    from yolact_d2 import YolactTrainer
-    from yolact_d2.checkpoint import AtomicDetectionCheckpointer
-    from yolact_d2.checkpoint.catalog import RANDOM_WEIGHTS, is_random_weights
-    from yolact_d2.checkpoint.safe_load import trusted_weights_file
-    from yolact_d2.config_checks import check_class_names, check_num_classes, check_output_dir
-    from yolact_d2.data.datasets import register_datasets_from_config
-    from yolact_d2.demo.visualization import save_prediction_visualizations
-    from yolact_d2.engine.interrupt import launch_stoppable
-    from yolact_d2.engine.launch import add_dist_timeout_argument, check_launch_arguments, launch_logging_rendezvous
-    from yolact_d2.engine.lazy_trainer import YolactLazyTrainer, build_lazy_model, lazy_dataset_names, lazy_test
-    from yolact_d2.engine.run_lock import lock_output_dir, unlock_output_dir
-    from yolact_d2.engine.trainer import check_initial_weights
-    from yolact_d2.utils.cli_args import non_negative_int
-    from yolact_d2.utils.command_line_keys import set_on_command_line
-    from yolact_d2.utils.config_loading import is_lazy_config, load_lazy_config, setup_cfg
-    from yolact_d2.utils.errors import ConfigError, UserError, run_cli
-    from yolact_d2.utils.plot_metrics import plot_training_curves
+    from .. import YolactTrainer
+    from ..data.datasets import register_datasets_from_config
+    from ..demo.visualization import save_prediction_visualizations
+    from ..engine.lazy_trainer import YolactLazyTrainer, build_lazy_model, lazy_dataset_names, lazy_test
+    from ..engine.plot_metrics import plot_training_curves
+    from ..engine.trainer import check_initial_weights
+    from ..runtime.checkpointer import AtomicDetectionCheckpointer
+    from ..runtime.cli_args import non_negative_int
+    from ..runtime.command_line_keys import set_on_command_line
+    from ..runtime.config_loading import is_lazy_config, load_lazy_config, setup_cfg
+    from ..runtime.interrupt import launch_stoppable
+    from ..runtime.launch import add_dist_timeout_argument, check_launch_arguments, launch_logging_rendezvous
+    from ..runtime.reporting import run_cli
+    from ..runtime.run_checks import check_class_names, check_num_classes, check_output_dir
+    from ..runtime.run_lock import lock_output_dir, unlock_output_dir
+    from ..runtime.safe_load import trusted_weights_file
+    from ..runtime.weights_catalog import RANDOM_WEIGHTS, is_random_weights
+    from ..utils.errors import ConfigError, UserError
 
 
 def _resumable(cfg, args) -> bool:

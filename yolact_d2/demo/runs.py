@@ -45,7 +45,7 @@ def _write_failure_cause(out: str) -> str:
 def _draw_one(demo, path: str):
     """The drawing of one image file, or None after logging why there is none."""
     # Detectron2's read_image plus 16-bit grayscale rescaling and errors naming the file.
-    from yolact_d2.data.detection_utils import read_image_file
+    from ..data.detection_utils import read_image_file
 
     try:
         image = read_image_file(path, "BGR")

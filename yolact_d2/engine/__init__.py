@@ -1,5 +1,5 @@
+from ..runtime.finite_loss import NonFiniteLossError
 from .ddp import create_ddp_model
-from .finite_loss import NonFiniteLossError
 from .hooks import BadImageCounter
 from .loaders import build_dataset_mapper
 from .trainer import YolactTrainer

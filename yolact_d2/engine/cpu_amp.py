@@ -14,7 +14,7 @@ import contextlib
 
 import torch
 
-from .finite_loss import FiniteAMPTrainer, FiniteSimpleTrainer
+from ..runtime.finite_loss import FiniteAMPTrainer, FiniteSimpleTrainer
 
 __all__ = ["cpu_autocast_forward", "FiniteCpuBf16Trainer", "training_step_class"]
 

@@ -14,13 +14,13 @@ from detectron2.engine import hooks as d2_hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
-from ..checkpoint.atomic import AtomicDetectionCheckpointer
 from ..modeling import Yolact
+from ..runtime.checkpointer import AtomicDetectionCheckpointer
+from ..runtime.finite_loss import FiniteAMPTrainer, FiniteSimpleTrainer
+from ..runtime.interrupt import InterruptHook
 from ..utils.errors import ConfigError
 from .ddp import create_ddp_model
-from .finite_loss import FiniteAMPTrainer, FiniteSimpleTrainer
 from .hooks import BadImageCounter, BadImageTally
-from .interrupt import InterruptHook
 
 __all__ = ["YolactLazyTrainer", "build_lazy_model", "lazy_test", "lazy_dataset_names"]
 
@@ -153,7 +153,7 @@ class YolactLazyTrainer(TrainerBase):
         self._trainer.load_state_dict(state_dict["_trainer"])
 
     def nonfinite_loss_hints(self) -> str:
-        """Hints appended to :class:`~yolact_d2.engine.finite_loss.NonFiniteLossError`."""
+        """Hints appended to :class:`~yolact_d2.runtime.finite_loss.NonFiniteLossError`."""
         lr = max(g["lr"] for g in self.optimizer.param_groups)
         batch = self.cfg.dataloader.train.get("total_batch_size", "?")
         lines = [

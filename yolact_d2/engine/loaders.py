@@ -11,9 +11,9 @@ from detectron2.data import (
 )
 from detectron2.utils import comm
 
-from ..config_checks import check_datasets_registered, check_num_classes, check_train_batch
 from ..data.dataset_mapper import YolactDatasetMapper
 from ..data.datasets import register_datasets_from_config
+from ..runtime.run_checks import check_datasets_registered, check_num_classes, check_train_batch
 from ..utils.errors import ConfigError, DataError
 from .hooks import BadImageTally
 

@@ -20,27 +20,27 @@ from detectron2.engine import hooks as d2_hooks
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..checkpoint.atomic import AtomicDetectionCheckpointer
-from ..checkpoint.catalog import RANDOM_WEIGHTS, imagenet_weights_name
-from ..checkpoint.safe_load import trusted_weights_file
-from ..config_checks import (
+from ..data.datasets import register_datasets_from_config
+from ..evaluation import YolactCOCOEvaluator
+from ..runtime.checkpointer import AtomicDetectionCheckpointer
+from ..runtime.finite_loss import nonfinite_loss_hints
+from ..runtime.interrupt import InterruptHook
+from ..runtime.run_checks import (
     check_class_names,
     check_meta_architecture,
     check_num_classes,
     check_training_config,
     check_yolact_config,
 )
-from ..data.datasets import register_datasets_from_config
-from ..evaluation import YolactCOCOEvaluator
+from ..runtime.safe_load import trusted_weights_file
+from ..runtime.weights_catalog import RANDOM_WEIGHTS, imagenet_weights_name
 from ..solver import build_lr_scheduler, build_optimizer, scale_schedule_to_batch
 from ..utils.errors import ConfigError
 from . import loaders
 from .cpu_amp import training_step_class
 from .ddp import create_ddp_model
-from .finite_loss import nonfinite_loss_hints
 from .frozen_bn import freeze_bn_for_small_batches
 from .hooks import BadImageCounter, BadImageTally
-from .interrupt import InterruptHook
 
 __all__ = ["YolactTrainer", "check_initial_weights"]
 
@@ -108,7 +108,7 @@ class YolactTrainer(DefaultTrainer):
         return hooks
 
     def nonfinite_loss_hints(self) -> str:
-        """Hints appended to :class:`~yolact_d2.engine.finite_loss.NonFiniteLossError`."""
+        """Hints appended to :class:`~yolact_d2.runtime.finite_loss.NonFiniteLossError`."""
         return nonfinite_loss_hints(self.cfg, self.optimizer, self.checkpointer)
 
     @classmethod

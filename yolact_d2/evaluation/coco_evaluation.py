@@ -28,7 +28,7 @@ import detectron2.evaluation.coco_evaluation as d2_coco_evaluation
 from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 
-from .atomic import AtomicResultsMixin  # reliability: result files are written atomically
+from ..runtime.results_files import AtomicResultsMixin  # reliability: result files are written atomically
 from .ground_truth import checked_coco_ground_truth
 
 __all__ = ["YolactCOCOEvaluator", "COCO_EVAL_BACKENDS", "faster_cocoeval_class", "resolve_cocoeval_class"]

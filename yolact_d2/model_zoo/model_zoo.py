@@ -5,7 +5,7 @@ import importlib.resources
 import pathlib
 from typing import List, Optional
 
-from ..checkpoint.catalog import SCHEME
+from ..runtime.weights_catalog import SCHEME
 from ..utils.errors import ConfigError
 
 __all__ = ["get_config_file", "get_config", "get", "list_configs", "trained_weights"]
@@ -69,7 +69,7 @@ def get_config(config_path: str, trained: bool = False):
         if weights is not None:
             cfg.train.init_checkpoint = weights
         return cfg
-    from ..utils.config_loading import setup_cfg
+    from ..runtime.config_loading import setup_cfg
 
     cfg = setup_cfg(path, freeze=False)
     if weights is not None:
@@ -85,8 +85,8 @@ def get(config_path: str, trained: bool = False, device: Optional[str] = None):
 
     from detectron2.config import CfgNode
 
-    from ..checkpoint.atomic import AtomicDetectionCheckpointer
-    from ..checkpoint.safe_load import trusted_weights_file
+    from ..runtime.checkpointer import AtomicDetectionCheckpointer
+    from ..runtime.safe_load import trusted_weights_file
 
     cfg = get_config(config_path, trained)
     if device is None and not torch.cuda.is_available():

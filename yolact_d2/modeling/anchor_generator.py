@@ -15,7 +15,7 @@ from torch import nn
 from detectron2.config import configurable
 from detectron2.modeling.anchor_generator import ANCHOR_GENERATOR_REGISTRY, build_anchor_generator
 
-from ..config_checks import anchor_aspect_ratios_per_level
+from ..runtime.run_checks import anchor_aspect_ratios_per_level
 from ..utils.errors import ConfigError
 
 __all__ = ["YolactAnchorGenerator", "build_yolact_anchor_generator"]

@@ -14,7 +14,7 @@ from torchvision.ops import batched_nms
 
 from detectron2.structures import Boxes, Instances
 
-from ..config_checks import check_nms_type
+from ..runtime.run_checks import check_nms_type
 from .box_ops import box_iou
 from .mask_ops import assemble_masks, crop_keep, paste_masks_faithful, paste_masks_fast
 

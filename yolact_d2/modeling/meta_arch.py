@@ -22,7 +22,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import BitMasks, ImageList, Instances, PolygonMasks
 
-from ..config_checks import check_nms_type
+from ..runtime.run_checks import check_nms_type
 from ..utils.errors import ConfigError
 from .anchor_generator import YolactAnchorGenerator, build_yolact_anchor_generator
 from .box_ops import decode, degenerate_box_side

@@ -9,6 +9,7 @@ so that :func:`remove_stale_temporary_files` can tell which ones a dead process 
 """
 import contextlib
 import os
+import shutil
 import uuid
 from typing import IO, Any, Callable, Iterator, List, Optional
 
@@ -24,6 +25,8 @@ __all__ = [
     "publish_file",
     "remove_stale_temporary_files",
     "stale_entries",
+    "os_error_in",
+    "free_space_text",
 ]
 
 _TMP_MARK = ".tmp-"
@@ -155,3 +158,26 @@ def remove_stale_temporary_files(folder: str) -> List[str]:
             os.unlink(path)
             removed.append(path)
     return removed
+
+
+def os_error_in(exc: BaseException):
+    """The OSError behind ``exc`` (itself, or in its cause / context chain), or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def free_space_text(folder: str) -> str:
+    """How much space is free on ``folder``'s disk, for an error line ("1.2 GiB free")."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "unknown free space"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if free < 1024 or unit == "TiB":
+            return f"{free:.0f} {unit} free" if unit == "B" else f"{free:.1f} {unit} free"
+        free /= 1024.0

@@ -80,8 +80,8 @@ def save_conditioned_random_weights(cfg, images_bgr, path: str) -> str:
     """Build ``cfg``'s model with random weights, condition it on the BGR images (resized as
     :class:`~yolact_d2.YolactPredictor` does) and save its state dict to ``path`` (a checkpoint
     for ``MODEL.WEIGHTS``). Returns ``path``."""
-    from ..predictor import YolactPredictor
-    from .command_line_keys import mark_set_on_command_line
+    from .predictor import YolactPredictor
+    from .runtime.command_line_keys import mark_set_on_command_line
 
     cfg = cfg.clone()
     cfg.MODEL.WEIGHTS = "random"  # untrained on purpose: conditioned below

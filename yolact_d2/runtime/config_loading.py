@@ -9,9 +9,9 @@ from typing import Iterator, Optional, Sequence
 import yaml
 
 from ..config import add_yolact_config
+from ..utils.errors import ConfigError, first_line
 from .command_line_keys import record_command_line_keys
 from .config_yaml import load_config_with_base, not_a_mapping, safe_load_config_text
-from .errors import ConfigError, first_line
 
 __all__ = [
     "UnknownConfigKeyError", "merge_config_file", "merge_config_list", "setup_cfg", "is_lazy_config",
@@ -77,7 +77,7 @@ def _merge(cfg, merge, source: str) -> None:
 
 def _merge_from_file_safely(cfg, path: str) -> None:
     """Detectron2's ``cfg.merge_from_file(path)``, with the file and its ``_BASE_`` chain read by
-    :func:`~yolact_d2.utils.config_yaml.load_config_with_base` (plain YAML data only, bounded,
+    :func:`~yolact_d2.runtime.config_yaml.load_config_with_base` (plain YAML data only, bounded,
     no remote files unless allowed) instead of fvcore's loader, which falls back to ``yaml.unsafe_load``."""
     from detectron2.config.compat import downgrade_config, guess_version, upgrade_config
 
@@ -111,7 +111,7 @@ def merge_config_file(cfg, path: str) -> None:
     errors for a missing file, YAML syntax errors (file, line, column; also in a ``_BASE_`` file),
     Python tags, alias bombs, ``_BASE_`` cycles and URLs, and unknown keys."""
     if not os.path.isfile(path):
-        from .file_checks import unreadable_file_cause
+        from ..utils.file_checks import unreadable_file_cause
 
         cause = unreadable_file_cause(path)  # a FIFO, a link loop, a folder...
         raise ConfigError(f"--config-file {path}", "no such file" if cause in (None, "does not exist") else cause)

@@ -1,81 +1,23 @@
-"""State dicts and checkpoint files of the weight converters: unwrapping, counting, reading and
-writing. Only ``torch`` is imported, so the command-line tools need no Detectron2."""
+"""The converters' files: checking a command line's input and output paths, reading a third-party
+checkpoint with the safe loader, writing the converted one atomically."""
 import os
 from collections.abc import Mapping
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 import torch
 
 from ..utils.atomic_io import atomic_open
 from ..utils.errors import UserError, first_line
+from ..utils.file_checks import unreadable_file_cause
+from .safe_load import load_checkpoint
 
-_BN_RUNNING = ("running_mean", "running_var", "num_batches_tracked")
-
-
-def short_list(keys, limit: int = 6) -> str:
-    keys = sorted(keys)
-    text = ", ".join(repr(k) for k in keys[:limit])
-    if len(keys) > limit:
-        text += f", ... ({len(keys)} in total)"
-    return text
-
-
-def unwrap_state_dict(obj: Any) -> Dict[str, torch.Tensor]:
-    """Return the flat ``{name: tensor}`` dict inside ``obj``.
-
-    Accepts a plain state dict or one wrapped as ``{"model": ...}`` / ``{"state_dict": ...}``
-    (also nested), and strips a ``module.`` prefix (DataParallel) if every key has it.
-
-    Raises:
-        ValueError: if ``obj`` is not a dict, is empty, or holds non-tensor values.
-    """
-    for _ in range(3):
-        if isinstance(obj, Mapping):
-            for wrapper in ("model", "state_dict"):
-                if isinstance(obj.get(wrapper), Mapping):
-                    obj = obj[wrapper]
-                    break
-            else:
-                break
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"expected a state dict (a dict of tensors), got a {type(obj).__name__}")
-    if len(obj) == 0:
-        raise ValueError("the state dict is empty")
-    non_str = [k for k in obj if not isinstance(k, str)]
-    if non_str:
-        raise ValueError(f"state dict keys must be strings, got {non_str[:3]!r}")
-    bad = {k: type(v).__name__ for k, v in obj.items() if not isinstance(v, torch.Tensor)}
-    if bad:
-        shown = ", ".join(f"{k!r} ({t})" for k, t in sorted(bad.items())[:4])
-        more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
-        raise ValueError(f"not a state dict of tensors: non-tensor values for {shown}{more}")
-    state_dict = dict(obj)
-    if all(k.startswith("module.") for k in state_dict):
-        state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
-    return state_dict
-
-
-def count_parameters(state_dict: Mapping) -> int:
-    """Number of learnable values: everything except BN running statistics."""
-    return sum(
-        v.numel() for k, v in state_dict.items() if k.rsplit(".", 1)[-1] not in _BN_RUNNING
-    )
-
-
-def drop_num_batches_tracked(state_dict: Dict[str, torch.Tensor]) -> int:
-    """Delete the BN ``num_batches_tracked`` counters in place; returns how many there were."""
-    keys = [k for k in state_dict if k.endswith(".num_batches_tracked")]
-    for k in keys:
-        del state_dict[k]
-    return len(keys)
+__all__ = ["cli_path_problem", "load_checkpoint_file", "save_converted_checkpoint"]
 
 
 def cli_path_problem(input_path: str, output_path: str, force: bool = False) -> Optional[str]:
     """What is wrong with a converter tool's input/output paths (one line), or None. The output is
     never the input (the original checkpoint would be gone, whatever ``force`` says), and an existing
     output is replaced only with ``force`` (``--force``)."""
-    from ..utils.file_checks import unreadable_file_cause
-
     cause = unreadable_file_cause(input_path)
     if cause is not None:
         return "no such file" if cause == "does not exist" else cause
@@ -94,7 +36,7 @@ def cli_path_problem(input_path: str, output_path: str, force: bool = False) -> 
 
 
 def load_checkpoint_file(path: str, unsafe: bool = False) -> Any:
-    """Read a checkpoint on CPU with :func:`~yolact_d2.checkpoint.safe_load.load_checkpoint`:
+    """Read a checkpoint on CPU with :func:`~yolact_d2.runtime.safe_load.load_checkpoint`:
     tensors and plain data only (original YOLACT and torchvision checkpoints are plain dicts of
     tensors); ``unsafe`` (``--unsafe-load``) uses the unrestricted loader, which can run code.
 
@@ -103,8 +45,6 @@ def load_checkpoint_file(path: str, unsafe: bool = False) -> Any:
         UnsafeCheckpointError: if the file holds other objects and ``unsafe`` is False.
         ValueError: if the file cannot be read as a PyTorch checkpoint.
     """
-    from .safe_load import load_checkpoint
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path}")
     try:

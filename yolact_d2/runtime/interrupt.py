@@ -12,7 +12,7 @@ save exits at once (the previous checkpoints stay complete: writes are atomic). 
 ``launch()`` itself gets the checkpoint too, but a traceback of :class:`TrainingInterrupted`: use
 :func:`launch_stoppable` instead.
 
-Inside a submitit job (engine/submitit_job.py) :func:`add_stop_signal` adds submitit's requeue signal
+Inside a submitit job (runtime/submitit_job.py) :func:`add_stop_signal` adds submitit's requeue signal
 (SIGUSR2) to these, and :attr:`TrainingInterrupted.received` tells the job which signals came.
 """
 import logging
@@ -30,7 +30,7 @@ import torch.distributed as dist
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-from ..utils.errors import run_in_worker
+from .reporting import run_in_worker
 
 __all__ = [
     "InterruptHook", "TrainingInterrupted", "STOP_SIGNALS", "add_stop_signal", "exit_status", "resume_command",
@@ -50,7 +50,7 @@ _extra_stop_signals: List[int] = []  # add_stop_signal: e.g. submitit's requeue 
 
 def add_stop_signal(signum: int) -> None:
     """Make ``signum`` stop training with a checkpoint too, in this process (for the hooks created from
-    now on). The submitit job (engine/submitit_job.py) adds its requeue signal, SIGUSR2 by default."""
+    now on). The submitit job (runtime/submitit_job.py) adds its requeue signal, SIGUSR2 by default."""
     if signum not in STOP_SIGNALS and signum not in _extra_stop_signals:
         _extra_stop_signals.append(signum)
 

@@ -31,8 +31,8 @@ from detectron2.utils.file_io import PathManager
 
 from ..utils.atomic_io import atomic_open, atomic_write_bytes
 from ..utils.errors import UserError, first_line
-from .catalog import PUBLISHED_WEIGHTS, SCHEME, UNSUPPORTED_WEIGHTS, PublishedWeights
-from .state_dicts import load_checkpoint_file, save_converted_checkpoint
+from .converted_files import load_checkpoint_file, save_converted_checkpoint
+from .weights_catalog import PUBLISHED_WEIGHTS, SCHEME, UNSUPPORTED_WEIGHTS, PublishedWeights
 
 __all__ = ["WeightsDownloadError", "cache_dir", "source_url", "cached_weights_path", "resolve_weights",
            "YolactWeightsHandler"]
@@ -172,7 +172,7 @@ def _original_file(name: str, weights: PublishedWeights) -> str:
 
 
 def _convert(name: str, weights: PublishedWeights, source: str, target: str) -> None:
-    from . import yolact_converter as conv  # torch only; kept off Detectron2's import path
+    from ..converters import yolact_converter as conv  # torch only; kept off Detectron2's import path
 
     try:
         checkpoint = load_checkpoint_file(source)  # safe loader: tensors and plain data only

@@ -12,17 +12,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from .resnet_keys import rename_torchvision_key, resnet_structure
-from .state_dicts import (
-    cli_path_problem,
-    count_parameters,
-    load_checkpoint_file,
-    save_converted_checkpoint,
-    short_list,
-    unwrap_state_dict,
-)
-from .state_dicts import (
-    drop_num_batches_tracked as _drop_counters,
-)
+from .state_dicts import count_parameters, short_list, unwrap_state_dict
+from .state_dicts import drop_num_batches_tracked as _drop_counters
 from .yolact_inspect import UnsupportedCheckpointError, format_yolact_info, inspect_yolact_state_dict
 from .yolact_keys import DROP, check_fpn_inputs, check_yolact_keys, rename_yolact_key
 
@@ -34,9 +25,6 @@ __all__ = [
     "convert_torchvision_resnet_state_dict",
     "format_yolact_info",
     "count_parameters",
-    "load_checkpoint_file",
-    "save_converted_checkpoint",
-    "cli_path_problem",
 ]
 
 

@@ -18,8 +18,7 @@ import tempfile
 
 from detectron2.utils import comm
 
-from ..checkpoint.atomic import _free_space, _os_error_in
-from ..utils.atomic_io import publish_file, stale_entries
+from ..utils.atomic_io import free_space_text, os_error_in, publish_file, stale_entries
 from ..utils.errors import UserError, first_line
 
 __all__ = ["AtomicResultsMixin", "ResultsWriteError"]
@@ -55,7 +54,7 @@ class ResultsWriteError(UserError, OSError):
 def _is_write_failure(exc: BaseException) -> bool:
     """A failed write: an OSError with an errno (in the chain), or torch's wrapped write error."""
     text = first_line(exc)
-    return _os_error_in(exc) is not None or (
+    return os_error_in(exc) is not None or (
         isinstance(exc, RuntimeError) and ("enforce fail" in text or "write failed" in text or "No space" in text)
     )
 
@@ -63,7 +62,7 @@ def _is_write_failure(exc: BaseException) -> bool:
 def _write_error(final_dir: str, staging: str, exc: BaseException) -> ResultsWriteError:
     present = [n for n in _RESULT_FILES if os.path.exists(os.path.join(staging, n))]
     name = present[-1] if present else _RESULT_FILES[0]  # the one being written when it failed
-    os_error = _os_error_in(exc)
+    os_error = os_error_in(exc)
     if os_error is not None:
         cause = f"{os_error.strerror or os.strerror(os_error.errno)} ({errno.errorcode.get(os_error.errno, '?')})"
     elif "No space" in first_line(exc) or "enforce fail" in first_line(exc):
@@ -72,7 +71,7 @@ def _write_error(final_dir: str, staging: str, exc: BaseException) -> ResultsWri
         cause = f"{type(exc).__name__}: {first_line(exc)}"
     return ResultsWriteError(
         f"cannot write evaluation results {os.path.join(final_dir, name)}",
-        f"{cause}; {_free_space(final_dir)} on {final_dir}; the previous result files (if any) are kept",
+        f"{cause}; {free_space_text(final_dir)} on {final_dir}; the previous result files (if any) are kept",
         fix="free some space or write the evaluation to another OUTPUT_DIR",
     )
 

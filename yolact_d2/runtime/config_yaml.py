@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from .errors import ConfigError
+from ..utils.errors import ConfigError
 
 __all__ = ["load_config_with_base", "safe_load_config_text", "MAX_EXPANDED_NODES", "REMOTE_OPT_IN"]
 

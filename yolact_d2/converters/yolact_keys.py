@@ -104,7 +104,7 @@ def rename_yolact_key(key: str, num_lat: int) -> RenameResult:
 
 def check_yolact_keys(new_sd: Mapping[str, torch.Tensor], info: Dict, num_lat: int) -> None:
     """Completeness and shapes of the renamed non-backbone part (the ResNet part is checked by
-    :func:`~yolact_d2.checkpoint.resnet_keys.resnet_structure`)."""
+    :func:`~yolact_d2.converters.resnet_keys.resnet_structure`)."""
     expected = [f"backbone.{m}.{i}" for m in ("lateral_convs", "output_convs") for i in range(num_lat)]
     expected += [f"backbone.downsample_convs.{i}" for i in range(NUM_FPN_DOWNSAMPLE)]
     expected += [v for k, v in YOLACT_HEAD.items() if k not in OPTIONAL_MODULES]

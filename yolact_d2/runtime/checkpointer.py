@@ -28,7 +28,6 @@ Writes to non-local paths (``scheme://``) fall back to Detectron2's behaviour.
 import errno
 import logging
 import os
-import shutil
 from typing import Any, Dict, List, Optional
 from urllib.parse import urlparse
 
@@ -37,10 +36,10 @@ import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-from ..utils.atomic_io import atomic_open, remove_stale_temporary_files
+from ..utils.atomic_io import atomic_open, free_space_text, os_error_in, remove_stale_temporary_files
 from ..utils.errors import ConfigError, UserError, first_line
-from .catalog import RANDOM_WEIGHTS, is_random_weights
 from .safe_load import WEIGHTS_OPT_IN, load_checkpoint
+from .weights_catalog import RANDOM_WEIGHTS, is_random_weights
 
 __all__ = [
     "AtomicDetectionCheckpointer", "IncompatibleCheckpointError", "CheckpointWriteError", "atomic_open",
@@ -101,32 +100,10 @@ class CheckpointWriteError(UserError, OSError):
     """A checkpoint could not be written (full disk, no permission, ...); the previous one is kept."""
 
 
-def _os_error_in(exc: BaseException):
-    """The OSError behind ``exc`` (itself, or in its cause / context chain), or None."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno:
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
-def _free_space(folder: str) -> str:
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:
-        return "unknown free space"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if free < 1024 or unit == "TiB":
-            return f"{free:.0f} {unit} free" if unit == "B" else f"{free:.1f} {unit} free"
-        free /= 1024.0
-
-
 def _write_error(path: str, exc: BaseException, previous: str) -> CheckpointWriteError:
     """One line naming the file, the cause (errno name and text, or torch's message) and the free space."""
     folder = os.path.dirname(path)
-    os_error = _os_error_in(exc)
+    os_error = os_error_in(exc)
     text = first_line(exc)
     if os_error is not None:
         name = errno.errorcode.get(os_error.errno, os_error.errno)
@@ -137,7 +114,7 @@ def _write_error(path: str, exc: BaseException, previous: str) -> CheckpointWrit
         cause = f"{type(exc).__name__}: {text}"
     kept = f"the previous checkpoint {previous} is kept" if previous else "no earlier checkpoint was written"
     return CheckpointWriteError(
-        f"cannot write checkpoint {path}", f"{cause}; {_free_space(folder)} on {folder}; {kept}",
+        f"cannot write checkpoint {path}", f"{cause}; {free_space_text(folder)} on {folder}; {kept}",
         fix="free some space or use an OUTPUT_DIR on a disk with room, then continue with --resume",
     )
 

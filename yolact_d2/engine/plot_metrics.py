@@ -10,7 +10,7 @@ import json
 import os
 from typing import Dict, List, Tuple
 
-from .errors import DataError
+from ..utils.errors import DataError
 
 __all__ = ["load_metrics", "training_series", "plot_training_curves", "CURVES_FILE_NAME"]
 

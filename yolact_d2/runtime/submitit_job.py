@@ -9,7 +9,7 @@ rank 0 publishes a ``tcp://`` address in the shared folder and every rank joins 
 Signals inside the job. submitit installs its handlers before the task starts: SIGUSR2 (its
 ``SUBMITIT_PREEMPT_SIGNAL``, which SLURM sends ``signal_delay_s`` before the time limit) calls the job's
 :meth:`checkpoint` and requeues the job; SIGTERM is logged and ignored. While training runs, our
-:class:`~yolact_d2.engine.interrupt.InterruptHook` takes SIGINT, SIGTERM, SIGUSR1 and the requeue signal:
+:class:`~yolact_d2.runtime.interrupt.InterruptHook` takes SIGINT, SIGTERM, SIGUSR1 and the requeue signal:
 the iteration is finished, every rank stops after the same one and the checkpoint is written. Then
 
 * after the requeue signal, rank 0 hands over to submitit's handler, which calls :meth:`checkpoint` (the

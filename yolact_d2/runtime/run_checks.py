@@ -3,8 +3,8 @@ mistake is one message naming the keys instead of a shape error deep in the mode
 (docs/RELIABILITY.md). The modules that read a key call its check from here."""
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from .utils.atomic_io import make_output_dir
-from .utils.errors import ConfigError, DataError, UserError
+from ..utils.atomic_io import make_output_dir
+from ..utils.errors import ConfigError, DataError, UserError
 
 __all__ = [
     "NMS_TYPES", "check_nms_type", "anchor_aspect_ratios_per_level", "check_yolact_config", "check_num_classes",
