@@ -134,7 +134,10 @@ def test_the_checker_sees_an_upward_and_an_unexplained_local_import(tmp_path):
     module = tmp_path / "yolact_d2" / "modeling" / "bad.py"
     module.parent.mkdir(parents=True)
     module.write_text("def f():\n    from ..runtime.run_checks import check_num_classes\n    return 1\n")
-    modules = {"yolact_d2.modeling.bad": module, "yolact_d2.runtime.run_checks": module}
+    checks = tmp_path / "yolact_d2" / "runtime" / "run_checks.py"
+    checks.parent.mkdir(parents=True)
+    checks.write_text("def check_num_classes():\n    pass\n")
+    modules = {"yolact_d2.modeling.bad": module, "yolact_d2.runtime.run_checks": checks}
     assert upward_imports(modules) == [
         "yolact_d2.modeling.bad (core) imports yolact_d2.runtime.run_checks (runtime), line 2"]
     assert unexplained_local_imports(modules) == [
