@@ -54,6 +54,26 @@ def test_benchmark_all_detections(backend, tmp_path):
     assert "detections per image: 100 100" in text and "end_to_end" in text
 
 
+def test_benchmark_faithful_times_the_oracle(tmp_path, monkeypatch):
+    # --faithful: the predictor post-processes with the tests' oracle (the original's literal algorithm),
+    # inside the same profiler ranges, so that its NMS and mask stages are timed
+    import reference_postprocess
+
+    pasted = []
+    paste = reference_postprocess.reference_paste_masks
+    monkeypatch.setattr(reference_postprocess, "reference_paste_masks", lambda *a: pasted.append(1) or paste(*a))
+    tool = _tool()
+    args = tool.parse_args([
+        "--config-file", os.path.join(CONFIG_DIR, "Synthetic", "yolact_R_18_FPN_synthetic.yaml"),
+        "--synthetic", "2", "--all-detections", "--faithful", *TINY,
+    ])
+    images = tool.load_images(args)
+    cfg, runs = tool.build_predictors(args, images, str(tmp_path))
+    times, detections = tool.timed_stages(runs[0][2], images[0], "torch", lambda: None)
+    assert pasted == [1, 1] and detections == 100  # the profiled run and the end-to-end run
+    assert times["nms"] > 0 and times["masks"] > 0
+
+
 def test_benchmark_onnx_file_needs_its_backend_and_is_never_overwritten(tmp_path, monkeypatch):
     tool = _tool()
     with pytest.raises(SystemExit):  # without --backend onnxruntime the torch model would be timed instead

@@ -1,10 +1,12 @@
-"""The fast post-processing (MODEL.YOLACT.FAST_POSTPROCESS_TEST, default) against the faithful
-reference (the original's literal algorithm, docs/MODEL.md §9): same detections, same masks.
+"""The post-processing of yolact_d2/modeling/inference.py and mask_ops.py (the fast one) against the
+original's literal algorithm, the oracle in tests/reference_postprocess.py: same detections, same masks.
 
 Masks may only differ at pixels whose interpolated value is within 1e-5 of the threshold (float
 rounding); the tests count them. In every case measured here the count is 0: the fast path
 evaluates the same bilinear weights in the same order as PyTorch's CPU kernel.
 """
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -12,16 +14,16 @@ import torch
 import torch.nn.functional as F
 
 from yolact_d2.modeling.inference import detect, fast_nms
-from yolact_d2.modeling.mask_ops import (
-    assemble_masks,
-    crop_keep,
-    crop_masks,
-    linear_resize_table,
-    paste_masks_faithful,
-    paste_masks_fast,
-)
+from yolact_d2.modeling.mask_ops import assemble_masks, crop_keep, crop_masks, linear_resize_table, paste_masks_fast
+from yolact_d2.runtime.config_loading import UnknownConfigKeyError, setup_cfg
 
-from conftest import tiny_cfg
+from conftest import CONFIG_DIR, captured, tiny_cfg
+from reference_postprocess import (
+    reference_detect,
+    reference_fast_nms,
+    reference_paste_masks,
+    use_reference_postprocess,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,7 +68,7 @@ def test_paste_masks_fast_equals_faithful(proto_size, canvas, output_size, thres
     soft, boxes = _random_soft_masks(37, *proto_size)
     cropped = crop_masks(soft, boxes)
     keep_rows, keep_cols = crop_keep(boxes, *proto_size)
-    faithful = paste_masks_faithful(cropped, canvas, output_size, threshold)
+    faithful = reference_paste_masks(cropped, canvas, output_size, threshold)
     fast = paste_masks_fast(cropped, keep_rows, keep_cols, canvas, output_size, threshold)
     assert fast.dtype == torch.bool and fast.shape == faithful.shape == (37, *output_size)
     assert faithful.any()
@@ -81,9 +83,9 @@ def test_paste_masks_fast_edge_cases():
     empty = paste_masks_fast(cropped[:0], keep[0][:0], keep[1][:0], (40, 40), (40, 40), 0.5)
     assert empty.shape == (0, 40, 40) and empty.dtype == torch.bool
     assert paste_masks_fast(cropped, *keep, (40, 40), (0, 40), 0.5).shape == (6, 0, 40)
-    # a negative threshold makes everything outside the crop foreground: falls back to the reference
+    # a negative threshold makes everything outside the crop foreground: the whole canvas is upsampled
     neg = paste_masks_fast(cropped, *keep, (40, 40), (40, 40), -0.1)
-    assert neg.all() and torch.equal(neg, paste_masks_faithful(cropped, (40, 40), (40, 40), -0.1))
+    assert neg.all() and torch.equal(neg, reference_paste_masks(cropped, (40, 40), (40, 40), -0.1))
     # everything cropped away
     none_kept = torch.zeros_like(keep[0]), torch.zeros_like(keep[1])
     assert not paste_masks_fast(cropped * 0, *none_kept, (40, 40), (40, 40), 0.5).any()
@@ -117,8 +119,8 @@ def test_detect_topk_equals_sort(nms_type, score_threshold):
     coeffs = torch.randn(num_anchors, 8, generator=g)
     kwargs = dict(score_threshold=score_threshold, nms_type=nms_type, iou_threshold=0.5, top_k=200,
                   max_detections=100, image_size=(550, 550))
-    fast = detect(probs, boxes, coeffs, fast=True, **kwargs)
-    ref = detect(probs, boxes, coeffs, fast=False, **kwargs)
+    fast = detect(probs, boxes, coeffs, **kwargs)
+    ref = reference_detect(probs, boxes, coeffs, **kwargs)
     assert len(ref["scores"]) > 0
     for key in ref:
         assert torch.equal(fast[key], ref[key]), key
@@ -146,8 +148,8 @@ def test_fast_nms_fallback_and_top_k(case):
         scores, boxes, coeffs = scores[:, :50], boxes[:50], coeffs[:50]
         max_det = 70  # 4 x 70 > 5 x 50 scores: nothing to gain, full version
         assert _fast_nms_best_first(boxes, scores, coeffs, 0.5, top_k, max_det) is None
-    fast = fast_nms(boxes, scores, coeffs, 0.5, top_k, max_det, use_topk=True)
-    ref = fast_nms(boxes, scores, coeffs, 0.5, top_k, max_det, use_topk=False)
+    fast = fast_nms(boxes, scores, coeffs, 0.5, top_k, max_det)
+    ref = reference_fast_nms(boxes, scores, coeffs, 0.5, top_k, max_det)
     assert len(ref[0]) > 0
     for a, b in zip(fast, ref):
         assert torch.equal(a, b)
@@ -190,13 +192,15 @@ def conditioned_model():
 
 
 def _run(model, inputs, fast, score_threshold):
-    model.fast_postprocess = fast
+    use_reference_postprocess(model, enabled=not fast)
+    assert ("postprocess_batch" in vars(model)) == (not fast)  # the oracle replaces this instance's method
     model.score_threshold = score_threshold
     try:
         with torch.inference_mode():
             return [r["instances"] for r in model(inputs)]
     finally:
-        model.fast_postprocess, model.score_threshold = True, 0.05
+        use_reference_postprocess(model, enabled=False)
+        model.score_threshold = 0.05
 
 
 @pytest.mark.parametrize("score_threshold", [0.0, 0.05, 0.9])
@@ -219,6 +223,22 @@ def test_model_fast_equals_faithful(conditioned_model, score_threshold, keep_asp
     if score_threshold < 0.9:
         assert total_fg > 1000  # masks with real content
     assert total_diff == 0, f"{total_diff} of {total_fg} foreground pixels differ"
+
+
+def test_removed_fast_postprocess_key_still_loads_with_a_warning(tmp_path):
+    """MODEL.YOLACT.FAST_POSTPROCESS_TEST is gone (the fast post-processing, with the oracle's results, is
+    the only one): a config that still sets it, such as the config.yaml a run of an earlier version wrote
+    into its OUTPUT_DIR, loads with a warning naming the key, from a file and from the command line."""
+    old = tmp_path / "config.yaml"
+    base = os.path.join(CONFIG_DIR, "Base-YOLACT.yaml")
+    old.write_text(f'_BASE_: "{base}"\nMODEL:\n  YOLACT:\n    FAST_POSTPROCESS_TEST: false\n    NUM_CLASSES: 3\n')
+    with captured("yacs") as records:
+        cfg = setup_cfg(str(old), ["MODEL.YOLACT.FAST_POSTPROCESS_TEST", "True"])
+    assert cfg.MODEL.YOLACT.NUM_CLASSES == 3 and "FAST_POSTPROCESS_TEST" not in cfg.MODEL.YOLACT
+    warning = "Deprecated config key (ignoring): MODEL.YOLACT.FAST_POSTPROCESS_TEST"  # yacs's, one line
+    assert [r.getMessage() for r in records] == [warning] * 2
+    with pytest.raises(UnknownConfigKeyError, match="MODEL.YOLACT.FAST_POSTPROCESS_TST"):  # a typo is still an error
+        setup_cfg(str(old), ["MODEL.YOLACT.FAST_POSTPROCESS_TST", "True"])
 
 
 # ------------------------------------------------------------------------------------------------

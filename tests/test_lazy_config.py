@@ -47,7 +47,7 @@ def test_lazy_and_yaml_build_the_same_model(name):
     # built in the same order: the same random initialisation for a seed
     assert all(torch.equal(lazy_state[k], yaml_state[k]) for k in yaml_state)
     for attr in ("in_features", "bbox_variances", "score_threshold", "nms_type", "nms_threshold", "topk_candidates",
-                 "max_detections_per_image", "mask_threshold", "truncate_boxes", "fast_postprocess", "input_format"):
+                 "max_detections_per_image", "mask_threshold", "truncate_boxes", "input_format"):
         assert getattr(lazy_model, attr) == getattr(yaml_model, attr), attr
     assert lazy_model.anchor_generator.scales == yaml_model.anchor_generator.scales
     assert lazy_model.anchor_generator.square_anchors == yaml_model.anchor_generator.square_anchors

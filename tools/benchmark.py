@@ -34,8 +34,10 @@ Without ``--weights`` the random initialisation is conditioned on the first two 
 (``yolact_d2.testing.condition_random_model``: BN statistics re-estimated, head outputs
 scaled) so that activations, detections and masks look like a trained model's; timings of a
 raw random init are meaningless (exploding activations, denormals). ``--synthetic N`` renders N
-480x640 images of the bundled synthetic shapes dataset. ``--faithful`` uses the reference
-post-processing (``MODEL.YOLACT.FAST_POSTPROCESS_TEST False``) for comparison.
+480x640 images of the bundled synthetic shapes dataset. ``--faithful`` times the original's literal
+post-processing instead of the library's (the same detections and masks, computed as the original
+does: full sorts, every mask upsampled to the whole image): the tests' oracle,
+tests/reference_postprocess.py, so it needs the repository's tests/ folder.
 
 ``--precision fp32,bf16,int8`` times several precisions of the same weights in one run, taking turns
 image by image: PyTorch float32, PyTorch with the network in bf16 (``MODEL.YOLACT.PRECISION_TEST``)
@@ -83,7 +85,8 @@ def build_parser(description=__doc__):
     parser.add_argument("--repeat", type=positive_int, default=1, help="passes over the images")
     parser.add_argument("--all-detections", action="store_true", help="score threshold 0: 100 detections per image")
     parser.add_argument(
-        "--faithful", action="store_true", help="reference post-processing (FAST_POSTPROCESS_TEST False)")
+        "--faithful", action="store_true",
+        help="the original's literal post-processing (tests/reference_postprocess.py), for comparison")
     parser.add_argument("--device", default=None, help="MODEL.DEVICE (default: cuda if available, else cpu)")
     parser.add_argument(
         "--precision", default=None,
@@ -151,9 +154,20 @@ def build_cfg(args):
     cfg.MODEL.DEVICE = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.all_detections:
         cfg.MODEL.YOLACT.SCORE_THRESH_TEST = 0.0
-    if args.faithful:
-        cfg.MODEL.YOLACT.FAST_POSTPROCESS_TEST = False
     return cfg
+
+
+def with_postprocessing(args, predictor):
+    """``predictor``, post-processing with the tests' oracle (the original's literal algorithm) for
+    ``--faithful``; both predictor kinds run ``predictor.model.postprocess_batch`` after the network."""
+    if args.faithful:
+        tests_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
+        if tests_dir not in sys.path:
+            sys.path.insert(0, tests_dir)
+        from reference_postprocess import use_reference_postprocess  # lazy: a test helper, not in the package
+
+        use_reference_postprocess(predictor.model)
+    return predictor
 
 
 def build_cfg_with_weights(args, images, tmp, weights=None):
@@ -178,13 +192,13 @@ def build_predictor(args, images, tmp, weights=None):
 
     cfg = build_cfg_with_weights(args, images, tmp, weights)
     if args.backend == "torch":
-        return cfg, YolactPredictor(cfg)
+        return cfg, with_postprocessing(args, YolactPredictor(cfg))
     from yolact_d2.export import YolactONNXPredictor, export_onnx
 
     onnx_path = args.onnx or os.path.join(tmp, "model.onnx")
     if not os.path.exists(onnx_path):  # a given file is never overwritten
         export_onnx(YolactPredictor(cfg, precision="fp32").model, onnx_path, int(cfg.INPUT.IMAGE_SIZE))
-    return cfg, YolactONNXPredictor(cfg, onnx_path, num_threads=args.threads)
+    return cfg, with_postprocessing(args, YolactONNXPredictor(cfg, onnx_path, num_threads=args.threads))
 
 
 def build_predictors(args, images, tmp, weights=None):
@@ -204,7 +218,7 @@ def build_predictors(args, images, tmp, weights=None):
         elif args.backend == "onnxruntime":
             runs.append(("onnxruntime fp32", "onnxruntime", build_predictor(args, images, tmp, cfg.MODEL.WEIGHTS)[1]))
         else:
-            predictor = YolactPredictor(cfg, precision=precision)
+            predictor = with_postprocessing(args, YolactPredictor(cfg, precision=precision))
             label = f"torch {precision}" + (f" ({predictor.precision})" if precision == "auto" else "")
             runs.append((label, "torch", predictor))
     return cfg, runs
@@ -226,7 +240,7 @@ def int8_predictor(args, cfg, tmp):
     reader = DatasetCalibrationReader(cfg, args.calibration_dataset, args.calibration_images)
     quantize_onnx(float_path, int8_path, reader, dataset_name=args.calibration_dataset)
     print(f"int8: quantised in {time.perf_counter() - t0:.0f} s ({len(reader)} images of {args.calibration_dataset})")
-    return YolactONNXPredictor(cfg, int8_path, num_threads=args.threads)
+    return with_postprocessing(args, YolactONNXPredictor(cfg, int8_path, num_threads=args.threads))
 
 
 # The profiler ranges of Yolact.forward's stages (yolact_d2/modeling/meta_arch.py)

@@ -1,4 +1,4 @@
-"""The YOLACT prediction head (docs/MODEL.md §2.4) and its registry.
+"""The YOLACT prediction head and its registry (the extension point for other heads).
 
 One module shared by all pyramid levels: a 3x3 conv + ReLU, then three parallel 3x3 convs giving,
 per anchor, box deltas, ``K + 1`` class logits (index 0 = background) and ``k`` mask coefficients
@@ -58,7 +58,7 @@ class YolactHead(nn.Module):
         self.cls_score = nn.Conv2d(in_channels, num_anchors * (num_classes + 1), 3, padding=1)
         self.coeff_pred = nn.Conv2d(in_channels, num_anchors * num_prototypes, 3, padding=1)
         for conv in (self.conv, self.bbox_pred, self.cls_score, self.coeff_pred):
-            nn.init.xavier_uniform_(conv.weight)  # original init (docs/MODEL.md §8)
+            nn.init.xavier_uniform_(conv.weight)  # the original's init of every conv outside the backbone
             if conv.bias is not None:
                 nn.init.zeros_(conv.bias)
 
@@ -66,7 +66,11 @@ class YolactHead(nn.Module):
     def from_config(cls, cfg, input_shape: List[ShapeSpec]):
         channels = {s.channels for s in input_shape}
         if len(channels) != 1:
-            raise ConfigError(f"YolactHead shares weights across levels; got channels {channels}")
+            raise ConfigError(
+                f"MODEL.YOLACT.IN_FEATURES {list(cfg.MODEL.YOLACT.IN_FEATURES)}",
+                f"the levels have {sorted(channels)} channels, but YolactHead shares its weights across levels",
+                fix="feed it levels of one width, or register a head for mixed widths as MODEL.YOLACT.HEAD_NAME",
+            )
         return {
             "in_channels": channels.pop(),
             "num_classes": cfg.MODEL.YOLACT.NUM_CLASSES,

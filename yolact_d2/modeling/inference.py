@@ -1,10 +1,15 @@
-"""YOLACT detection and post-processing (docs/MODEL.md §9).
+"""YOLACT detection and post-processing (docs/MODEL.md, "Inference").
 
 ``detect`` turns one image's raw head outputs into at most ``max_detections`` detections in
 relative coordinates (tensors only, so it can be traced), and ``detections_to_instances`` pastes
 them into a Detectron2 ``Instances`` at the requested output size. YOLACT's masks are full-image
 masks assembled from prototypes, so Detectron2's ``detector_postprocess`` (made for ROI masks) is
 deliberately not used.
+
+Both steps compute the original's algorithm faster (``torch.topk`` instead of full sorts, Fast NMS
+on the best candidates first, masks upsampled only where they can be non-zero); the original's
+literal algorithm is the oracle they are tested against (tests/reference_postprocess.py,
+tests/test_fast_inference.py: same detections, same masks).
 """
 from typing import Dict, Optional, Tuple
 
@@ -16,19 +21,16 @@ from detectron2.structures import Boxes, Instances
 
 from ..runtime.run_checks import check_nms_type
 from .box_ops import box_iou
-from .mask_ops import assemble_masks, crop_keep, paste_masks_faithful, paste_masks_fast
+from .mask_ops import assemble_masks, crop_keep, paste_masks_fast
 
 __all__ = ["fast_nms", "cross_class_fast_nms", "standard_nms", "detect", "detections_to_instances"]
 
 
-def _top_candidates(scores: torch.Tensor, top_k: int, use_topk: bool):
-    """The ``top_k`` highest scores along the last dim and their indices, best first.
-    ``use_topk=False`` is the original's full sort then slice; ``torch.topk`` selects the same
-    entries (up to the order of exactly equal scores) without sorting all of them."""
-    if use_topk:
-        return scores.topk(min(top_k, scores.shape[-1]), dim=-1, sorted=True)
-    scores, idx = scores.sort(dim=-1, descending=True)
-    return scores[..., :top_k], idx[..., :top_k]
+def _top_candidates(scores: torch.Tensor, top_k: int):
+    """The ``top_k`` highest scores along the last dim and their indices, best first. The original
+    sorts all scores then slices; ``torch.topk`` selects the same entries (up to the order of
+    exactly equal scores) without sorting all of them."""
+    return scores.topk(min(top_k, scores.shape[-1]), dim=-1, sorted=True)
 
 
 def _max_iou_with_higher_scored(cand_boxes: torch.Tensor) -> torch.Tensor:
@@ -79,28 +81,25 @@ def _fast_nms_best_first(boxes, scores, coefficients, iou_threshold: float, top_
     return cand_boxes[keep], best[keep], classes[keep], coefficients[anchors[keep]]
 
 
-def fast_nms(
-    boxes, scores, coefficients, iou_threshold: float, top_k: int, max_detections: int, use_topk: bool = True
-):
-    """Per-class Fast NMS (docs/MODEL.md §9.2): for every class keep its ``top_k`` highest-scored candidates and
+def fast_nms(boxes, scores, coefficients, iou_threshold: float, top_k: int, max_detections: int):
+    """Per-class Fast NMS (as the original evaluates): for every class keep its ``top_k`` highest-scored candidates and
     drop a box if its IoU with *any* higher-scored box of the same class, suppressed or not,
     exceeds ``iou_threshold``; then keep the ``max_detections`` best over all classes. No score
     threshold is applied after NMS (the original's ``second_threshold=False``).
 
+    Candidates are selected with ``torch.topk`` instead of the original's full sort, after a first
+    attempt on the best candidates only (:func:`_fast_nms_best_first`); same result.
+
     Args:
         boxes (P, 4), scores (C, P) per-class scores, coefficients (P, k).
-        use_topk: the fast path: candidates selected with ``torch.topk`` instead of the
-            original's full sort, and first an attempt on the best candidates only
-            (:func:`_fast_nms_best_first`); same result.
     Returns:
         boxes (N, 4), scores (N,), classes (N,), coefficients (N, k), sorted by score.
     """
-    if use_topk:
-        out = _fast_nms_best_first(boxes, scores, coefficients, iou_threshold, top_k, max_detections)
-        if out is not None:
-            return out
+    out = _fast_nms_best_first(boxes, scores, coefficients, iou_threshold, top_k, max_detections)
+    if out is not None:
+        return out
     num_classes = scores.shape[0]
-    scores, idx = _top_candidates(scores, top_k, use_topk)
+    scores, idx = _top_candidates(scores, top_k)
     cand_boxes = boxes[idx.reshape(-1)].reshape(num_classes, -1, 4)
     keep = _max_iou_with_higher_scored(cand_boxes) <= iou_threshold
     classes = torch.arange(num_classes, device=boxes.device)[:, None].expand_as(keep)[keep]
@@ -111,14 +110,12 @@ def fast_nms(
     return boxes[order], scores, classes[order], coefficients[anchors[order]]
 
 
-def cross_class_fast_nms(
-    boxes, scores, coefficients, iou_threshold: float, top_k: int, max_detections: int, use_topk: bool = True
-):
+def cross_class_fast_nms(boxes, scores, coefficients, iou_threshold: float, top_k: int, max_detections: int):
     """Class-agnostic Fast NMS: every anchor keeps only its best class (the original's
     ``--cross_class_nms``). The original applies no final cap; we apply ``max_detections`` so that
     ``TEST.DETECTIONS_PER_IMAGE`` holds for every NMS type."""
     scores, classes = scores.max(dim=0)
-    idx = _top_candidates(scores, top_k, use_topk)[1]
+    idx = _top_candidates(scores, top_k)[1]
     idx = idx[_max_iou_with_higher_scored(boxes[idx]) <= iou_threshold][:max_detections]
     return boxes[idx], scores[idx], classes[idx], coefficients[idx]
 
@@ -151,15 +148,12 @@ def detect(
     top_k: int,
     max_detections: int,
     image_size: Tuple[int, int],
-    fast: bool = True,
 ) -> Dict[str, torch.Tensor]:
     """Detections of one image.
 
     Args:
         class_probs: (P, K+1) softmax probabilities, index 0 background.
         boxes: (P, 4) decoded relative point-form boxes; coefficients: (P, k).
-        fast: Fast NMS picks its per-class candidates with ``torch.topk`` rather than the
-            original's full sort (same detections; see :func:`fast_nms`).
     Returns:
         dict with relative ``boxes`` (N, 4), ``scores`` (N,), ``classes`` (N,) in [0, K) and
         ``coefficients`` (N, k), sorted by decreasing score.
@@ -167,15 +161,15 @@ def detect(
     check_nms_type(nms_type)
     foreground = class_probs[:, 1:]  # (P, K)
     keep = foreground.amax(dim=1) > score_threshold  # on each anchor's best foreground score
-    if not (fast and bool(keep.all())):  # (indexing with an all-True mask only copies)
+    if not bool(keep.all()):  # indexing with an all-True mask would only copy
         foreground, boxes, coefficients = foreground[keep], boxes[keep], coefficients[keep]
     scores = foreground.t()  # (K, P)
     if boxes.shape[0] == 0:
         out = (boxes, scores.new_zeros(0), torch.zeros(0, dtype=torch.int64, device=boxes.device), coefficients)
     elif nms_type == "fast":
-        out = fast_nms(boxes, scores, coefficients, iou_threshold, top_k, max_detections, use_topk=fast)
+        out = fast_nms(boxes, scores, coefficients, iou_threshold, top_k, max_detections)
     elif nms_type == "cross_class":
-        out = cross_class_fast_nms(boxes, scores, coefficients, iou_threshold, top_k, max_detections, use_topk=fast)
+        out = cross_class_fast_nms(boxes, scores, coefficients, iou_threshold, top_k, max_detections)
     else:  # "standard"
         out = standard_nms(
             boxes, scores, coefficients, iou_threshold, top_k, max_detections, score_threshold, image_size
@@ -192,30 +186,28 @@ def detections_to_instances(
     mask_threshold: float = 0.5,
     truncate_boxes: bool = True,
     maskiou_net: Optional[nn.Module] = None,
-    fast: bool = True,
 ) -> Instances:
-    """Boxes and full-image binary masks at ``output_size`` (docs/MODEL.md §9.4-§9.6).
+    """Boxes and full-image binary masks at ``output_size``, as the original's postprocess.
 
     Masks are ``sigmoid(P C^T)`` cropped by the predicted box at prototype resolution with one
     pixel of padding, then upsampled bilinearly *straight* to the output size and thresholded
     (strict ``>``). The network input may have been padded (``image_size`` inside
     ``padded_size``): the mask is then upsampled to the padded canvas at the output scale and the
     image region cut out, which reduces to the original's single resize when there is no padding.
+    Only the part of each upsampled mask that can be non-zero is computed
+    (:func:`~yolact_d2.modeling.mask_ops.paste_masks_fast`); the masks are those of upsampling every
+    mask to the whole canvas as the original does (tests/test_fast_inference.py).
 
     Args:
         prototypes: (k, H', W') of this image.
         image_size: (h, w) of the resized image inside the network input.
         padded_size: (H, W) of the network input (relative coordinates refer to it).
         output_size: (height, width) requested, usually the original image size.
-        truncate_boxes: truncate box coordinates to integers as the original does (docs/MODEL.md §9.6).
+        truncate_boxes: truncate box coordinates to integers as the original does.
         maskiou_net: YOLACT++ mask re-scoring net. When given, it predicts the IoU of every
             cropped soft mask at prototype resolution, gathered at the predicted class, and the
-            result gets ``mask_scores = scores * predicted IoU`` (docs/MODEL.md §9.7); ``scores`` stays the
-            class score (the original's ``rescore_mask=True, rescore_bbox=False``).
-        fast: compute only the part of each upsampled mask that can be non-zero
-            (:func:`~yolact_d2.modeling.mask_ops.paste_masks_fast`); False upsamples every mask to
-            the whole canvas as the original does (:func:`~yolact_d2.modeling.mask_ops.paste_masks_faithful`).
-            Both give the same masks (tests/test_fast_inference.py).
+            result gets ``mask_scores = scores * predicted IoU``, used for mask AP; ``scores`` stays
+            the class score, used for box AP (the original's ``rescore_mask=True, rescore_bbox=False``).
     """
     out_h, out_w = output_size
     img_h, img_w = image_size
@@ -246,10 +238,7 @@ def detections_to_instances(
         canvas = (out_h, out_w)
     else:
         canvas = (round(out_h * pad_h / img_h), round(out_w * pad_w / img_w))
-    if fast:
-        masks = paste_masks_fast(masks, keep_rows, keep_cols, canvas, (out_h, out_w), mask_threshold)
-    else:
-        masks = paste_masks_faithful(masks, canvas, (out_h, out_w), mask_threshold)
+    masks = paste_masks_fast(masks, keep_rows, keep_cols, canvas, (out_h, out_w), mask_threshold)
 
     result = Instances((out_h, out_w))
     result.pred_boxes = Boxes(pixel_boxes)

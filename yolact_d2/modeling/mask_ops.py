@@ -1,19 +1,18 @@
-"""Mask assembly from prototypes and coefficients (docs/MODEL.md §6.3, §9.4), and the two ways
-of turning the cropped prototype-resolution masks into binary masks at the output size.
+"""Mask assembly from prototypes and coefficients (sigmoid(P C^T)), the crop by the predicted box,
+and the upsampling of the cropped prototype-resolution masks to binary masks at the output size.
 
-* :func:`paste_masks_faithful` is the original's upsampling (docs/MODEL.md §9.5) as it is written: every mask is
-  upsampled bilinearly (``align_corners=False``) to the whole output canvas as floats and then
-  compared with the threshold. It is the reference.
-* :func:`paste_masks_fast` gives the same binary masks but only computes the output pixels that
-  can be non-zero: a cropped mask is exactly zero outside its crop rectangle at prototype
-  resolution, so its upsampled value is zero outside a rectangle ("window") of the output, and
-  zero is never above a non-negative threshold. Inside the windows it evaluates the same bilinear
-  weights as ``F.interpolate`` (same source indices and lambdas, computed in float32 the way the
-  CPU kernel does, width pass then height pass), batched over detections: the detections are
-  sorted by window width and cut into a few groups, each computed as one padded tensor. There is
-  no Python loop over detections, and nothing of size (N, H, W) is materialised except the bool
-  result. Pixels can differ from the reference only where the interpolated value is within float
-  rounding (~1e-7) of the threshold (tests/test_fast_inference.py counts them).
+The original upsamples every mask bilinearly (``align_corners=False``) to the whole output canvas
+as floats and compares it with the threshold (the oracle in tests/reference_postprocess.py).
+:func:`paste_masks_fast` gives the same binary masks but only computes the output pixels that can
+be non-zero: a cropped mask is exactly zero outside its crop rectangle at prototype resolution, so
+its upsampled value is zero outside a rectangle ("window") of the output, and zero is never above a
+non-negative threshold. Inside the windows it evaluates the same bilinear weights as
+``F.interpolate`` (same source indices and lambdas, computed in float32 the way the CPU kernel
+does, width pass then height pass), batched over detections: the detections are sorted by window
+width and cut into a few groups, each computed as one padded tensor. There is no Python loop over
+detections, and nothing of size (N, H, W) is materialised except the bool result. Pixels could
+differ from the oracle only where the interpolated value is within float rounding (~1e-7) of the
+threshold (tests/test_fast_inference.py counts them: none in any case tested).
 """
 from typing import Tuple
 
@@ -24,7 +23,6 @@ __all__ = [
     "assemble_masks",
     "crop_masks",
     "crop_keep",
-    "paste_masks_faithful",
     "paste_masks_fast",
     "linear_resize_table",
 ]
@@ -61,18 +59,6 @@ def crop_masks(masks: torch.Tensor, boxes: torch.Tensor, padding: int = 1) -> to
     n, h, w = masks.shape
     keep_rows, keep_cols = crop_keep(boxes, h, w, padding, dtype=masks.dtype)
     return masks * (keep_rows[:, :, None] & keep_cols[:, None, :]).to(masks.dtype)
-
-
-def paste_masks_faithful(
-    masks: torch.Tensor, canvas: Tuple[int, int], output_size: Tuple[int, int], threshold: float
-) -> torch.Tensor:
-    """Reference: upsample (N, h, w) soft masks bilinearly to ``canvas`` (align_corners=False),
-    keep the top-left ``output_size`` and threshold (strict ``>``) -> bool (N, H, W)."""
-    out_h, out_w = output_size
-    if masks.shape[0] == 0:
-        return masks.new_zeros((0, out_h, out_w), dtype=torch.bool)
-    masks = F.interpolate(masks[None], size=canvas, mode="bilinear", align_corners=False)[0]
-    return masks[:, :out_h, :out_w] > threshold
 
 
 def linear_resize_table(in_size: int, out_size: int, length: int, device=None):
@@ -124,9 +110,11 @@ def paste_masks_fast(
     threshold: float,
     num_groups: int = 4,
 ) -> torch.Tensor:
-    """Same result as :func:`paste_masks_faithful` for masks that are zero outside
-    ``keep_rows x keep_cols`` (as :func:`crop_masks` makes them) and ``threshold >= 0``, computing
-    only the output window of each mask that can be non-zero.
+    """Binary masks (N, H, W) of ``output_size``: the (N, h, w) soft ``masks`` upsampled bilinearly
+    (``align_corners=False``) to ``canvas``, the top-left ``output_size`` kept and compared with
+    ``threshold`` (strict ``>``), as the original does for the whole canvas. For masks that are zero
+    outside ``keep_rows x keep_cols`` (as :func:`crop_masks` makes them) and ``threshold >= 0``, only
+    the output window of each mask that can be non-zero is computed.
 
     The bilinear resize is done as its two passes, in the order and with the weights of PyTorch's
     CPU kernel (width pass, then height pass), on ragged row lists:
@@ -147,10 +135,11 @@ def paste_masks_fast(
         canvas: size the masks are resized to; output_size: the top-left part that is returned.
         num_groups: number of window-width groups (a loop over groups, not over detections).
     """
-    if threshold < 0:  # zeros outside the crop would be foreground: nothing to skip
-        return paste_masks_faithful(masks, canvas, output_size, threshold)
     n, h, w = masks.shape
     out_h, out_w = output_size
+    if threshold < 0 and n > 0:  # zeros outside the crop would be foreground: nothing to skip
+        masks = F.interpolate(masks[None], size=canvas, mode="bilinear", align_corners=False)[0]
+        return masks[:, :out_h, :out_w] > threshold
     result = torch.zeros((n, out_h, out_w), dtype=torch.bool, device=masks.device)
     if n == 0 or out_h == 0 or out_w == 0:
         return result

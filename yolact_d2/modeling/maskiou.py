@@ -1,4 +1,4 @@
-"""YOLACT++ mask re-scoring network (docs/MODEL.md §2.7) and its registry.
+"""YOLACT++ mask re-scoring network and its registry (the extension point for other re-scoring nets).
 
 ``FastMaskIoUNet`` predicts, for every (cropped, soft) mask at prototype resolution, the IoU of
 the mask with its object for each class: five 3x3 stride-2 convs *without padding*
@@ -49,7 +49,7 @@ class FastMaskIoUNet(nn.Module):
         self.min_input_size = 2 ** (len(channels) + 1) - 1
         for m in self.layers:
             if isinstance(m, nn.Conv2d):
-                nn.init.xavier_uniform_(m.weight)  # original init of non-backbone convs (docs/MODEL.md §8)
+                nn.init.xavier_uniform_(m.weight)  # the original's init of every conv outside the backbone
                 nn.init.zeros_(m.bias)
 
     @classmethod

@@ -78,7 +78,6 @@ class Yolact(nn.Module):
         max_detections_per_image: int = 100,
         mask_threshold: float = 0.5,
         truncate_boxes: bool = True,
-        fast_postprocess: bool = True,
     ):
         super().__init__()
         check_nms_type(nms_type)
@@ -99,7 +98,6 @@ class Yolact(nn.Module):
         self.max_detections_per_image = max_detections_per_image
         self.mask_threshold = mask_threshold
         self.truncate_boxes = truncate_boxes
-        self.fast_postprocess = fast_postprocess
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -135,7 +133,6 @@ class Yolact(nn.Module):
             "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "mask_threshold": y.MASK_THRESHOLD,
             "truncate_boxes": y.TRUNCATE_BOXES_TEST,
-            "fast_postprocess": y.FAST_POSTPROCESS_TEST,
         }
 
     @property
@@ -225,14 +222,14 @@ class Yolact(nn.Module):
                 detections = detect(
                     class_probs[i], boxes[i], coefficients[i], score_threshold=self.score_threshold,
                     nms_type=self.nms_type, iou_threshold=self.nms_threshold, top_k=self.topk_candidates,
-                    max_detections=self.max_detections_per_image, image_size=padded_size, fast=self.fast_postprocess,
+                    max_detections=self.max_detections_per_image, image_size=padded_size,
                 )
             output_size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
             with _stage("yolact.masks"):
                 instances = detections_to_instances(
                     detections, prototypes[i], image_size=tuple(image_size), padded_size=tuple(padded_size),
                     output_size=tuple(output_size), mask_threshold=self.mask_threshold,
-                    truncate_boxes=self.truncate_boxes, maskiou_net=self.maskiou_net, fast=self.fast_postprocess,
+                    truncate_boxes=self.truncate_boxes, maskiou_net=self.maskiou_net,
                 )
             results.append({"instances": instances})
         return results

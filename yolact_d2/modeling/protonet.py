@@ -1,4 +1,4 @@
-"""The YOLACT prototype network (docs/MODEL.md §2.3) and its registry.
+"""The YOLACT prototype network and its registry (the extension point for other protonets).
 
 An FCN on P3: three 3x3 convs + ReLU, bilinear x2 upsampling, one 3x3 conv + ReLU and a 1x1 conv
 to ``k`` prototypes followed by ReLU (k = 32 at 138x138 for a 550 input).
@@ -50,7 +50,7 @@ class ProtoNet(nn.Module):
         self.predictor = nn.Conv2d(dims[-1], num_prototypes, 1)
         self.upsample_factor = upsample_factor
         for conv in [*convs, self.predictor]:
-            nn.init.xavier_uniform_(conv.weight)  # original init (docs/MODEL.md §8)
+            nn.init.xavier_uniform_(conv.weight)  # the original's init of every conv outside the backbone
             if conv.bias is not None:
                 nn.init.zeros_(conv.bias)
 

@@ -65,7 +65,6 @@ model = L(Yolact)(
     max_detections_per_image=100,
     mask_threshold=0.5,
     truncate_boxes=True,
-    fast_postprocess=True,
 )
 
 # For configs that switch the mask re-scoring on (YOLACT++).
