@@ -8,15 +8,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["point_form", "center_size", "encode", "decode", "box_iou", "box_ioa", "degenerate_box_side"]
-
-
-def degenerate_box_side(image_size: int) -> float:
-    """Ground-truth boxes with a width or height at most this many pixels are dropped, as the
-    original's Resize does for an ``image_size`` input: ``4 / image_size``, a fraction of the image
-    applied to pixel boxes, so only degenerate boxes go (docs/MODEL.md §7.3). Such boxes could not
-    be encoded anyway (:func:`encode` takes their log). The data mapper and the model share it."""
-    return 4.0 / image_size
+__all__ = ["point_form", "center_size", "encode", "decode", "box_iou", "box_ioa"]
 
 
 def point_form(boxes: torch.Tensor) -> torch.Tensor:
