@@ -107,8 +107,9 @@ class Yolact(nn.Module):
         missing = [f for f in y.IN_FEATURES if f not in shapes]
         if missing:
             raise ConfigError(
-                f"MODEL.YOLACT.IN_FEATURES {list(y.IN_FEATURES)}: {missing} not produced by backbone "
-                f"{cfg.MODEL.BACKBONE.NAME}, which outputs {list(shapes)}"
+                f"MODEL.YOLACT.IN_FEATURES {list(y.IN_FEATURES)}",
+                f"{missing} not produced by backbone {cfg.MODEL.BACKBONE.NAME}, which outputs {list(shapes)}",
+                fix=f"choose IN_FEATURES among {list(shapes)}",
             )
         level_shapes = [shapes[f] for f in y.IN_FEATURES]
         return {
@@ -151,7 +152,7 @@ class Yolact(nn.Module):
     def losses(
         self, batched_inputs: List[Dict], images: ImageList, outputs, p3: torch.Tensor
     ) -> Dict[str, torch.Tensor]:
-        """The YOLACT losses (docs/MODEL.md §5-6) of :meth:`head_outputs`'s ``outputs``; ``p3``
+        """The YOLACT losses (matching, classes, boxes, masks) of :meth:`head_outputs`'s ``outputs``; ``p3``
         feeds the training-only semantic segmentation head."""
         if not all("instances" in x for x in batched_inputs):
             raise ValueError("Yolact training needs 'instances' in every input dict")
@@ -168,7 +169,7 @@ class Yolact(nn.Module):
 
     def inference(self, batched_inputs: List[Dict], images: ImageList, outputs) -> List[Dict[str, Instances]]:
         """Detections of :meth:`head_outputs`'s ``outputs``: box decoding and class softmax, then
-        per image score threshold + NMS and mask assembly (docs/MODEL.md §9)."""
+        per image score threshold + NMS and mask assembly, as the original's detection step."""
         padded_size = tuple(images.tensor.shape[-2:])
         with _stage("yolact.head"):
             predictions = self.decode_outputs(outputs)
