@@ -47,7 +47,6 @@ BOX_CLIP_TOLERANCE = 1.0
 # A json bbox whose IoU with the extent of its own mask is below this is reported (docs/RELIABILITY.md).
 BOX_MASK_IOU_THRESHOLD = 0.5
 
-
 # Key of a dataset dict whose annotations were checked when loaded: the (height, width) they were
 # checked for. The training mapper does not check them again on an image of that size.
 CHECKED_FOR_SIZE_KEY = "yolact_annotations_checked_for"
