@@ -1,5 +1,7 @@
-"""Checks of instance annotations, shared by the COCO-json loader and the dataset mapper
-(docs/RELIABILITY.md).
+"""The rules for instance annotations, applied once to each annotation by :func:`check_annotation`:
+when a json of ``DATASETS.COCO_INSTANCES`` is loaded, or, for dataset dicts of another loader
+(Detectron2's COCO loader, the synthetic splits, datasets registered in code), when the training
+mapper first sees them (docs/RELIABILITY.md).
 
 Every problem is either fixed or causes the annotation (or one polygon of it) to be dropped; the
 caller logs each decision with the image and the annotation id. The rules:
@@ -15,21 +17,27 @@ caller logs each decision with the image and the annotation id. The rules:
 
 The functions never raise on malformed data; they return what to keep and why.
 """
+from dataclasses import dataclass
 from numbers import Real
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pycocotools.mask as mask_util
 
+from detectron2.structures import BoxMode
+
 __all__ = [
     "BOX_CLIP_TOLERANCE",
+    "BOX_MASK_IOU_THRESHOLD",
+    "CHECKED_FOR_SIZE_KEY",
     "AnnotationError",
-    "check_box_xyxy",
-    "check_segmentation",
+    "CheckedAnnotation",
+    "check_annotation",
+    "box_of_checked_annotation",
+    "annotations_checked_for",
     "format_annotation",
     "mask_extent_xyxy",
     "box_iou_xyxy",
-    "BOX_MASK_IOU_THRESHOLD",
 ]
 
 # Boxes extending less than this many pixels past the image are clipped silently (float
@@ -39,9 +47,33 @@ BOX_CLIP_TOLERANCE = 1.0
 # A json bbox whose IoU with the extent of its own mask is below this is reported (docs/RELIABILITY.md).
 BOX_MASK_IOU_THRESHOLD = 0.5
 
+# Key of a dataset dict whose annotations were checked when loaded: the (height, width) they were
+# checked for. The training mapper does not check them again on an image of that size.
+CHECKED_FOR_SIZE_KEY = "yolact_annotations_checked_for"
+
 
 class AnnotationError(ValueError):
     """An annotation problem that cannot be fixed or skipped (e.g. an unknown category)."""
+
+
+@dataclass(frozen=True)
+class CheckedAnnotation:
+    """What the rules made of one annotation.
+
+    ``box`` (absolute XYXY, clipped to the image) and ``segmentation`` (cleaned: bad polygons
+    removed, an uncompressed RLE compressed) are what to keep, or both None and ``dropped`` says why
+    the annotation goes. ``clipped`` describes a box clipped by more than ``BOX_CLIP_TOLERANCE``;
+    ``notes`` the polygons dropped or fixed (also when the annotation is dropped)."""
+
+    box: Optional[List[float]]
+    segmentation: Any = None
+    dropped: Optional[str] = None
+    clipped: Optional[str] = None
+    notes: Tuple[str, ...] = ()
+
+    @property
+    def kept(self) -> bool:
+        return self.dropped is None
 
 
 def format_annotation(where: str, image_id: Any, annotation_id: Any, index: int) -> str:
@@ -63,15 +95,11 @@ def _finite_numbers(values: Any) -> Optional[List[float]]:
     return arr.tolist()
 
 
-def check_box_xyxy(
+def _check_box_xyxy(
     box: Any, height: Optional[int], width: Optional[int]
 ) -> Tuple[Optional[List[float]], Optional[str], Optional[str]]:
-    """Validate an absolute XYXY box against an image of ``height`` x ``width`` (None: unknown,
-    no clipping).
-
-    Returns ``(box or None, note, drop_reason)``: the (possibly clipped) box and a note when it was
-    clipped by more than ``BOX_CLIP_TOLERANCE``, or ``None`` and the reason to drop the annotation.
-    """
+    """``(box or None, clipped note, drop reason)`` of an absolute XYXY box for an image of
+    ``height`` x ``width`` (None: unknown, no clipping)."""
     values = _finite_numbers(box)
     if values is None or len(values) != 4:
         return None, None, f"bbox {box!r} is not 4 finite numbers"
@@ -126,17 +154,12 @@ def _rle_size(segm: dict) -> Optional[Tuple[int, int]]:
     return int(size[0]), int(size[1])
 
 
-def check_segmentation(
+def _check_segmentation(
     segm: Any, height: Optional[int], width: Optional[int]
 ) -> Tuple[Any, List[str], Optional[str]]:
-    """Validate one annotation's ``segmentation`` for an image of ``height`` x ``width``.
-
-    Accepts polygons (list of flat coordinate lists), COCO RLE (compressed, or uncompressed with a
-    list of ``counts``, which is converted to compressed) and H x W binary ndarrays.
-
-    Returns ``(segmentation or None, notes, drop_reason)``: the cleaned segmentation and notes about
-    what was fixed, or ``None`` and the reason to drop the annotation.
-    """
+    """``(cleaned segmentation or None, notes, drop reason)`` of one annotation's segmentation for an
+    image of ``height`` x ``width``: polygons (list of flat coordinate lists), COCO RLE (compressed,
+    or uncompressed with a list of ``counts``, which is compressed) or an H x W binary ndarray."""
     if segm is None:
         return None, [], "has no segmentation (YOLACT needs a mask for every instance)"
     if isinstance(segm, np.ndarray) and segm.ndim == 2:
@@ -174,8 +197,75 @@ def check_segmentation(
     return None, [], f"segmentation of type {type(segm).__name__} is not polygons, RLE or a mask"
 
 
+def _as_xyxy(bbox: Any, bbox_mode) -> Any:
+    """``bbox`` as absolute XYXY; as given when it is not 4 numbers in a mode Detectron2 converts
+    (the box rule then says what is wrong with it)."""
+    try:
+        if isinstance(bbox, (str, bytes, dict)) or len(bbox) != 4:
+            return bbox
+        return BoxMode.convert(list(bbox), bbox_mode, BoxMode.XYXY_ABS)
+    except Exception:  # noqa: BLE001 (no length, non-numbers, relative modes: reported by the box rule)
+        return bbox
+
+
+def _box_of_mask(segm: Any, height: Optional[int], width: Optional[int], notes=()) -> CheckedAnnotation:
+    """``INPUT.GT_BOX_SOURCE 'mask'``: the box is the extent of the (checked) segmentation,
+    clipped to the image; an empty mask drops the annotation."""
+    extent = mask_extent_xyxy(segm)
+    if extent is None:
+        return CheckedAnnotation(None, dropped="its mask is empty (INPUT.GT_BOX_SOURCE 'mask')", notes=tuple(notes))
+    box, clipped, drop = _check_box_xyxy(extent, height, width)
+    if drop is not None:
+        return CheckedAnnotation(None, dropped=drop, notes=tuple(notes))
+    return CheckedAnnotation(box, segm, clipped=clipped, notes=tuple(notes))
+
+
+def check_annotation(
+    anno: dict, height: Optional[int], width: Optional[int], *, bbox_mode, box_source: str = "json"
+) -> CheckedAnnotation:
+    """The rules of this module applied to one annotation (``bbox`` in ``bbox_mode``,
+    ``segmentation``) of an image of ``height`` x ``width`` (None: unknown, then boxes are not
+    clipped and mask sizes not compared).
+
+    ``box_source`` "json" keeps the annotation's own box, checked first; "mask"
+    (``INPUT.GT_BOX_SOURCE``) uses the extent of its mask instead, and the ``bbox`` is not looked at.
+    """
+    if box_source == "mask":
+        segm, notes, drop = _check_segmentation(anno.get("segmentation", None), height, width)
+        if drop is not None:
+            return CheckedAnnotation(None, dropped=drop, notes=tuple(notes))
+        return _box_of_mask(segm, height, width, notes)
+    box, clipped, drop = _check_box_xyxy(_as_xyxy(anno.get("bbox", None), bbox_mode), height, width)
+    if drop is not None:
+        return CheckedAnnotation(None, dropped=drop)
+    segm, notes, drop = _check_segmentation(anno.get("segmentation", None), height, width)
+    if drop is not None:
+        return CheckedAnnotation(None, dropped=drop, notes=tuple(notes))
+    return CheckedAnnotation(box, segm, clipped=clipped, notes=tuple(notes))
+
+
+def box_of_checked_annotation(anno: dict, height: int, width: int, *, box_source: str = "json") -> CheckedAnnotation:
+    """The training box of an annotation that :func:`check_annotation` kept for this image size, without
+    running the rules again: the stored box as absolute XYXY, clipped to the image (the XYXY -> XYWH
+    -> XYXY round trip of a box on the border can land a rounding step outside), or with
+    ``box_source`` "mask" the extent of its mask, which a json box check could not see."""
+    if box_source == "mask":
+        return _box_of_mask(anno["segmentation"], height, width)
+    x0, y0, x1, y1 = BoxMode.convert(list(anno["bbox"]), anno["bbox_mode"], BoxMode.XYXY_ABS)
+    clip = lambda v, limit: min(max(float(v), 0.0), limit)  # noqa: E731 (the box rule's clipping)
+    return CheckedAnnotation([clip(x0, width), clip(y0, height), clip(x1, width), clip(y1, height)],
+                             anno["segmentation"])
+
+
+def annotations_checked_for(dataset_dict: dict, image_hw: Tuple[int, int]) -> bool:
+    """Whether the dict's annotations were checked when loaded for an image of this size
+    (:data:`CHECKED_FOR_SIZE_KEY`)."""
+    checked = dataset_dict.get(CHECKED_FOR_SIZE_KEY, None)
+    return checked is not None and tuple(checked) == tuple(image_hw)
+
+
 def mask_extent_xyxy(segm: Any) -> Optional[List[float]]:
-    """The absolute XYXY box around a segmentation cleaned by :func:`check_segmentation`
+    """The absolute XYXY box around a segmentation cleaned by :func:`check_annotation`
     (polygons, compressed RLE or a binary mask), as COCO computes ``bbox`` from it; None if empty."""
     if isinstance(segm, np.ndarray):
         ys, xs = np.nonzero(segm)

@@ -1,4 +1,4 @@
-"""YOLACT's dataset mapper (docs/MODEL.md §7): unlike Detectron2's ``DatasetMapper`` it hands the
+"""YOLACT's dataset mapper (docs/MODEL.md): unlike Detectron2's ``DatasetMapper`` it hands the
 model float32 images that are not clipped (the photometric distortion leaves 0..255, as in the
 original), keeps crowd annotations (YOLACT matches against crowd boxes) and drops instances only by
 the two rules of :class:`YolactDatasetMapper`. Image reading and annotation helpers are in
@@ -14,14 +14,15 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import transforms as T
 
-from ..modeling.box_ops import degenerate_box_side
 from ..utils.errors import ConfigError
+from .annotation_checks import CHECKED_FOR_SIZE_KEY
 from .detection_utils import (
     BadImageError,
     annotation_boxes_xyxy,
     annotations_to_yolact_instances,
     check_image_size,
     check_training_annotations,
+    degenerate_box_side,
     read_image_file,
     shrink_image,
     transform_annotation,
@@ -44,7 +45,7 @@ SKIPPED_IMAGES_KEY = "yolact_skipped_images"
 
 
 class YolactDatasetMapper:
-    """Map a Detectron2 dataset dict to YOLACT's model input (docs/MODEL.md §7).
+    """Map a Detectron2 dataset dict to YOLACT's model input (the original's augmentation and resize).
 
     Output: a deep copy of the dict plus ``image`` (float32 CHW in ``image_format``, not clipped:
     the model normalises) and ``height``/``width`` (the original size, from the dict or the image).
@@ -57,7 +58,7 @@ class YolactDatasetMapper:
     Instances are dropped by two rules only: (1) the SSD crop keeps those whose box centre is
     strictly inside it (:class:`YolactAugInput` records the survivors); (2) after augmentation,
     boxes with a side ``<= degenerate_box_threshold`` pixels go with their masks: the original's
-    box-side filter (docs/MODEL.md §7.3), which only removes degenerate boxes; ``from_config`` uses
+    box-side filter (here only), which removes degenerate boxes; ``from_config`` uses
     ``4 / IMAGE_SIZE``, None disables it. When an input had a non-crowd instance and none is left
     (the crop always keeps one), ``__call__`` returns None and Detectron2's ``MapDataset`` draws
     another image, as the original resamples (``resample_if_empty=False`` returns the empty image).
@@ -112,8 +113,8 @@ class YolactDatasetMapper:
         """
         if instance_mask_format not in ("polygon", "bitmask"):
             raise ConfigError(
-                "instance_mask_format must be 'polygon' or 'bitmask', "
-                f"got {instance_mask_format!r}."
+                f"INPUT.MASK_FORMAT (instance_mask_format) {instance_mask_format!r}", "unknown mask format",
+                fix="use 'polygon' or 'bitmask'",
             )
         if box_source not in ("json", "mask"):
             raise ConfigError(f"INPUT.GT_BOX_SOURCE {box_source!r}", "must be 'json' or 'mask'")
@@ -241,6 +242,7 @@ class YolactDatasetMapper:
         if annos is not None:
             had_non_crowd = any(not a.get("iscrowd", 0) for a in annos)
             annos = self._check_annotations(annos, dataset_dict, image.shape[:2])
+        dataset_dict.pop(CHECKED_FOR_SIZE_KEY, None)  # the loader's note to this mapper, not for the model
         aug_input, transforms = self._augment(image, annos)
         image = np.asarray(aug_input.image).astype(np.float32, copy=False)
         image_shape = image.shape[:2]

@@ -1,6 +1,7 @@
 """Helpers of :class:`~yolact_d2.data.dataset_mapper.YolactDatasetMapper`, in the role of
-Detectron2's ``detection_utils``: reading images, checking training annotations, transforming
-them and building the model's ``Instances`` (docs/MODEL.md §7, docs/RELIABILITY.md).
+Detectron2's ``detection_utils``: reading images, the training annotations of an image,
+transforming them and building the model's ``Instances`` without degenerate boxes
+(docs/MODEL.md, docs/RELIABILITY.md).
 
 They differ from Detectron2's where YOLACT or reliability needs it: every unusable image raises
 :class:`BadImageError` naming the file, 16-bit images are rescaled instead of clipped, crowd
@@ -23,7 +24,13 @@ from detectron2.utils.file_io import PathManager
 
 from ..utils.errors import DataError
 from ..utils.file_checks import unreadable_file_cause
-from .annotation_checks import AnnotationError, check_box_xyxy, check_segmentation, format_annotation, mask_extent_xyxy
+from .annotation_checks import (
+    AnnotationError,
+    annotations_checked_for,
+    box_of_checked_annotation,
+    check_annotation,
+    format_annotation,
+)
 
 __all__ = [
     "BadImageError",
@@ -34,6 +41,7 @@ __all__ = [
     "check_training_annotations",
     "annotation_boxes_xyxy",
     "transform_annotation",
+    "degenerate_box_side",
     "annotations_to_yolact_instances",
 ]
 
@@ -73,16 +81,16 @@ def read_image_file(file_name: str, image_format: str) -> np.ndarray:
     """
     cause = unreadable_file_cause(file_name)  # a FIFO would block here forever
     if cause == "does not exist":
-        raise BadImageError(f"Image file not found: {file_name}")
+        raise BadImageError(f"Image file {file_name}", "not found")
     if cause is not None:
-        raise BadImageError(f"Cannot read image {file_name}: it {cause}")
+        raise BadImageError(f"Cannot read image {file_name}", f"it {cause}")
     try:
         with PathManager.open(file_name, "rb") as f:
             image = Image.open(f)
             image = utils._apply_exif_orientation(image)
             array = _pil_to_array(image, image_format)
     except FileNotFoundError:
-        raise BadImageError(f"Image file not found: {file_name}") from None
+        raise BadImageError(f"Image file {file_name}", "not found") from None
     except Exception as e:  # noqa: BLE001 (Pillow raises OSError, SyntaxError, ValueError, ...)
         if isinstance(e, OSError) and "truncated" in str(e).lower():
             cause = f"the file is truncated ({e})"
@@ -91,9 +99,9 @@ def read_image_file(file_name: str, image_format: str) -> np.ndarray:
             cause = "the file is empty (0 bytes)" if size == 0 else "not an image format Pillow can read"
         else:
             cause = f"{type(e).__name__}: {e}"
-        raise BadImageError(f"Cannot read image {file_name}: {cause}") from e
+        raise BadImageError(f"Cannot read image {file_name}", cause) from e
     if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise BadImageError(f"Cannot read image {file_name}: decoded to an array of shape {array.shape}")
+        raise BadImageError(f"Cannot read image {file_name}", f"decoded to an array of shape {array.shape}")
     return array
 
 
@@ -120,14 +128,14 @@ def image_size_of_file(file_name: str) -> Tuple[int, int]:
     applied), from its header only; :class:`BadImageError` naming the file when it cannot be read."""
     cause = unreadable_file_cause(file_name)
     if cause is not None:
-        raise BadImageError(f"Cannot read image {file_name}: it {cause}")
+        raise BadImageError(f"Cannot read image {file_name}", f"it {cause}")
     try:
         with PathManager.open(file_name, "rb") as f:
             image = Image.open(f)
             width, height = image.size
             orientation = image.getexif().get(0x0112, None)
     except Exception as e:  # noqa: BLE001 (Pillow raises OSError, SyntaxError, ValueError, ...)
-        raise BadImageError(f"Cannot read image {file_name}: {type(e).__name__}: {e}") from e
+        raise BadImageError(f"Cannot read image {file_name}", f"{type(e).__name__}: {e}") from e
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
@@ -140,21 +148,19 @@ def check_image_size(dataset_dict: dict, image: np.ndarray) -> None:
     expected_w = dataset_dict.get("width", w)
     if (expected_h, expected_w) != (h, w):
         file_name = dataset_dict.get("file_name", "<no file_name>")
-        message = (
-            f"Image {file_name} (image_id {dataset_dict.get('image_id')}) is {w}x{h} (w x h) but "
-            f"the dataset says width {expected_w}, height {expected_h}."
-        )
+        cause = f"is {w}x{h} (w x h) but the dataset says width {expected_w}, height {expected_h}"
+        fix = "fix the width/height (and the annotations) of this image in the dataset"
         orientation = _exif_orientation(file_name) if "file_name" in dataset_dict else None
         if orientation in (5, 6, 7, 8) and (expected_h, expected_w) == (w, h):
-            message += (
-                f" The file has EXIF orientation {orientation} (a 90-degree rotation), which is "
-                "applied when reading (as Detectron2 does): the json has the size before rotation. "
-                "Check which orientation the annotations were drawn in, then fix the json's "
-                "width/height (and the annotations) or remove the EXIF tag."
+            cause += (
+                f". The file has EXIF orientation {orientation} (a 90-degree rotation), which is "
+                "applied when reading (as Detectron2 does): the json has the size before rotation"
             )
-        else:
-            message += " Fix the width/height (and the annotations) of this image in the dataset."
-        raise BadImageError(message)
+            fix = (
+                "check which orientation the annotations were drawn in, then fix the json's "
+                "width/height (and the annotations) or remove the EXIF tag"
+            )
+        raise BadImageError(f"Image {file_name} (image_id {dataset_dict.get('image_id')})", cause, fix=fix)
     dataset_dict["height"], dataset_dict["width"] = h, w
 
 
@@ -166,29 +172,6 @@ def shrink_image(image: np.ndarray, max_size: int) -> Tuple[np.ndarray, T.Resize
     new_h, new_w = max(int(round(h * scale)), 1), max(int(round(w * scale)), 1)
     small = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
     return small, T.ResizeTransform(h, w, new_h, new_w)
-
-
-def _check_box_and_mask(anno: dict, height: int, width: int, box_source: str):
-    """``(box, note, drop_reason, segmentation, notes)``; the box is the json bbox, or the
-    mask extent with ``box_source == "mask"`` (then the json bbox is not checked)."""
-    segm, notes = None, []
-    if box_source == "mask":
-        segm, notes, drop = check_segmentation(anno.get("segmentation", None), height, width)
-        if drop is not None:
-            return None, None, drop, None, notes
-        extent = mask_extent_xyxy(segm)
-        if extent is None:
-            return None, None, "its mask is empty (INPUT.GT_BOX_SOURCE 'mask')", None, notes
-        box, note, drop = check_box_xyxy(extent, height, width)
-        return box, note, drop, segm, notes
-    try:
-        xyxy = BoxMode.convert(list(anno["bbox"]), anno["bbox_mode"], BoxMode.XYXY_ABS)
-    except Exception:  # noqa: BLE001 (a malformed box: reported by check_box_xyxy)
-        xyxy = anno["bbox"]
-    box, note, drop = check_box_xyxy(xyxy, height, width)
-    if drop is None:
-        segm, notes, drop = check_segmentation(anno.get("segmentation", None), height, width)
-    return box, note, drop, segm, notes
 
 
 def _check_category(category, num_classes: Optional[int], where: str) -> None:
@@ -214,29 +197,39 @@ def check_training_annotations(
     box_source: str,
     warn_once: Callable[[tuple, str], None],
 ) -> List[dict]:
-    """The annotations to train on, validated and fixed by the rules of :mod:`.annotation_checks`
-    (docs/RELIABILITY.md); boxes become XYXY_ABS. Every fix or drop goes through ``warn_once(key,
+    """The annotations to train on, boxes as XYXY_ABS (``box_source`` "json": their own, "mask": the
+    extent of their mask).
+
+    Annotations the loader checked for an image of this size
+    (:func:`~.annotation_checks.annotations_checked_for`) are not checked again; those of another
+    loader (Detectron2's, datasets registered in code) go through
+    :func:`~.annotation_checks.check_annotation` here. Every dict's categories are compared with
+    ``num_classes``, which no loader knows. Every fix or drop goes through ``warn_once(key,
     message)``, the message naming the file, the image id and the annotation id."""
     file_name = dataset_dict.get("file_name", "<no file_name>")
     image_id = dataset_dict.get("image_id", None)
     height, width = image_hw
+    checked_at_load = annotations_checked_for(dataset_dict, image_hw)
     kept = []
     for index, anno in enumerate(annos):
         ann_id = anno.get("id", None)
         where = format_annotation(f"Image {file_name}", image_id, ann_id, index)
         key = (file_name, ann_id if ann_id is not None else index)
         _check_category(anno.get("category_id", None), num_classes, where)
-        if "bbox" not in anno or "bbox_mode" not in anno:
-            raise AnnotationError(f"{where}: needs 'bbox' and 'bbox_mode' (Detectron2 dataset format)")
-        box, note, drop, segm, notes = _check_box_and_mask(anno, height, width, box_source)
-        for n in notes:
-            warn_once(key + (n,), f"{where}: {n}")
-        if drop is not None:
-            warn_once(key, f"{where}: {drop}: annotation dropped")
+        if checked_at_load:
+            result = box_of_checked_annotation(anno, height, width, box_source=box_source)
+        else:
+            if "bbox" not in anno or "bbox_mode" not in anno:
+                raise AnnotationError(f"{where}: needs 'bbox' and 'bbox_mode' (Detectron2 dataset format)")
+            result = check_annotation(anno, height, width, bbox_mode=anno["bbox_mode"], box_source=box_source)
+        for note in result.notes:
+            warn_once(key + (note,), f"{where}: {note}")
+        if not result.kept:
+            warn_once(key, f"{where}: {result.dropped}: annotation dropped")
             continue
-        if note is not None:
-            warn_once(key + ("clip",), f"{where}: {note}")
-        kept.append(dict(anno, bbox=box, bbox_mode=BoxMode.XYXY_ABS, segmentation=segm))
+        if result.clipped is not None:
+            warn_once(key + ("clip",), f"{where}: {result.clipped}")
+        kept.append(dict(anno, bbox=result.box, bbox_mode=BoxMode.XYXY_ABS, segmentation=result.segmentation))
     return kept
 
 
@@ -293,11 +286,20 @@ def transform_annotation(anno: dict, transforms: T.TransformList, image_shape, m
     return utils.transform_instance_annotations(anno, transforms, image_shape)
 
 
+def degenerate_box_side(image_size: int) -> float:
+    """Training boxes with a width or height of at most this many pixels are dropped after the
+    augmentation (:func:`annotations_to_yolact_instances`), as the original's resize step does for an
+    ``image_size`` input: ``4 / image_size``, written as a fraction of the image but applied to pixel
+    boxes, so only degenerate boxes go (the original's unit slip, kept on purpose). Such boxes could
+    not be encoded: the box coding takes the log of their sides."""
+    return 4.0 / image_size
+
+
 def annotations_to_yolact_instances(
     annos: List[dict], image_shape: Tuple[int, int], mask_format: str, min_box_side: Optional[float]
 ) -> Instances:
     """Detectron2's ``annotations_to_instances`` plus ``gt_is_crowd``, without the boxes whose width
-    or height is ``<= min_box_side`` (docs/MODEL.md §7.3; None keeps all), and with empty
+    or height is ``<= min_box_side`` (:func:`degenerate_box_side`; None keeps all), and with empty
     ``gt_masks`` of the configured type when nothing is left, so the model's fields stay uniform."""
     instances = utils.annotations_to_instances(annos, image_shape, mask_format=mask_format)
     instances.gt_is_crowd = torch.tensor([bool(a.get("iscrowd", 0)) for a in annos], dtype=torch.bool)

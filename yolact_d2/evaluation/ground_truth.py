@@ -21,6 +21,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ..data.datasets.coco_from_config import load_report
+from ..data.detection_utils import image_size_of_file
 
 __all__ = ["checked_coco_ground_truth"]
 
@@ -63,9 +64,7 @@ def checked_coco_ground_truth(dataset_name: str) -> Tuple[Optional[COCO], str]:
         images.append(image)
         for ann in record["annotations"]:
             segm = ann["segmentation"]
-            if isinstance(segm, list) and (height is None or width is None):
-                from ..data.detection_utils import image_size_of_file
-
+            if isinstance(segm, list) and (height is None or width is None):  # polygons need the size
                 height, width = image_size_of_file(record["file_name"])
                 image.update(height=height, width=width)
             segm, mask_area = _segmentation_and_area(segm, height, width)

@@ -1,4 +1,4 @@
-"""Box coding and overlaps of YOLACT (docs/MODEL.md §4), in relative coordinates.
+"""Box coding and overlaps of YOLACT, in relative coordinates (docs/MODEL.md).
 
 SSD coding with variances (0.1, 0.2): the same as Detectron2's ``Box2BoxTransform((10, 10, 5, 5))``
 except that YOLACT never clamps dw/dh and never clips decoded boxes, which the released weights
@@ -8,15 +8,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["point_form", "center_size", "encode", "decode", "box_iou", "box_ioa", "degenerate_box_side"]
-
-
-def degenerate_box_side(image_size: int) -> float:
-    """Ground-truth boxes with a width or height at most this many pixels are dropped, as the
-    original's Resize does for an ``image_size`` input: ``4 / image_size``, a fraction of the image
-    applied to pixel boxes, so only degenerate boxes go (docs/MODEL.md §7.3). Such boxes could not
-    be encoded anyway (:func:`encode` takes their log). The data mapper and the model share it."""
-    return 4.0 / image_size
+__all__ = ["point_form", "center_size", "encode", "decode", "box_iou", "box_ioa"]
 
 
 def point_form(boxes: torch.Tensor) -> torch.Tensor:
@@ -63,11 +55,12 @@ def _area(boxes: torch.Tensor) -> torch.Tensor:
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pairwise IoU of point-form boxes, batched over leading dims: (..., N, 4), (..., M, 4) -> (..., N, M).
-    Areas without the +1 convention (docs/MODEL.md §4)."""
+    Areas without the +1 convention, as the original computes them."""
     inter = _intersection(a, b)
     return inter / (_area(a)[..., :, None] + _area(b)[..., None, :] - inter)
 
 
 def box_ioa(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pairwise intersection over the area of ``a`` (used for anchors vs crowd boxes, docs/MODEL.md §5.2)."""
+    """Pairwise intersection over the area of ``a`` (anchors vs crowd boxes: an anchor mostly inside a crowd
+    is no negative)."""
     return _intersection(a, b) / _area(a)[..., :, None]

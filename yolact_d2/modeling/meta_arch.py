@@ -25,7 +25,7 @@ from detectron2.structures import BitMasks, ImageList, Instances, PolygonMasks
 from ..runtime.run_checks import check_nms_type
 from ..utils.errors import ConfigError
 from .anchor_generator import YolactAnchorGenerator, build_yolact_anchor_generator
-from .box_ops import decode, degenerate_box_side
+from .box_ops import decode
 from .head import build_yolact_head
 from .inference import detect, detections_to_instances
 from .losses import YolactLoss
@@ -47,10 +47,6 @@ def _stage(name: str):
     ):
         return contextlib.nullcontext()
     return record_function(name)
-
-# Checked again on the model's targets, at the original's 550 input whatever INPUT.IMAGE_SIZE, so that
-# Detectron2's stock mapper is covered too (docs/MODEL.md §7.3).
-_MIN_GT_BOX_SIDE = degenerate_box_side(550)
 
 
 @META_ARCH_REGISTRY.register()
@@ -109,8 +105,9 @@ class Yolact(nn.Module):
         missing = [f for f in y.IN_FEATURES if f not in shapes]
         if missing:
             raise ConfigError(
-                f"MODEL.YOLACT.IN_FEATURES {list(y.IN_FEATURES)}: {missing} not produced by backbone "
-                f"{cfg.MODEL.BACKBONE.NAME}, which outputs {list(shapes)}"
+                f"MODEL.YOLACT.IN_FEATURES {list(y.IN_FEATURES)}",
+                f"{missing} not produced by backbone {cfg.MODEL.BACKBONE.NAME}, which outputs {list(shapes)}",
+                fix=f"choose IN_FEATURES among {list(shapes)}",
             )
         level_shapes = [shapes[f] for f in y.IN_FEATURES]
         return {
@@ -152,7 +149,7 @@ class Yolact(nn.Module):
     def losses(
         self, batched_inputs: List[Dict], images: ImageList, outputs, p3: torch.Tensor
     ) -> Dict[str, torch.Tensor]:
-        """The YOLACT losses (docs/MODEL.md §5-6) of :meth:`head_outputs`'s ``outputs``; ``p3``
+        """The YOLACT losses (matching, classes, boxes, masks) of :meth:`head_outputs`'s ``outputs``; ``p3``
         feeds the training-only semantic segmentation head."""
         if not all("instances" in x for x in batched_inputs):
             raise ValueError("Yolact training needs 'instances' in every input dict")
@@ -169,7 +166,7 @@ class Yolact(nn.Module):
 
     def inference(self, batched_inputs: List[Dict], images: ImageList, outputs) -> List[Dict[str, Instances]]:
         """Detections of :meth:`head_outputs`'s ``outputs``: box decoding and class softmax, then
-        per image score threshold + NMS and mask assembly (docs/MODEL.md §9)."""
+        per image score threshold + NMS and mask assembly, as the original's detection step."""
         padded_size = tuple(images.tensor.shape[-2:])
         with _stage("yolact.head"):
             predictions = self.decode_outputs(outputs)
@@ -254,7 +251,8 @@ class Yolact(nn.Module):
     ) -> Dict[str, torch.Tensor]:
         """Relative boxes, classes and padded binary masks of the non-crowd instances, plus the
         crowd boxes (``gt_is_crowd``, kept by YolactDatasetMapper; Detectron2's stock mapper drops
-        crowds, in which case there are none)."""
+        crowds, in which case there are none). The instances come without degenerate boxes, which
+        the mapper drops (YolactDatasetMapper's box-side rule; the stock mapper's empty-box filter)."""
         pad_h, pad_w = padded_size
         boxes = instances.gt_boxes.tensor
         device = boxes.device
@@ -263,9 +261,7 @@ class Yolact(nn.Module):
             crowd = instances.gt_is_crowd.to(torch.bool)
         else:
             crowd = torch.zeros(len(instances), dtype=torch.bool, device=device)
-        widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-        valid = (widths > _MIN_GT_BOX_SIDE) & (heights > _MIN_GT_BOX_SIDE)
-        keep = valid & ~crowd
+        keep = ~crowd
         masks = _masks_to_tensor(instances.gt_masks, image_size, device) if instances.has("gt_masks") else None
         if masks is None:
             raise ValueError("Yolact training needs instance masks ('gt_masks'); set MODEL.MASK_ON / check the mapper")
@@ -274,7 +270,7 @@ class Yolact(nn.Module):
             "boxes": boxes[keep] / scale,
             "classes": instances.gt_classes[keep].to(torch.int64),
             "masks": masks,
-            "crowd_boxes": boxes[valid & crowd] / scale,
+            "crowd_boxes": boxes[crowd] / scale,
         }
 
 

@@ -3,8 +3,10 @@ so a user trains on their own data from the command line without writing code.
 
 The json is read by :func:`load_coco_instances`, which produces the same dataset dicts as
 Detectron2's ``load_coco_json`` (images sorted by id, contiguous category ids in the order of the
-sorted dataset ids, ``bbox`` in XYWH_ABS) but checks every annotation first and says what it does
-with each bad one, naming the json file, the image and the annotation id (docs/RELIABILITY.md).
+sorted dataset ids, ``bbox`` in XYWH_ABS) but checks every annotation once, as it loads it, and
+says what it does with each bad one, naming the json file, the image and the annotation id
+(docs/RELIABILITY.md). Images of known size are marked as checked, so that the training mapper does
+not check their annotations again.
 """
 import functools
 import json
@@ -12,6 +14,7 @@ import logging
 import math
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 from numbers import Real
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -22,10 +25,10 @@ from ...utils.errors import ConfigError, DataError
 from ...utils.file_checks import unreadable_file_cause
 from ..annotation_checks import (
     BOX_MASK_IOU_THRESHOLD,
+    CHECKED_FOR_SIZE_KEY,
     AnnotationError,
     box_iou_xyxy,
-    check_box_xyxy,
-    check_segmentation,
+    check_annotation,
     format_annotation,
     mask_extent_xyxy,
 )
@@ -101,17 +104,19 @@ def register_coco_instances_list(entries, replace=(), key_name: str = "DATASETS.
     for i, entry in enumerate(entries):
         key = f"{key_name}[{i}]"
         if isinstance(entry, str) or not isinstance(entry, Sequence) or len(entry) != 3:
-            raise ConfigError(f"{key} must be [name, json_file, image_root], got {entry!r}")
+            raise ConfigError(key, f"got {entry!r}", fix="each entry must be [name, json_file, image_root]")
         name, json_file, image_root = (str(x) for x in entry)
         cause = unreadable_file_cause(json_file)
         if cause == "does not exist":
-            raise ConfigError(f"{key} ('{name}'): json file not found: {json_file}")
+            raise ConfigError(f"{key} ('{name}'): json file {json_file}", "not found", fix="check the path")
         if cause is not None:
-            raise ConfigError(f"{key} ('{name}'): json file {json_file}", cause)
+            raise ConfigError(f"{key} ('{name}'): json file {json_file}", cause, fix="name a readable json file")
         if not os.path.isdir(image_root):
-            raise ConfigError(f"{key} ('{name}'): image root not found: {image_root}")
+            raise ConfigError(f"{key} ('{name}'): image root {image_root}", "not found (no such folder)",
+                              fix="check the path")
         if name in names:
-            raise ConfigError(f"{key}: the name '{name}' appears twice in {key_name}")
+            raise ConfigError(key, f"the name '{name}' appears twice in {key_name}",
+                              fix="give each dataset its own name")
         if name not in DatasetCatalog.list():
             _register(name, json_file, image_root)
         elif not _same_files(name, json_file, image_root):
@@ -167,14 +172,15 @@ class _ProblemLog:
         logger.warning(f"{self.json_file}: annotation problems: {parts}.{more}")
 
 
+@dataclass(frozen=True)
 class LoadReport:
     """What :func:`load_coco_instances` kept and dropped of one json (for the evaluation's log line:
-    it scores against the annotations that were kept, docs/RELIABILITY.md)."""
+    it scores against the annotations that were kept, docs/RELIABILITY.md): the count of each kind of
+    problem and up to three examples of dropped annotations."""
 
-    def __init__(self, json_file: str, counts: Dict[str, int], examples: List[str]):
-        self.json_file = json_file
-        self.counts = dict(counts)
-        self.examples = list(examples)
+    json_file: str
+    counts: Dict[str, int]
+    examples: List[str]
 
     @property
     def dropped(self) -> int:
@@ -234,33 +240,37 @@ class _BoxMaskDisagreement:
 
 def _read_json(json_file: str) -> dict:
     cause = unreadable_file_cause(json_file)  # a FIFO would block in open() forever
+    coco = "give a COCO instances json (images, annotations, categories)"
     if cause is not None:
-        raise DataError(f"{json_file}", cause)
+        raise DataError(f"{json_file}", cause, fix="name a readable json file")
     try:
         with open(json_file, "r") as f:
             data = json.load(f)
     except RecursionError:  # json's decoder recurses once per level of nesting
         raise DataError(f"{json_file}", "is nested too deeply for Python's json reader (thousands of levels of "
-                        "[ or {): not a COCO instances file") from None
+                        "[ or {): not a COCO instances file", fix=coco) from None
     except json.JSONDecodeError as e:
-        raise DataError(f"{json_file} is not valid JSON: {e}") from e
+        raise DataError(f"{json_file} is not valid JSON", str(e), fix="fix the file, or write it again") from e
     except UnicodeDecodeError as e:
-        raise DataError(f"{json_file} is not a UTF-8 text (JSON) file: {e}") from e
+        raise DataError(f"{json_file} is not a UTF-8 text (JSON) file", str(e), fix=coco) from e
     if not isinstance(data, dict) or not isinstance(data.get("images", None), list):
-        raise DataError(f"{json_file} is not a COCO instances file: it needs an 'images' list")
+        raise DataError(f"{json_file}", "is not a COCO instances file: it has no 'images' list", fix=coco)
     return data
 
 
 def _categories(json_file: str, data: dict):
     cats = data.get("categories", None)
     if not isinstance(cats, list) or not cats:
-        raise DataError(f"{json_file} has no 'categories' list: COCO instance annotations need one")
+        raise DataError(json_file, "has no 'categories' list",
+                        fix="COCO instance annotations need one: [{\"id\": 1, \"name\": ...}, ...]")
     names = {}
     for c in cats:
         if not isinstance(c, dict) or not _is_int(c.get("id", None)) or "name" not in c:
-            raise DataError(f"{json_file}: category {c!r} needs an integer 'id' and a 'name'")
+            raise DataError(json_file, f"category {c!r} has no integer 'id' or no 'name'",
+                            fix="give every category an integer 'id' and a 'name'")
         if c["id"] in names:
-            raise DataError(f"{json_file}: category id {c['id']} appears twice in 'categories'")
+            raise DataError(json_file, f"category id {c['id']} appears twice in 'categories'",
+                            fix="give each category its own id")
         names[c["id"]] = str(c["name"])
     ids = sorted(names)
     return {cid: i for i, cid in enumerate(ids)}, [names[cid] for cid in ids]
@@ -270,47 +280,24 @@ def _images(json_file: str, data: dict, image_root: str) -> Dict[Any, dict]:
     images = {}
     for entry in data["images"]:
         if not isinstance(entry, dict) or "id" not in entry or not isinstance(entry.get("file_name"), str):
-            raise DataError(f"{json_file}: image entry {entry!r} needs an 'id' and a 'file_name'")
+            raise DataError(json_file, f"image entry {entry!r} needs an 'id' and a 'file_name'",
+                            fix="give every image entry both")
         if entry["id"] in images:
-            raise DataError(f"{json_file}: image id {entry['id']!r} appears twice in 'images'")
+            raise DataError(json_file, f"image id {entry['id']!r} appears twice in 'images'",
+                            fix="give each image its own id")
         record = {"file_name": os.path.join(image_root, entry["file_name"]), "image_id": entry["id"]}
         for key in ("height", "width"):
             value = entry.get(key, None)
             if value is not None:
                 if not _is_int(value) or value <= 0:
                     raise DataError(
-                        f"{json_file}: image {entry['id']!r} ({entry['file_name']}) has {key} "
-                        f"{value!r}; it must be a positive integer (or absent)"
+                        f"{json_file}: image {entry['id']!r} ({entry['file_name']})", f"has {key} {value!r}",
+                        fix="it must be a positive integer (or absent)",
                     )
                 record[key] = value
         record["annotations"] = []
         images[entry["id"]] = record
     return images
-
-
-def _checked_box_and_mask(ann: dict, where: str, record: dict, problems, disagreement):
-    """The annotation's ``(box XYWH_ABS, segmentation)`` after the rules of
-    :mod:`yolact_d2.data.annotation_checks`, or None when it is dropped; every fix goes to ``problems``."""
-    height, width = record.get("height", None), record.get("width", None)
-    bbox = ann.get("bbox", None)
-    values = bbox if isinstance(bbox, (list, tuple)) and len(bbox) == 4 else None
-    try:
-        xyxy = BoxMode.convert(list(values), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS) if values else bbox
-    except Exception:  # noqa: BLE001 (non-numbers: reported by check_box_xyxy)
-        xyxy = bbox
-    box, note, drop = check_box_xyxy(xyxy, height, width)
-    segm = None
-    if drop is None:
-        segm, notes, drop = check_segmentation(ann.get("segmentation", None), height, width)
-        for n in notes:
-            problems.add("polygons dropped or fixed", f"{where}: {n}")
-    if drop is not None:
-        problems.add("annotations dropped", f"{where}: {drop}: annotation dropped")
-        return None
-    if note is not None:
-        problems.add("boxes clipped", f"{where}: {note}")
-    disagreement.check(where, box, segm)
-    return BoxMode.convert(box, BoxMode.XYXY_ABS, BoxMode.XYWH_ABS), segm
 
 
 def load_coco_instances(json_file: str, image_root: str, dataset_name: Optional[str] = None) -> List[dict]:
@@ -325,16 +312,20 @@ def load_coco_instances(json_file: str, image_root: str, dataset_name: Optional[
     (not supported, as in Detectron2), annotations of which none has a segmentation.
 
     Fixed or dropped with a warning naming the image and annotation id: see
-    :mod:`yolact_d2.data.annotation_checks`. Annotations of image ids not in ``images`` are ignored
-    with a warning. Images without annotations are kept (training drops them per
-    ``DATALOADER.FILTER_EMPTY_ANNOTATIONS``; evaluation keeps them).
+    :func:`yolact_d2.data.annotation_checks.check_annotation`. Annotations of image ids not in
+    ``images`` are ignored with a warning. Images without annotations are kept (training drops them
+    per ``DATALOADER.FILTER_EMPTY_ANNOTATIONS``; evaluation keeps them). Images whose json gives
+    their height and width carry :data:`~yolact_d2.data.annotation_checks.CHECKED_FOR_SIZE_KEY`:
+    their annotations were checked for that size (boxes clipped, mask sizes compared), and the
+    training mapper does not check them again; the others are checked by the mapper, which reads the
+    image's size from the file.
     """
     data = _read_json(json_file)
     id_map, thing_classes = _categories(json_file, data)
     images = _images(json_file, data, image_root)
     annotations = data.get("annotations", [])
     if not isinstance(annotations, list):
-        raise DataError(f"{json_file}: 'annotations' must be a list")
+        raise DataError(json_file, "'annotations' is not a list", fix="make it a list of annotation objects")
 
     problems = _ProblemLog(json_file)
     disagreement = _BoxMaskDisagreement(json_file)
@@ -342,11 +333,13 @@ def load_coco_instances(json_file: str, image_root: str, dataset_name: Optional[
     num_with_segmentation = 0
     for index, ann in enumerate(annotations):
         if not isinstance(ann, dict):
-            raise DataError(f"{json_file}: annotation #{index} is not an object: {ann!r}")
+            raise DataError(json_file, f"annotation #{index} is not an object: {ann!r}",
+                            fix="every annotation is an object with an image_id, a bbox and a segmentation")
         ann_id = ann.get("id", None)
         if ann_id is not None:
             if ann_id in seen_ids:
-                raise DataError(f"{json_file}: annotation id {ann_id!r} appears twice")
+                raise DataError(json_file, f"annotation id {ann_id!r} appears twice",
+                                fix="give each annotation its own id")
             seen_ids.add(ann_id)
         record = images.get(ann.get("image_id", None), None)
         if record is None:
@@ -366,16 +359,23 @@ def load_coco_instances(json_file: str, image_root: str, dataset_name: Optional[
             raise AnnotationError(f"{where} has 'ignore': 1, which is not supported; use 'iscrowd': 1")
         if ann.get("segmentation", None):
             num_with_segmentation += 1
-        checked = _checked_box_and_mask(ann, where, record, problems, disagreement)
-        if checked is None:
+        height, width = record.get("height", None), record.get("width", None)
+        checked = check_annotation(ann, height, width, bbox_mode=BoxMode.XYWH_ABS)
+        for note in checked.notes:
+            problems.add("polygons dropped or fixed", f"{where}: {note}")
+        if not checked.kept:
+            problems.add("annotations dropped", f"{where}: {checked.dropped}: annotation dropped")
             continue
+        if checked.clipped is not None:
+            problems.add("boxes clipped", f"{where}: {checked.clipped}")
+        disagreement.check(where, checked.box, checked.segmentation)
         kept = {
             "id": ann_id,
-            "bbox": checked[0],
+            "bbox": BoxMode.convert(checked.box, BoxMode.XYXY_ABS, BoxMode.XYWH_ABS),
             "bbox_mode": BoxMode.XYWH_ABS,
             "category_id": id_map[ann["category_id"]],
             "iscrowd": int(bool(ann.get("iscrowd", 0))),
-            "segmentation": checked[1],
+            "segmentation": checked.segmentation,
         }
         area = ann.get("area", None)
         if isinstance(area, Real) and not isinstance(area, bool) and math.isfinite(area) and area > 0:
@@ -383,8 +383,8 @@ def load_coco_instances(json_file: str, image_root: str, dataset_name: Optional[
         record["annotations"].append(kept)
     if annotations and num_with_segmentation == 0:
         raise DataError(
-            f"{json_file}: none of its {len(annotations)} annotations has a segmentation; YOLACT "
-            "trains instance masks and needs polygons or RLE masks"
+            json_file, f"none of its {len(annotations)} annotations has a segmentation",
+            fix="YOLACT trains instance masks and needs polygons or RLE masks",
         )
     problems.summary()
     disagreement.summary()
@@ -396,6 +396,9 @@ def load_coco_instances(json_file: str, image_root: str, dataset_name: Optional[
         meta.thing_classes = thing_classes
         meta.thing_dataset_id_to_contiguous_id = id_map
     records = [images[i] for i in sorted(images, key=lambda x: (str(type(x)), x))]
+    for record in records:
+        if "height" in record and "width" in record:
+            record[CHECKED_FOR_SIZE_KEY] = (record["height"], record["width"])
     logger.info(
         f"Loaded {len(records)} images and {sum(len(r['annotations']) for r in records)} "
         f"annotations from {json_file}"

@@ -10,10 +10,10 @@ from detectron2.data import build_detection_test_loader
 
 from yolact_d2.data.dataset_mapper import YolactDatasetMapper
 from yolact_d2.data.datasets import coco_instances_dataset_dicts
+from yolact_d2.data.detection_utils import degenerate_box_side
 from yolact_d2.data.transforms import max_train_input_size, yolact_test_augmentation, yolact_train_augmentation
 from yolact_d2.engine.loaders import build_yolact_train_loader
 from yolact_d2.evaluation import YolactCOCOEvaluator
-from yolact_d2.modeling.box_ops import degenerate_box_side
 
 dataloader = OmegaConf.create()
 
