@@ -235,13 +235,12 @@ def test_categories_are_compared_with_num_classes_in_the_mapper_for_every_dict(t
 
 
 # ------------------------------------------------------------------------------------------------
-# the degenerate-box rule: INPUT.IMAGE_SIZE, in the mapper only
+# the degenerate-box rule: the original's 4/550 px (4 / IMAGE_SIZE below 550), in the mapper only
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("size", [128, 550, 700])
-def test_degenerate_box_rule_follows_the_configured_image_size(size):
+@pytest.mark.parametrize("size, side", [(128, 4.0 / 128), (550, 4.0 / 550), (700, 4.0 / 550)])
+def test_degenerate_box_rule_is_the_originals_4_over_550_px(size, side):
     mapper = YolactDatasetMapper(tiny_cfg(image_size=size), is_train=True)
-    assert mapper.degenerate_box_threshold == degenerate_box_side(size) == 4.0 / size
-    side = 4.0 / size
+    assert mapper.degenerate_box_threshold == degenerate_box_side(size) == side
     boxes = [[0, 10, side, 20], [10, 0, 20, side * 1.5], [10, 10, 30, 40]]  # width 4 / size: dropped
     annos = [{"bbox": b, "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0, "segmentation": _square(10, 10, 30, 40)}
              for b in boxes]

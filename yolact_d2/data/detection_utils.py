@@ -288,11 +288,12 @@ def transform_annotation(anno: dict, transforms: T.TransformList, image_shape, m
 
 def degenerate_box_side(image_size: int) -> float:
     """Training boxes with a width or height of at most this many pixels are dropped after the
-    augmentation (:func:`annotations_to_yolact_instances`), as the original's resize step does for an
-    ``image_size`` input: ``4 / image_size``, written as a fraction of the image but applied to pixel
-    boxes, so only degenerate boxes go (the original's unit slip, kept on purpose). Such boxes could
-    not be encoded: the box coding takes the log of their sides."""
-    return 4.0 / image_size
+    augmentation (:func:`annotations_to_yolact_instances`). The original's resize step compares pixel
+    boxes with its 4/550, written as a fraction of the image, so only degenerate boxes go (the original's
+    unit slip, kept on purpose), at every input size; inputs smaller than 550 px use ``4 / image_size``,
+    the same fraction of their own side. Such boxes could not be encoded: the box coding takes the log
+    of their sides."""
+    return max(4.0 / image_size, 4.0 / 550)
 
 
 def annotations_to_yolact_instances(
