@@ -124,8 +124,9 @@ def build_yolact_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> YolactFPN:
     num_downsample = len(cfg.MODEL.YOLACT.IN_FEATURES) - len(in_features)
     if num_downsample < 0:
         raise ConfigError(
-            f"MODEL.YOLACT.IN_FEATURES ({cfg.MODEL.YOLACT.IN_FEATURES}) has fewer levels than "
-            f"MODEL.FPN.IN_FEATURES ({in_features})"
+            f"MODEL.YOLACT.IN_FEATURES ({cfg.MODEL.YOLACT.IN_FEATURES})",
+            f"has fewer levels than MODEL.FPN.IN_FEATURES ({in_features})",
+            "list one level per FPN input level, then the extra stride-2 levels (p3..p7 for res3..res5)",
         )
     return YolactFPN(
         bottom_up=bottom_up,
