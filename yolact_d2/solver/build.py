@@ -1,4 +1,5 @@
-"""The optimizer of ``SOLVER.OPTIMIZER`` with ``SOLVER.CLIP_GRADIENTS`` (docs/MODEL.md §8)."""
+"""The optimizer of ``SOLVER.OPTIMIZER`` (SGD, the original's; AdamW for short schedules) with
+``SOLVER.CLIP_GRADIENTS``."""
 from typing import Dict, Optional
 
 import torch

@@ -1,4 +1,4 @@
-"""Detectron2 ResNet with YOLACT++'s deformable bottlenecks (docs/MODEL.md §2.6).
+"""Detectron2 ResNet with YOLACT++'s deformable bottlenecks.
 
 YOLACT++ replaces the 3x3 conv of some bottlenecks by DCNv2. In a stage with deform on, block
 ``i`` is deformable iff ``i % interval == 0`` (the original's rule
