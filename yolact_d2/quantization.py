@@ -97,7 +97,7 @@ class DatasetCalibrationReader:
             raise ConfigError("--calibration-images", f"must be >= 1, got {num_images}")
         dicts = DatasetCatalog.get(dataset_name)
         if not dicts:
-            raise ConfigError(f"calibration dataset {dataset_name!r}", "has no images")
+            raise ConfigError(f"calibration dataset {dataset_name!r}", "has no images", "use your training set")
         picks = np.unique(np.linspace(0, len(dicts) - 1, min(num_images, len(dicts))).round().astype(int))
         self.dicts = [dicts[i] for i in picks]
         self.mapper = YolactDatasetMapper(cfg, is_train=False)

@@ -72,7 +72,7 @@ def build(args):
     register_datasets_from_config(cfg)
     dataset = args.dataset or (cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None)
     if not dataset:
-        raise ConfigError("--dataset", "not given and DATASETS.TEST is empty")
+        raise ConfigError("--dataset", "not given and DATASETS.TEST is empty", "give --dataset, a registered dataset")
     if args.weights is None and not args.onnx:
         raise ConfigError("models", "none given", "pass --weights and/or --onnx FILE")
     if args.threads:
@@ -86,7 +86,7 @@ def build(args):
             check_dataset_classes(torch_predictor, dataset)
     for path in args.onnx:
         if not os.path.isfile(path):
-            raise ConfigError("--onnx", f"file not found: {path}")
+            raise ConfigError("--onnx", f"file not found: {path}", "give a file that yolact-export wrote")
         predictor = YolactONNXPredictor(cfg, path, num_threads=args.threads)
         check_dataset_classes(predictor, dataset)
         label = os.path.basename(path) + (" (int8)" if predictor.quantization else "")

@@ -64,11 +64,11 @@ def parse_args(argv=None, prog=None):
 
 def _check_int8_args(args):
     if args.int8 and args.format != "onnx":
-        raise ConfigError("--int8", f"applies to --format onnx only, got --format {args.format}")
+        raise ConfigError("--int8", f"applies to --format onnx only, got --format {args.format}", "use --format onnx")
     if args.int8 and not args.calibration_dataset:
         raise ConfigError("--int8", "needs --calibration-dataset NAME", "e.g. yolact_synthetic_train or your train set")
     if not args.int8 and args.calibration_dataset:
-        raise ConfigError("--calibration-dataset", "is used with --int8 only")
+        raise ConfigError("--calibration-dataset", "is used with --int8 only", "add --int8, or leave it out")
 
 
 # The dynamo exporter writes opset 18 for any lower request (without a word): refuse those instead.
@@ -80,7 +80,7 @@ def _check_export_args(args, cfg):
     from torch.onnx._constants import ONNX_MAX_OPSET
 
     if args.format != "onnx" and (args.opset is not None or args.dynamic):
-        raise ConfigError("--opset / --dynamic", "apply to --format onnx only")
+        raise ConfigError("--opset / --dynamic", "apply to --format onnx only", "leave them out, or use --format onnx")
     if args.opset is not None and not MIN_ONNX_OPSET <= args.opset <= ONNX_MAX_OPSET:
         raise ConfigError(f"--opset {args.opset}", f"this torch's ONNX exporter writes opsets "
                           f"{MIN_ONNX_OPSET} to {ONNX_MAX_OPSET}", "use --opset 19, the default")
