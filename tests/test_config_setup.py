@@ -68,9 +68,9 @@ def test_unusable_model_device_is_a_config_error_before_the_model_is_built(monke
 
 
 @pytest.mark.parametrize("key, value, start", [
-    ("SOLVER.OPTIMIZER", "ADAM", "error: SOLVER.OPTIMIZER must be 'SGD' or 'ADAMW', got 'ADAM'"),
+    ("SOLVER.OPTIMIZER", "ADAM", "error: SOLVER.OPTIMIZER: must be 'SGD' or 'ADAMW', got 'ADAM'"),
     ("INPUT.YOLACT_AUGMENTATIONS", "['mirrror']", "error: INPUT.YOLACT_AUGMENTATIONS: unknown ['mirrror']"),
-    ("MODEL.RESNETS.DEPTH", "19", "error: MODEL.RESNETS.DEPTH must be one of [18, 34, 50, 101, 152], got 19"),
+    ("MODEL.RESNETS.DEPTH", "19", "error: MODEL.RESNETS.DEPTH: must be one of [18, 34, 50, 101, 152], got 19"),
 ])
 def test_train_net_rejects_an_unusable_config_value_in_one_line(tmp_path, key, value, start):
     """A value the model, the mapper or the optimizer cannot use: one line on stderr, no traceback on

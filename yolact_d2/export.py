@@ -42,7 +42,9 @@ from torch import nn
 
 from .layers.deform_conv import ONNX_DEFORM_CONV_MIN_OPSET, check_onnx_exportable
 from .modeling.box_ops import decode
+from .precision import choose_precision, log_choice
 from .predictor import YolactPredictor
+from .quantization import file_quantization, read_quantization_metadata
 from .utils.errors import ConfigError, UserError, first_line
 
 logger = logging.getLogger(__name__)
@@ -164,8 +166,9 @@ class _ExportedPredictor(YolactPredictor):
     def _check_mode(self):
         if not self.dynamic and self.cfg.INPUT.TEST_RESIZE_MODE != "squash":
             raise ConfigError(
-                f"{type(self).__name__}: a fixed-size export needs INPUT.TEST_RESIZE_MODE 'squash', got "
-                f"{self.cfg.INPUT.TEST_RESIZE_MODE!r}; export with dynamic=True (--dynamic) for other modes"
+                f"INPUT.TEST_RESIZE_MODE {self.cfg.INPUT.TEST_RESIZE_MODE!r}",
+                f"{type(self).__name__} runs a fixed-size export, which needs INPUT.TEST_RESIZE_MODE 'squash'",
+                "export with dynamic=True (--dynamic) for other modes",
             )
 
     def run_graph(self, image: torch.Tensor):
@@ -263,8 +266,6 @@ class YolactONNXPredictor(_ExportedPredictor):
             raise ExportedModelError(onnx_path, f"ONNX Runtime cannot load it ({first_line(e)})") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
         # int8 files (yolact_d2.quantization) record how they were quantised; None for float32
-        from .quantization import read_quantization_metadata
-
         self.quantization = read_quantization_metadata(self.session.get_modelmeta().custom_metadata_map)
         if self.quantization is not None:
             q = self.quantization
@@ -282,7 +283,8 @@ class YolactONNXPredictor(_ExportedPredictor):
         shape = self.session.get_inputs()[0].shape
         if not self.dynamic and list(shape[-2:]) != [self.image_size, self.image_size]:
             raise ConfigError(
-                f"{onnx_path} was exported for {shape[-2:]} inputs but INPUT.IMAGE_SIZE is {self.image_size}"
+                onnx_path, f"was exported for {shape[-2:]} inputs but INPUT.IMAGE_SIZE is {self.image_size}",
+                f"run it with INPUT.IMAGE_SIZE {shape[-1]}, or export it again with INPUT.IMAGE_SIZE {self.image_size}",
             )
 
     def run_graph(self, image: torch.Tensor):
@@ -315,9 +317,6 @@ def build_predictor(cfg, onnx_path: Optional[str] = None, num_threads: Optional[
     * an int8 ONNX file with ``auto``: it runs when ``auto`` picks int8 (a CPU with VNNI and no AMX,
       :func:`yolact_d2.precision.choose_precision`); otherwise the PyTorch model of ``MODEL.WEIGHTS`` runs in
       ``auto``'s precision (if there are weights; else the file runs anyway). The choice is logged."""
-    from .precision import choose_precision, log_choice
-    from .quantization import file_quantization
-
     if not onnx_path:
         return YolactPredictor(cfg)
     _existing_file(onnx_path)

@@ -38,6 +38,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .data.dataset_mapper import YolactDatasetMapper
+from .utils.errors import ConfigError
+
 __all__ = [
     "METADATA_KEY",
     "CALIBRATION_METHODS",
@@ -84,9 +87,6 @@ class DatasetCalibrationReader:
     def __init__(self, cfg, dataset_name: str, num_images: int, input_name: str = "image"):
         from detectron2.data import DatasetCatalog
 
-        from .data.dataset_mapper import YolactDatasetMapper
-        from .utils.errors import ConfigError
-
         if dataset_name not in DatasetCatalog.list():
             names = ", ".join(n for n in DatasetCatalog.list() if n.startswith("yolact_"))
             raise ConfigError(
@@ -97,7 +97,7 @@ class DatasetCalibrationReader:
             raise ConfigError("--calibration-images", f"must be >= 1, got {num_images}")
         dicts = DatasetCatalog.get(dataset_name)
         if not dicts:
-            raise ConfigError(f"calibration dataset {dataset_name!r}", "has no images")
+            raise ConfigError(f"calibration dataset {dataset_name!r}", "has no images", "use your training set")
         picks = np.unique(np.linspace(0, len(dicts) - 1, min(num_images, len(dicts))).round().astype(int))
         self.dicts = [dicts[i] for i in picks]
         self.mapper = YolactDatasetMapper(cfg, is_train=False)
@@ -156,8 +156,6 @@ def nodes_outside_scopes(model, scopes: Sequence[str], op_types: Sequence[str] =
 
 def _calibration_method(name: str):
     from onnxruntime.quantization import CalibrationMethod
-
-    from .utils.errors import ConfigError
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}

@@ -18,6 +18,9 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from .predictor import YolactPredictor
+from .runtime.command_line_keys import mark_set_on_command_line
+
 __all__ = ["condition_random_model", "save_conditioned_random_weights"]
 
 
@@ -80,9 +83,6 @@ def save_conditioned_random_weights(cfg, images_bgr, path: str) -> str:
     """Build ``cfg``'s model with random weights, condition it on the BGR images (resized as
     :class:`~yolact_d2.YolactPredictor` does) and save its state dict to ``path`` (a checkpoint
     for ``MODEL.WEIGHTS``). Returns ``path``."""
-    from .predictor import YolactPredictor
-    from .runtime.command_line_keys import mark_set_on_command_line
-
     cfg = cfg.clone()
     cfg.MODEL.WEIGHTS = "random"  # untrained on purpose: conditioned below
     mark_set_on_command_line(cfg, "MODEL.WEIGHTS")

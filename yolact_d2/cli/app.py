@@ -25,7 +25,22 @@ import signal
 import tempfile
 import warnings
 
+from ..data.datasets.synthetic import DEFAULT_SEED, render_synthetic_sample
+from ..demo import resolve_metadata
+from ..demo.web import (
+    DEFAULT_MAX_PIXELS,
+    TABLE_HEADERS,
+    detection_rows,
+    predict,
+    read_upload,
+    render,
+    select,
+    to_coco_results,
+)
+from ..export import build_predictor  # PyTorch or the ONNX file, per MODEL.YOLACT.PRECISION_TEST
+from ..runtime.config_loading import setup_cfg
 from ..runtime.reporting import run_cli
+from ..utils.errors import UserError
 
 logger = logging.getLogger("yolact_app")
 NUM_EXAMPLES = 4
@@ -63,8 +78,6 @@ def check_port_free(port: int) -> None:
     import errno
     import socket
 
-    from ..utils.errors import UserError
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
             probe.bind(("127.0.0.1", port))
@@ -73,18 +86,9 @@ def check_port_free(port: int) -> None:
             raise UserError(f"--port {port}", cause, "choose another --port") from None
 
 
-def build_predictor(cfg, onnx_path=None):
-    """PyTorch or the ONNX file, per MODEL.YOLACT.PRECISION_TEST (auto: int8 file where it is fastest)."""
-    from ..export import build_predictor as build
-
-    return build(cfg, onnx_path)  # a missing or unloadable file: ExportedModelError
-
-
 def write_examples(folder: str, num: int = NUM_EXAMPLES):
     """Render synthetic-shapes images (no download, nothing committed) as PNGs; returns their paths."""
     import cv2
-
-    from ..data.datasets.synthetic import DEFAULT_SEED, render_synthetic_sample
 
     paths = []
     for index in range(num):
@@ -98,17 +102,12 @@ class DemoApp:
     """The page's callbacks: plain methods over the cached prediction, no Gradio types inside."""
 
     def __init__(self, predictor, metadata, workdir: str, max_pixels=None):
-        from ..demo.web import DEFAULT_MAX_PIXELS
-
         self.predictor, self.metadata, self.workdir = predictor, metadata, workdir
         self.class_names = list(metadata.get("thing_classes", []))
         self.max_pixels = max_pixels or DEFAULT_MAX_PIXELS
 
     def analyse(self, path: str, name: str):
         """Read and run one image: ``(cached state or None, status markdown)``."""
-        from ..demo.web import predict, read_upload
-        from ..utils.errors import UserError
-
         try:
             bgr, notes = read_upload(path, self.max_pixels, name=name)
         except UserError as e:
@@ -126,8 +125,6 @@ class DemoApp:
 
     def redraw(self, state, threshold: float, classes, mask_alpha: float):
         """``(overlay RGB or None, table rows, download paths, summary)`` for the display settings."""
-        from ..demo.web import detection_rows, render, select, to_coco_results
-
         if state is None:
             return None, [], None, ""
         pred = state["pred"]
@@ -153,8 +150,6 @@ class DemoApp:
 
 def build_ui(app: DemoApp, examples, threshold: float, min_threshold: float):
     import gradio as gr
-
-    from ..demo.web import TABLE_HEADERS
 
     # Gradio keeps a copy of every image and file it sends: delete those older than CACHE_MAX_AGE_S.
     with gr.Blocks(title="YOLACT demo (yolact_d2)", delete_cache=(CACHE_MAX_AGE_S, CACHE_MAX_AGE_S)) as page:
@@ -258,19 +253,14 @@ def serve(args, workdir: str) -> int:
     try:
         import gradio  # noqa: F401
     except ImportError:
-        from ..utils.errors import UserError
-
         raise UserError("yolact-app", "gradio is not installed", 'pip install "yolact_d2[app]"') from None
     from detectron2.utils.logger import setup_logger
-
-    from ..demo import resolve_metadata
-    from ..runtime.config_loading import setup_cfg
 
     setup_logger(name="yolact_d2")
     setup_logger(name=logger.name, abbrev_name="app")
     cfg = setup_cfg(args.config_file, args.opts)  # one-line errors (YAML syntax, unknown keys)
     min_threshold = float(cfg.MODEL.YOLACT.SCORE_THRESH_TEST)
-    predictor = build_predictor(cfg, args.onnx)
+    predictor = build_predictor(cfg, args.onnx)  # auto: an int8 file where fastest; a bad file: ExportedModelError
     metadata = resolve_metadata(predictor.cfg, predictor.class_names)  # its class count may be the checkpoint's
     app = DemoApp(predictor, metadata, workdir, args.max_pixels)
     examples = write_examples(app.workdir)

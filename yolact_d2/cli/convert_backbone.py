@@ -10,50 +10,28 @@ The classifier (``fc.*``) is dropped; only the ResNet is loaded, the FPN and hea
 initialisation. torchvision puts the stride in the 3x3 conv: the model needs
 ``MODEL.RESNETS.STRIDE_IN_1X1 False`` (as in all yolact_d2 configs). Exit code 1 on errors.
 """
-import argparse
-import sys
-
+from ..converters import yolact_converter as conv
 from ..runtime.reporting import run_cli
+from .converter_command import fail, load_input, one_line, parse_converter_args, path_problem, write_output
 
 AUTHOR = "yolact_d2 convert_torchvision_backbone"
 
 
 def main(argv=None, prog=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    args = parse_converter_args(
+        argv, prog, __doc__, input_help="torchvision ResNet state dict (.pth)",
+        drop_help="omit the BN num_batches_tracked counters (for MODEL.RESNETS.NORM FrozenBN)",
     )
-    parser.add_argument("input", help="torchvision ResNet state dict (.pth)")
-    parser.add_argument("output", help="where to write the converted checkpoint (.pth)")
-    parser.add_argument(
-        "--drop-num-batches-tracked",
-        action="store_true",
-        help="omit the BN num_batches_tracked counters (for MODEL.RESNETS.NORM FrozenBN)",
-    )
-    parser.add_argument("--force", action="store_true", help="replace the output file if it exists")
-    parser.add_argument(
-        "--unsafe-load", action="store_true",
-        help="load the input with the unrestricted pickle loader, which runs any code in the file: only for files "
-        "you trust (default: tensors and plain data only)",
-    )
-    args = parser.parse_args(argv)
-
-    def fail(message: str) -> int:
-        print(f"error: {args.input}: {message}", file=sys.stderr)
-        return 1
-
-    from ..converters import yolact_converter as conv  # torch only: --help stays fast
-    from ..runtime import converted_files as files
-
-    problem = files.cli_path_problem(args.input, args.output, force=args.force)
+    problem = path_problem(args)
     if problem:
-        return fail(problem)
+        return fail(args.input, problem)
     try:
-        checkpoint = files.load_checkpoint_file(args.input, unsafe=args.unsafe_load)
+        checkpoint = load_input(args)
         state_dict, depth = conv.convert_torchvision_resnet_state_dict(
             checkpoint, drop_num_batches_tracked=args.drop_num_batches_tracked
         )
     except (ValueError, OSError) as e:
-        return fail(" ".join(str(e).split()))
+        return fail(args.input, one_line(e))
 
     dropped = [k for k in conv.unwrap_state_dict(checkpoint) if k.startswith("fc.")]
     print(f"Detected: torchvision ResNet-{depth} ({len(state_dict)} backbone tensors)")
@@ -63,13 +41,7 @@ def main(argv=None, prog=None) -> int:
     if depth < 50:
         overrides += " MODEL.RESNETS.RES2_OUT_CHANNELS 64"
     print(f"Use with: {overrides} MODEL.WEIGHTS {args.output}")
-    try:
-        files.save_converted_checkpoint(state_dict, args.output, AUTHOR)
-    except OSError as e:
-        print(f"error: {args.output}: cannot write: {e}", file=sys.stderr)
-        return 1
-    print(f"Wrote {len(state_dict)} tensors ({conv.count_parameters(state_dict):,} parameters) to {args.output}")
-    return 0
+    return write_output(state_dict, args, AUTHOR)
 
 
 def cli_main(argv=None, prog=None) -> int:

@@ -12,55 +12,33 @@ file name when it says (``yolact_im700_...``). YOLACT++ checkpoints (``yolact_pl
 backbone, mask re-scoring net) convert to the ``yolact_plus_*`` configs; DarkNet-53 checkpoints are
 detected and rejected (no DarkNet backbone yet). Exit code 1 on errors.
 """
-import argparse
-import sys
-
+from ..converters import yolact_converter as conv
 from ..runtime.reporting import run_cli
+from .converter_command import fail, load_input, one_line, parse_converter_args, path_problem, write_output
 
 AUTHOR = "yolact_d2 convert_yolact_weights"
 
 
 def main(argv=None, prog=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("input", help="original YOLACT checkpoint (.pth)")
-    parser.add_argument("output", help="where to write the converted checkpoint (.pth)")
-    parser.add_argument(
-        "--drop-num-batches-tracked",
-        action="store_true",
-        help="omit the BN num_batches_tracked counters; use for MODEL.RESNETS.NORM FrozenBN, which has "
+    args = parse_converter_args(
+        argv, prog, __doc__, input_help="original YOLACT checkpoint (.pth)",
+        drop_help="omit the BN num_batches_tracked counters; use for MODEL.RESNETS.NORM FrozenBN, which has "
         "no such buffer and would otherwise warn about unexpected keys (harmless)",
     )
-    parser.add_argument("--force", action="store_true", help="replace the output file if it exists")
-    parser.add_argument(
-        "--unsafe-load", action="store_true",
-        help="load the input with the unrestricted pickle loader, which runs any code in the file: only for files "
-        "you trust (default: tensors and plain data only)",
-    )
-    args = parser.parse_args(argv)
-
-    def fail(message: str) -> int:
-        print(f"error: {args.input}: {message}", file=sys.stderr)
-        return 1
-
-    from ..converters import yolact_converter as conv  # torch only: --help stays fast
-    from ..runtime import converted_files as files
-
-    problem = files.cli_path_problem(args.input, args.output, force=args.force)
+    problem = path_problem(args)
     if problem:
-        return fail(problem)
+        return fail(args.input, problem)
     try:
-        checkpoint = files.load_checkpoint_file(args.input, unsafe=args.unsafe_load)
+        checkpoint = load_input(args)
         state_dict, info = conv.convert_yolact_state_dict(
             checkpoint, filename=args.input, drop_num_batches_tracked=args.drop_num_batches_tracked
         )
     except conv.UnsupportedCheckpointError as e:
         if e.info.get("backbone"):
             print(conv.format_yolact_info(e.info, short=False).splitlines()[0])
-        return fail(str(e))
+        return fail(args.input, str(e))
     except (ValueError, OSError) as e:
-        return fail(" ".join(str(e).split()))
+        return fail(args.input, one_line(e))
 
     print(conv.format_yolact_info(info))
     for note in info["notes"]:
@@ -71,15 +49,7 @@ def main(argv=None, prog=None) -> int:
             "Note: with MODEL.RESNETS.NORM FrozenBN, convert with --drop-num-batches-tracked "
             "(otherwise the BN counters are reported as unused keys; harmless)"
         )
-    try:
-        files.save_converted_checkpoint(state_dict, args.output, AUTHOR)
-    except OSError as e:
-        print(f"error: {args.output}: cannot write: {e}", file=sys.stderr)
-        return 1
-    print(
-        f"Wrote {len(state_dict)} tensors ({conv.count_parameters(state_dict):,} parameters) to {args.output}"
-    )
-    return 0
+    return write_output(state_dict, args, AUTHOR)
 
 
 def cli_main(argv=None, prog=None) -> int:

@@ -7,6 +7,8 @@ import logging
 import os
 import warnings
 
+from .. import demo as demo_lib
+from ..runtime.config_loading import setup_cfg as load_cfg
 from ..runtime.reporting import run_cli
 
 logger = logging.getLogger("yolact_demo")
@@ -78,8 +80,6 @@ def get_parser(prog=None) -> argparse.ArgumentParser:
 
 
 def setup_cfg(args):
-    from ..runtime.config_loading import setup_cfg as load_cfg
-
     cfg = load_cfg(args.config_file, args.opts, freeze=False)  # one-line errors (YAML syntax, unknown keys)
     if cfg.MODEL.YOLACT.SCORE_THRESH_TEST != args.confidence_threshold:
         logger.info(
@@ -120,8 +120,6 @@ def main(argv=None, prog=None) -> int:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.script.*")
     from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from .. import demo as demo_lib
 
     _check_usage(parser, args, demo_lib.open_window)
     _setup_logging(args)

@@ -26,12 +26,24 @@ import os
 import numpy as np
 import torch
 
+from detectron2.data import DatasetCatalog
+
+from ..data.dataset_mapper import YolactDatasetMapper
+from ..data.datasets import register_datasets_from_config
+from ..evaluation import YolactCOCOEvaluator
+from ..export import YolactONNXPredictor
+from ..predictor import YolactPredictor
+from ..quantization import detection_agreement
+from ..runtime.cli_args import float_in, positive_int
+from ..runtime.command_line_keys import mark_set_on_command_line
+from ..runtime.config_loading import setup_cfg
 from ..runtime.reporting import run_cli
+from ..runtime.run_checks import check_class_names, check_num_classes
+from ..utils.atomic_io import atomic_open, prepare_output_file
+from ..utils.errors import ConfigError
 
 
 def parse_args(argv=None, prog=None):
-    from ..runtime.cli_args import float_in, positive_int
-
     parser = argparse.ArgumentParser(
         prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -52,23 +64,15 @@ def parse_args(argv=None, prog=None):
 
 
 def build(args):
-    from .. import YolactPredictor
-    from ..data.datasets import register_datasets_from_config
-    from ..export import YolactONNXPredictor
-    from ..runtime.config_loading import setup_cfg
-    from ..utils.errors import ConfigError
-
     cfg = setup_cfg(args.config_file, args.opts, freeze=False)
     cfg.MODEL.DEVICE = "cpu"
     if args.weights is not None:
-        from ..runtime.command_line_keys import mark_set_on_command_line
-
         cfg.MODEL.WEIGHTS = args.weights
         mark_set_on_command_line(cfg, "MODEL.WEIGHTS")  # --weights random: untrained on purpose
     register_datasets_from_config(cfg)
     dataset = args.dataset or (cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None)
     if not dataset:
-        raise ConfigError("--dataset", "not given and DATASETS.TEST is empty")
+        raise ConfigError("--dataset", "not given and DATASETS.TEST is empty", "give --dataset, a registered dataset")
     if args.weights is None and not args.onnx:
         raise ConfigError("models", "none given", "pass --weights and/or --onnx FILE")
     if args.threads:
@@ -82,7 +86,7 @@ def build(args):
             check_dataset_classes(torch_predictor, dataset)
     for path in args.onnx:
         if not os.path.isfile(path):
-            raise ConfigError("--onnx", f"file not found: {path}")
+            raise ConfigError("--onnx", f"file not found: {path}", "give a file that yolact-export wrote")
         predictor = YolactONNXPredictor(cfg, path, num_threads=args.threads)
         check_dataset_classes(predictor, dataset)
         label = os.path.basename(path) + (" (int8)" if predictor.quantization else "")
@@ -93,20 +97,12 @@ def build(args):
 def check_dataset_classes(predictor, dataset):
     """The classes the checkpoint records are the dataset's, in the same order (else every AP is
     of other classes); a COCO json is loaded here to read its classes."""
-    from ..runtime.run_checks import check_class_names, check_num_classes
-
     check_num_classes(predictor.cfg, [dataset], "--dataset")  # also loads a json dataset's classes
     check_class_names(predictor.class_names, f"the checkpoint {predictor.cfg.MODEL.WEIGHTS}", [dataset], "--dataset")
 
 
 def evaluate(cfg, dataset, models, max_images=None, agreement_score=0.3):
     """{label: {"bbox": {...}, "segm": {...}, "agreement": {...}}} for every model."""
-    from detectron2.data import DatasetCatalog
-
-    from ..data.dataset_mapper import YolactDatasetMapper
-    from ..evaluation import YolactCOCOEvaluator
-    from ..quantization import detection_agreement
-
     dicts = DatasetCatalog.get(dataset)[:max_images]
     mapper = YolactDatasetMapper(cfg, is_train=False)
     evaluators = []
@@ -162,16 +158,12 @@ def print_table(results):
 def main(argv=None, prog=None):
     args = parse_args(argv, prog)
     if args.json:
-        from ..utils.atomic_io import prepare_output_file
-
         prepare_output_file(args.json, "--json")  # before the evaluation, not after it
     cfg, dataset, models = build(args)
     results = evaluate(cfg, dataset, models, args.max_images, args.agreement_score)
     print(f"dataset {dataset}, {len(models)} models")
     print_table(results)
     if args.json:
-        from ..utils.atomic_io import atomic_open
-
         with atomic_open(args.json, "w") as f:
             json.dump(results, f, indent=1)
     return 0

@@ -21,12 +21,20 @@ assembly run afterwards in PyTorch: use ``yolact_d2.export.YolactONNXPredictor(c
 import argparse
 import os
 
+from ..data.datasets import register_datasets_from_config
+from ..export import DEFAULT_ONNX_OPSET, export_onnx, export_torchscript
+from ..layers.deform_conv import ONNX_DEFORM_CONV_MIN_OPSET, DeformConvExportError, check_onnx_exportable
+from ..predictor import YolactPredictor
+from ..quantization import DatasetCalibrationReader, quantize_onnx
+from ..runtime.cli_args import positive_int
+from ..runtime.command_line_keys import mark_set_on_command_line
+from ..runtime.config_loading import setup_cfg
 from ..runtime.reporting import run_cli
+from ..utils.atomic_io import make_output_dir
+from ..utils.errors import ConfigError
 
 
 def parse_args(argv=None, prog=None):
-    from ..runtime.cli_args import positive_int
-
     parser = argparse.ArgumentParser(
         prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -55,14 +63,12 @@ def parse_args(argv=None, prog=None):
 
 
 def _check_int8_args(args):
-    from ..utils.errors import ConfigError
-
     if args.int8 and args.format != "onnx":
-        raise ConfigError("--int8", f"applies to --format onnx only, got --format {args.format}")
+        raise ConfigError("--int8", f"applies to --format onnx only, got --format {args.format}", "use --format onnx")
     if args.int8 and not args.calibration_dataset:
         raise ConfigError("--int8", "needs --calibration-dataset NAME", "e.g. yolact_synthetic_train or your train set")
     if not args.int8 and args.calibration_dataset:
-        raise ConfigError("--calibration-dataset", "is used with --int8 only")
+        raise ConfigError("--calibration-dataset", "is used with --int8 only", "add --int8, or leave it out")
 
 
 # The dynamo exporter writes opset 18 for any lower request (without a word): refuse those instead.
@@ -73,15 +79,11 @@ def _check_export_args(args, cfg):
     """Flags that would be refused only after the export (or when the file is loaded): one line now."""
     from torch.onnx._constants import ONNX_MAX_OPSET
 
-    from ..utils.errors import ConfigError
-
     if args.format != "onnx" and (args.opset is not None or args.dynamic):
-        raise ConfigError("--opset / --dynamic", "apply to --format onnx only")
+        raise ConfigError("--opset / --dynamic", "apply to --format onnx only", "leave them out, or use --format onnx")
     if args.opset is not None and not MIN_ONNX_OPSET <= args.opset <= ONNX_MAX_OPSET:
         raise ConfigError(f"--opset {args.opset}", f"this torch's ONNX exporter writes opsets "
                           f"{MIN_ONNX_OPSET} to {ONNX_MAX_OPSET}", "use --opset 19, the default")
-    from ..layers.deform_conv import ONNX_DEFORM_CONV_MIN_OPSET
-
     # YOLACT++ (deformable stages in the config): before the weights are loaded or anything is built
     if (args.format == "onnx" and args.opset is not None and args.opset < ONNX_DEFORM_CONV_MIN_OPSET
             and any(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE)):
@@ -97,9 +99,6 @@ def _check_export_args(args, cfg):
 
 
 def _deform_conv_opset_error(opset):
-    from ..layers.deform_conv import ONNX_DEFORM_CONV_MIN_OPSET
-    from ..utils.errors import ConfigError
-
     return ConfigError(
         f"--opset {opset}",
         f"this model has deformable convolutions (YOLACT++), whose ONNX DeformConv needs opset >= "
@@ -109,8 +108,6 @@ def _deform_conv_opset_error(opset):
 
 def _check_opset_for_model(args, model):
     """YOLACT++'s deformable convolutions need opset 19 (DeformConv); the model is the final word."""
-    from ..layers.deform_conv import DeformConvExportError, check_onnx_exportable
-
     try:
         check_onnx_exportable(model, opset_version=args.opset, dynamo=True)
     except DeformConvExportError:
@@ -119,16 +116,11 @@ def _check_opset_for_model(args, model):
 
 def _calibration_reader(cfg, args):
     """Checked before the (slow) export, so that a wrong dataset name fails at once."""
-    from ..data.datasets import register_datasets_from_config
-    from ..quantization import DatasetCalibrationReader
-
     register_datasets_from_config(cfg)  # DATASETS.COCO_INSTANCES: the user's own datasets
     return DatasetCalibrationReader(cfg, args.calibration_dataset, args.calibration_images)
 
 
 def _quantize(args, reader):
-    from ..quantization import quantize_onnx
-
     float_path = os.path.splitext(args.output)[0] + ".float32.onnx"
     os.replace(args.output, float_path)
     info = quantize_onnx(float_path, args.output, reader, method=args.calibration_method,
@@ -140,16 +132,9 @@ def _quantize(args, reader):
 def main(argv=None, prog=None):
     args = parse_args(argv, prog)
     _check_int8_args(args)
-    from .. import YolactPredictor
-    from ..export import DEFAULT_ONNX_OPSET, export_onnx, export_torchscript
-    from ..runtime.config_loading import setup_cfg
-    from ..utils.atomic_io import make_output_dir
-
     cfg = setup_cfg(args.config_file, args.opts, freeze=False)
     cfg.MODEL.DEVICE = "cpu"
     if args.weights is not None:
-        from ..runtime.command_line_keys import mark_set_on_command_line
-
         cfg.MODEL.WEIGHTS = args.weights
         mark_set_on_command_line(cfg, "MODEL.WEIGHTS")  # --weights random: untrained on purpose
     _check_export_args(args, cfg)

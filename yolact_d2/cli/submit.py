@@ -17,8 +17,11 @@ import os
 import sys
 import time
 
+from ..runtime.config_loading import setup_cfg
 from ..runtime.reporting import run_cli
+from ..runtime.submitit_job import SubmititTrainingJob
 from ..utils.errors import ConfigError, UserError
+from . import train as train_command
 
 __all__ = ["get_parser", "cli_main", "submit_training", "build_executor", "load_submitit"]
 
@@ -45,9 +48,7 @@ def _slurm_param(text: str):
 
 
 def get_parser():
-    from .train import get_parser as train_parser
-
-    parser = train_parser()
+    parser = train_command.get_parser()
     parser.description = "Submit one training job across the nodes of a SLURM cluster through submitit."
     parser.epilog = ("example: python tools/submit.py --shared-folder /shared/$USER/yolact --nodes 2 --gpus-per-node 8 "
                      "--partition P --time 4320 --config-file CONFIG OUTPUT_DIR run1 (docs/GETTING_STARTED.md)")
@@ -105,8 +106,6 @@ def _check_arguments(parser, args, argv) -> None:
 def _output_dir(args) -> str:
     """OUTPUT_DIR on the shared folder (a requeued job may start on other nodes and must find its checkpoints);
     the cfg is also checked here, before anything is submitted."""
-    from ..runtime.config_loading import setup_cfg
-
     cfg = setup_cfg(args.config_file, args.opts, freeze=False)
     shared = os.path.abspath(args.shared_folder)
     out = cfg.OUTPUT_DIR
@@ -148,9 +147,6 @@ def submit_training(args, argv, executor=None, poll_s: float = 10.0):
     for the messages); returns submitit's job. Training always runs with ``--resume`` (a requeue, ours or
     SLURM's, continues from ``last_checkpoint``): a first submission into an OUTPUT_DIR that already has a
     checkpoint needs ``--resume`` given."""
-    from ..runtime.submitit_job import SubmititTrainingJob
-    from .train import main
-
     executor = executor or build_executor(args)
     out = _output_dir(args)
     if not args.eval_only and not args.resume and os.path.isfile(os.path.join(out, "last_checkpoint")):
@@ -159,9 +155,10 @@ def submit_training(args, argv, executor=None, poll_s: float = 10.0):
     job_args = argparse.Namespace(**vars(args))
     job_args.opts = [*args.opts, "OUTPUT_DIR", out]
     job_args.resume = args.resume or not args.eval_only
-    job = SubmititTrainingJob(main, job_args, ["tools/submit.py", *argv], os.path.abspath(args.shared_folder),
-                              gpus_per_node=args.gpus_per_node, max_requeues=args.max_requeues,
-                              poll_s=min(poll_s, args.peer_timeout / 3), dead_after_s=args.peer_timeout)
+    job = SubmititTrainingJob(train_command.main, job_args, ["tools/submit.py", *argv],
+                              os.path.abspath(args.shared_folder), gpus_per_node=args.gpus_per_node,
+                              max_requeues=args.max_requeues, poll_s=min(poll_s, args.peer_timeout / 3),
+                              dead_after_s=args.peer_timeout)
     return executor.submit(job), out
 
 

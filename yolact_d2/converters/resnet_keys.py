@@ -1,6 +1,7 @@
 """ResNet parameter renaming shared by both converters (original YOLACT and torchvision use the
 same ``conv{k}`` / ``bn{k}`` / ``downsample`` names), and the check that the renamed keys form a
-standard Detectron2 ResNet (docs/MODEL.md §12.3)."""
+standard Detectron2 ResNet: every key of the detected depth there, with its shape, so that a
+converted file never loads with a layer left at its initialisation."""
 import re
 from collections.abc import Mapping
 from typing import Dict, Optional, Tuple

@@ -1,6 +1,6 @@
 """Convert the weights of the original YOLACT and of torchvision ImageNet ResNets to this project's
-parameter names (docs/MODEL.md §12.3): rename by the tables of :mod:`.yolact_keys` and
-:mod:`.resnet_keys`, then check the result is complete. The tensors are renamed, never modified.
+parameter names, so that Detectron2's checkpointer loads them by name: rename by the tables of
+:mod:`.yolact_keys` and :mod:`.resnet_keys`, then check the result is complete. The tensors are renamed, never modified.
 
 Only ``torch`` is imported here, so the command-line tools can use this module without importing
 Detectron2. The names below are the public API of the converters (``yolact-convert``, ``yolact_d2/cli/convert_*.py``).

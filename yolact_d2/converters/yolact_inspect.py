@@ -12,10 +12,12 @@ from .state_dicts import short_list, unwrap_state_dict
 
 CONFIG_DIR = "configs/COCO-InstanceSegmentation"
 
-# The anchor scales of the 550 model; other input sizes use int(s / 550 * size) (docs/MODEL.md §3.4).
+# The anchor scales of the 550 model; the original scales them to other input sizes as int(s / 550 * size),
+# truncation included, and the overrides printed for such a size must give the same anchors.
 _BASE_ANCHOR_SCALES = (24, 48, 96, 192, 384)
 _RELEASED_SIZES = {400: "yolact_R_101_FPN_400.yaml", 550: "yolact_R_101_FPN_550.yaml", 700: "yolact_R_101_FPN_700.yaml"}
-# YOLACT++ (docs/MODEL.md §2.6): DCN placement of the released configs (deform on per stage res2..res5, interval).
+# YOLACT++: DCN placement of the released configs (deform on per stage res2..res5, interval); a checkpoint
+# whose deformable blocks differ gets overrides, so that the model built has a place for every weight.
 _PLUS_DCN = {50: ([False, True, True, True], 1), 101: ([False, True, True, True], 3)}
 
 

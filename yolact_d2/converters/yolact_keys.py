@@ -1,5 +1,5 @@
-"""The key-mapping table from the original YOLACT's parameter names to this project's
-(docs/MODEL.md §12.3), as data: one rule per original name pattern, tried in order.
+"""The key-mapping table from the original YOLACT's parameter names to this project's, as data: one
+rule per original name pattern, tried in order (docs/MODEL.md lists the surprises of those names).
 
 ==========================================  ===========================================
 ``backbone.conv1`` / ``backbone.bn1``       ``backbone.bottom_up.stem.conv1`` / ``.norm``
@@ -45,8 +45,8 @@ YOLACT_HEAD = {
     "semantic_seg_conv": "sem_seg_head.predictor",
 }
 OPTIONAL_MODULES = ("semantic_seg_conv",)
-# The mask re-scoring net's convs (docs/MODEL.md §2.7): original index -> (out, in, kernel); the
-# last one has num_classes outputs.
+# The YOLACT++ mask re-scoring net's convs (five 3x3 stride-2 convs, then a 1x1 to the classes; the odd
+# indices are its ReLUs): original index -> (out, in, kernel); the last one has num_classes outputs.
 MASKIOU_CONVS = {0: (8, 1, 3), 2: (16, 8, 3), 4: (32, 16, 3), 6: (64, 32, 3), 8: (128, 64, 3), 10: (None, 128, 1)}
 NUM_FPN_DOWNSAMPLE = 2  # P6, P7; the released checkpoints carry a third, unused one
 
@@ -57,7 +57,7 @@ RenameResult = Union[str, None, object]  # our key, None (not a valid key), or D
 def _downsample(m: "re.Match", num_lat: int) -> RenameResult:
     i, suffix = int(m.group(1)), m.group(2)
     if i >= NUM_FPN_DOWNSAMPLE:
-        return DROP  # unused extra layer of the released checkpoints (docs/MODEL.md §12.3)
+        return DROP  # the released checkpoints carry a third P-level conv that the network never runs
     return f"backbone.downsample_convs.{i}.{suffix}"
 
 

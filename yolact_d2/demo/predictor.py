@@ -3,6 +3,10 @@ class names to draw, laid out as Detectron2's own demo."""
 import logging
 from typing import Iterator
 
+from ..data.datasets import register_datasets_from_config
+from ..data.datasets.coco_from_config import DatasetNameConflictError
+from ..predictor import YolactPredictor
+
 __all__ = ["VisualizationDemo", "resolve_metadata"]
 
 logger = logging.getLogger("yolact_demo")
@@ -17,13 +21,11 @@ class VisualizationDemo:
     model applies the threshold (also ``> T``) to each anchor's best class score before NMS, and
     neither the NMS (a box is only ever suppressed by higher-scoring boxes) nor the per-class top-k
     and max-detection cuts (which keep the highest scores) let a box scoring T or less change what
-    happens to a box scoring more (docs/MODEL.md §9). A higher T is less work; a lower T shows the
+    happens to a box scoring more. A higher T is less work; a lower T shows the
     low-scoring detections.
     """
 
     def __init__(self, cfg, confidence_threshold: float, metadata=None):
-        from .. import YolactPredictor
-
         self.predictor = YolactPredictor(cfg)
         self.confidence_threshold = confidence_threshold
         # default: DATASETS.TEST's names, else the ones the checkpoint records, else generic ids
@@ -69,9 +71,6 @@ def resolve_metadata(cfg, checkpoint_classes=None):
     ``class 1``... so that a model is never shown with the class names of other data."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.data.catalog import Metadata
-
-    from ..data.datasets import register_datasets_from_config
-    from ..data.datasets.coco_from_config import DatasetNameConflictError
 
     num_classes = int(cfg.MODEL.YOLACT.NUM_CLASSES)
     generic = Metadata(name="yolact_demo_generic")

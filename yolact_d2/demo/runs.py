@@ -8,6 +8,9 @@ from typing import Optional
 
 import numpy as np
 
+from ..data.detection_utils import read_image_file  # Detectron2's read_image, 16-bit grayscale, errors naming the file
+from .inputs import open_video
+
 __all__ = ["WINDOW_NAME", "open_window", "run_images", "run_video", "run_webcam"]
 
 WINDOW_NAME = "YOLACT"
@@ -44,9 +47,6 @@ def _write_failure_cause(out: str) -> str:
 
 def _draw_one(demo, path: str):
     """The drawing of one image file, or None after logging why there is none."""
-    # Detectron2's read_image plus 16-bit grayscale rescaling and errors naming the file.
-    from ..data.detection_utils import read_image_file
-
     try:
         image = read_image_file(path, "BGR")
     except Exception as e:  # noqa: BLE001 (BadImageError, or anything unexpected)
@@ -142,8 +142,6 @@ def _write_frames(demo, capture, video: str, output: Optional[str], total: Optio
 def run_video(demo, video: str, output: Optional[str]) -> int:
     """Draw every frame of ``video`` into the .mp4 ``output`` (None: a window, ESC stops)."""
     import cv2
-
-    from .inputs import open_video
 
     capture = open_video(video)
     if capture is None:

@@ -12,7 +12,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..data.detection_utils import BadImageError, read_image_file
 from ..utils.errors import DataError, first_line
+from .visualization import draw_instances, instance_colors
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -58,8 +60,6 @@ def read_upload(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, name: Optional[
     decoding). Grayscale images are replicated to 3 channels; an alpha channel is dropped.
     """
     from PIL import Image
-
-    from ..data.detection_utils import BadImageError, read_image_file
 
     name = name or os.path.basename(path)
     try:
@@ -136,8 +136,6 @@ def render(
     """The overlay (RGB uint8) of the kept detections; each detection keeps its colour (by its
     index in ``pred``) whatever the filters. Images whose longer side is under ``min_side`` are
     drawn enlarged (integer factor) so that the labels stay readable."""
-    from .visualization import draw_instances, instance_colors
-
     colors = instance_colors(len(pred))
     return draw_instances(
         rgb, _instances(pred, keep), metadata, mask_alpha=mask_alpha, colors=[colors[i] for i in keep],

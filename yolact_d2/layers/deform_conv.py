@@ -1,6 +1,7 @@
 """Modulated deformable convolution (DCNv2) on top of ``torchvision.ops.deform_conv2d``.
 
-YOLACT++ replaces the 3x3 conv of some ResNet bottlenecks with DCNv2 (docs/MODEL.md §2.6). The
+YOLACT++ replaces the 3x3 conv of some ResNet bottlenecks with DCNv2 (every ``DEFORM_INTERVAL``-th
+block of res3..res5), so that those layers sample where the object is rather than on a fixed grid. The
 original uses a compiled CUDA extension; Detectron2's ``ModulatedDeformConv`` needs Detectron2's
 compiled extension too. This module needs neither: torchvision's operator runs on CPU and CUDA,
 and its ONNX export maps to the standard ``DeformConv`` operator (opset >= 19).

@@ -5,6 +5,14 @@ import importlib.resources
 import pathlib
 from typing import List, Optional
 
+import torch
+
+from detectron2.config import CfgNode, LazyConfig, instantiate
+
+from ..engine.trainer import YolactTrainer
+from ..runtime.checkpointer import AtomicDetectionCheckpointer
+from ..runtime.config_loading import setup_cfg
+from ..runtime.safe_load import trusted_weights_file
 from ..runtime.weights_catalog import SCHEME
 from ..utils.errors import ConfigError
 
@@ -63,14 +71,10 @@ def get_config(config_path: str, trained: bool = False):
     path = get_config_file(config_path)
     weights = trained_weights(config_path) if trained else None
     if path.endswith(".py"):
-        from detectron2.config import LazyConfig
-
         cfg = LazyConfig.load(path)
         if weights is not None:
             cfg.train.init_checkpoint = weights
         return cfg
-    from ..runtime.config_loading import setup_cfg
-
     cfg = setup_cfg(path, freeze=False)
     if weights is not None:
         cfg.MODEL.WEIGHTS = weights
@@ -81,26 +85,15 @@ def get(config_path: str, trained: bool = False, device: Optional[str] = None):
     """A model of a zoo config, with its weights loaded (downloaded once for ``yolact://`` names), as
     ``detectron2.model_zoo.get``: on ``device`` (default: the config's, or "cpu" without CUDA), in
     training mode (call ``.eval()`` for inference, or use ``YolactPredictor``)."""
-    import torch
-
-    from detectron2.config import CfgNode
-
-    from ..runtime.checkpointer import AtomicDetectionCheckpointer
-    from ..runtime.safe_load import trusted_weights_file
-
     cfg = get_config(config_path, trained)
     if device is None and not torch.cuda.is_available():
         device = "cpu"
     if isinstance(cfg, CfgNode):
-        from ..engine.trainer import YolactTrainer
-
         if device is not None:
             cfg.MODEL.DEVICE = device
         model = YolactTrainer.build_model(cfg)
         AtomicDetectionCheckpointer(model, trusted_file=trusted_weights_file(cfg)).load(cfg.MODEL.WEIGHTS)
         return model
-    from detectron2.config import instantiate
-
     model = instantiate(cfg.model)
     if device is not None:
         model = model.to(device)

@@ -1,4 +1,4 @@
-"""YOLACT training losses (docs/MODEL.md §6).
+"""YOLACT training losses, as the original computes them.
 
 ``loss_cls`` (OHEM 3:1 softmax cross-entropy), ``loss_box_reg`` (smooth-L1 x 1.5) and ``loss_mask``
 (BCE of GT-box-cropped prototype masks, each divided by its GT box area in prototype pixels,
@@ -52,7 +52,7 @@ def downsample_masks(masks: torch.Tensor, size) -> torch.Tensor:
 def binary_mask_iou(masks: torch.Tensor, gt_masks: torch.Tensor) -> torch.Tensor:
     """IoU of binary (0/1) masks ``(N, H, W)`` with binary GT masks ``(N, H, W)``, pairwise by index.
 
-    The training target of the mask re-scoring net (docs/MODEL.md §6.5), at prototype resolution. Only GT masks
+    The training target of YOLACT++'s mask re-scoring net, at prototype resolution. Only GT masks
     larger than ``MASK_IOU_MIN_AREA`` reach it, so the union is never empty there; an empty union
     (possible with ``MASK_IOU_MIN_AREA < 0``) gives 0 rather than NaN.
     """
@@ -148,7 +148,8 @@ class YolactLoss(nn.Module):
         ]
         labels = torch.stack([m.labels for m in matches])
         positive = labels > 0
-        # Normalised by the positives of the whole batch (docs/MODEL.md §6.6); an all-empty batch gives 0 losses.
+        # Normalised by the positives of the whole batch, as the original (not image by image); an all-empty
+        # batch gives 0 losses.
         normalizer = positive.sum().clamp(min=1).float()
 
         box_targets = torch.stack([m.box_targets for m in matches])
@@ -179,7 +180,7 @@ class YolactLoss(nn.Module):
         appended to it, one ``(soft_masks (n, H', W'), iou_targets (n,), classes (n,))`` per image:
         the GT-box-cropped soft masks of the positives whose GT mask has more than
         ``mask_iou_min_area`` prototype pixels (after the ``masks_to_train`` subsampling), the IoU
-        of their ``> 0.5`` binarisation with the GT mask, and the GT class (docs/MODEL.md §6.5).
+        of their ``> 0.5`` binarisation with the GT mask, and the GT class.
         """
         proto_h, proto_w = prototypes.shape[-2:]
         total = prototypes.new_zeros(())

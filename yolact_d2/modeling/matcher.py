@@ -1,4 +1,4 @@
-"""Anchor-to-ground-truth matching of YOLACT (docs/MODEL.md §5).
+"""Anchor-to-ground-truth matching of YOLACT.
 
 Differs from Detectron2's ``Matcher`` in the forced matching: the original greedily gives every
 ground-truth box its best still-free anchor, highest overlap first, and marks those anchors with

@@ -24,6 +24,8 @@ from torch import nn
 
 from detectron2.layers import FrozenBatchNorm2d
 
+from ..layers.deform_conv import ModulatedDeformConv2d
+
 __all__ = ["fuse_conv_bn", "cast_network", "NETWORK_PARTS", "optimize_for_inference"]
 
 
@@ -89,8 +91,6 @@ def cast_network(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     has no bf16)."""
     if dtype == torch.float32:
         return model
-    from ..layers.deform_conv import ModulatedDeformConv2d
-
     if any(isinstance(m, ModulatedDeformConv2d) for m in model.backbone.modules()):
         raise ValueError(f"a {dtype} network is not supported for deformable convolutions (YOLACT++): "
                          "torchvision's deform_conv2d has no kernel for it on CPU")

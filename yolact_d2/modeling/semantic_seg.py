@@ -1,4 +1,4 @@
-"""Auxiliary semantic-segmentation head of YOLACT (docs/MODEL.md §2.5): a 1x1 conv on P3 giving
+"""Auxiliary semantic-segmentation head of YOLACT: a 1x1 conv on P3 giving
 one logit map per foreground class. Used only for the training loss ``loss_sem_seg``; it adds
 features that help the protonet at no inference cost."""
 import torch

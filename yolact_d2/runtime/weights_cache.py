@@ -29,6 +29,7 @@ from iopath.common.file_io import PathHandler, file_lock, get_cache_dir
 
 from detectron2.utils.file_io import PathManager
 
+from ..converters import yolact_converter as conv
 from ..utils.atomic_io import atomic_open, atomic_write_bytes
 from ..utils.errors import UserError, first_line
 from .converted_files import load_checkpoint_file, save_converted_checkpoint
@@ -172,8 +173,6 @@ def _original_file(name: str, weights: PublishedWeights) -> str:
 
 
 def _convert(name: str, weights: PublishedWeights, source: str, target: str) -> None:
-    from ..converters import yolact_converter as conv  # torch only; kept off Detectron2's import path
-
     try:
         checkpoint = load_checkpoint_file(source)  # safe loader: tensors and plain data only
         if weights.format == "torchvision":

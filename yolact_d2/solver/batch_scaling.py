@@ -1,7 +1,7 @@
-"""One rule for the schedule at any batch and any number of processes (docs/MODEL.md §8): the original's
-``--autoscale``. The schedule keys are written for ``SOLVER.REFERENCE_IMS_PER_BATCH`` images per
-iteration (8 in the YOLACT configs); for a total batch B (``SOLVER.IMS_PER_BATCH``, over all processes)
-with ``f = B / REFERENCE_IMS_PER_BATCH``:
+"""One rule for the schedule at any batch and any number of processes, so that a run on other hardware
+trains as the original's recipe: the original's ``--autoscale``. The schedule keys are written for
+``SOLVER.REFERENCE_IMS_PER_BATCH`` images per iteration (8 in the YOLACT configs); for a total batch B
+(``SOLVER.IMS_PER_BATCH``, over all processes) with ``f = B / REFERENCE_IMS_PER_BATCH``:
 
 * ``BASE_LR x f``;
 * ``MAX_ITER // f`` and every ``STEPS // f`` (the original's float floor division), so the same number

@@ -1,4 +1,5 @@
-"""The optimizer of ``SOLVER.OPTIMIZER`` with ``SOLVER.CLIP_GRADIENTS`` (docs/MODEL.md §8)."""
+"""The optimizer of ``SOLVER.OPTIMIZER`` (SGD, the original's; AdamW for short schedules) with
+``SOLVER.CLIP_GRADIENTS``."""
 from typing import Dict, Optional
 
 import torch
@@ -75,7 +76,7 @@ def make_optimizer(
         # 7 % less per iteration of the synthetic config on CPU (docs/BENCHMARKS.md, main job).
         optimizer_cls, kwargs = torch.optim.AdamW, {"fused": True}
     else:
-        raise ConfigError(f"SOLVER.OPTIMIZER must be 'SGD' or 'ADAMW', got {name!r}")
+        raise ConfigError("SOLVER.OPTIMIZER", f"must be 'SGD' or 'ADAMW', got {name!r}")
     clip = dict(clip_gradients or {})
     if clip and clip.get("clip_type", "value") == "norm":
         optimizer_cls = with_foreach_norm_clipping(optimizer_cls, clip["clip_value"], clip.get("norm_type", 2.0))

@@ -1,4 +1,5 @@
-"""The LR schedule of the LazyConfigs, and the original's batch-size scaling of it (docs/MODEL.md §8).
+"""The LR schedule of the LazyConfigs, and the original's batch-size scaling of it (the same rule as the
+yaml configs', so that both config systems train alike).
 
 :func:`warmup_multistep_multiplier` is the multiplier the yacs path's ``build_lr_scheduler`` makes for
 ``SOLVER.LR_SCHEDULER_NAME "WarmupMultiStepLR"``, as a function of plain numbers that a LazyConfig's

@@ -1,4 +1,4 @@
-"""The original YOLACT's learning-rate schedule (docs/MODEL.md §8): with the original's recipe on
+"""The original YOLACT's learning-rate schedule, to the iteration: with the original's recipe on
 (``SOLVER.REFERENCE_IMS_PER_BATCH`` > 0), ``SOLVER.LR_SCHEDULER_NAME "WarmupMultiStepLR"`` with a linear
 warm-up is evaluated at integer iterations with the original's arithmetic.
 

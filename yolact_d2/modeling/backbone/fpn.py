@@ -1,4 +1,4 @@
-"""The YOLACT feature pyramid (docs/MODEL.md §2.2) on top of Detectron2's ResNet.
+"""The YOLACT feature pyramid on top of Detectron2's ResNet.
 
 It differs from Detectron2's ``FPN`` + ``LastLevelP6P7`` in four ways that the released weights
 depend on: the top-down path upsamples *bilinearly to the lateral's exact size* (so a 550 input
@@ -69,7 +69,7 @@ class YolactFPN(Backbone):
         }
         self._out_feature_channels = {name: out_channels for name in self._out_features}
         for conv in [*self.lateral_convs, *self.output_convs, *self.downsample_convs]:
-            # The original initialises every non-backbone conv with Xavier-uniform, bias 0 (docs/MODEL.md §8).
+            # Xavier-uniform, bias 0: the original's start for every non-backbone conv, so training starts alike.
             nn.init.xavier_uniform_(conv.weight)
             if conv.bias is not None:
                 nn.init.zeros_(conv.bias)
@@ -82,7 +82,7 @@ class YolactFPN(Backbone):
     def forward(self, x) -> Dict[str, "torch.Tensor"]:  # noqa: F821
         bottom_up_features = self.bottom_up(x)
         laterals = [bottom_up_features[f] for f in self.in_features]
-        # Top-down: the *pre-3x3* sums are what gets upsampled (docs/MODEL.md §2.2).
+        # Top-down: the *pre-3x3* sums are what gets upsampled, as in the original (the released weights expect it).
         merged = [None] * len(laterals)
         top = None
         for i in range(len(laterals) - 1, -1, -1):
@@ -124,8 +124,9 @@ def build_yolact_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> YolactFPN:
     num_downsample = len(cfg.MODEL.YOLACT.IN_FEATURES) - len(in_features)
     if num_downsample < 0:
         raise ConfigError(
-            f"MODEL.YOLACT.IN_FEATURES ({cfg.MODEL.YOLACT.IN_FEATURES}) has fewer levels than "
-            f"MODEL.FPN.IN_FEATURES ({in_features})"
+            f"MODEL.YOLACT.IN_FEATURES ({cfg.MODEL.YOLACT.IN_FEATURES})",
+            f"has fewer levels than MODEL.FPN.IN_FEATURES ({in_features})",
+            "list one level per FPN input level, then the extra stride-2 levels (p3..p7 for res3..res5)",
         )
     return YolactFPN(
         bottom_up=bottom_up,

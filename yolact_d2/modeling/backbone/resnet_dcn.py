@@ -1,4 +1,4 @@
-"""Detectron2 ResNet with YOLACT++'s deformable bottlenecks (docs/MODEL.md §2.6).
+"""Detectron2 ResNet with YOLACT++'s deformable bottlenecks.
 
 YOLACT++ replaces the 3x3 conv of some bottlenecks by DCNv2. In a stage with deform on, block
 ``i`` is deformable iff ``i % interval == 0`` (the original's rule
@@ -83,7 +83,8 @@ class DCNv2BottleneckBlock(BottleneckBlock):
 def deformable_blocks(num_blocks: int, deform_on: bool, interval: int) -> List[bool]:
     """Which blocks of a stage are deformable: block ``i`` iff deform is on and ``i % interval == 0``."""
     if interval < 1:
-        raise ConfigError(f"MODEL.YOLACT.DEFORM_INTERVAL must be >= 1, got {interval}")
+        raise ConfigError("MODEL.YOLACT.DEFORM_INTERVAL", f"must be >= 1, got {interval}",
+                          "1 makes every block of a deformable stage deformable, N every N-th")
     return [bool(deform_on) and i % interval == 0 for i in range(num_blocks)]
 
 
@@ -91,7 +92,7 @@ def check_resnet_depth(depth: int) -> None:
     """``MODEL.RESNETS.DEPTH`` one of the ResNets that both backbone builders know (Detectron2's
     raises a bare KeyError for another)."""
     if depth not in _BLOCKS_PER_STAGE:
-        raise ConfigError(f"MODEL.RESNETS.DEPTH must be one of {sorted(_BLOCKS_PER_STAGE)}, got {depth}")
+        raise ConfigError("MODEL.RESNETS.DEPTH", f"must be one of {sorted(_BLOCKS_PER_STAGE)}, got {depth}")
 
 
 def make_yolact_resnet_stages(
@@ -116,19 +117,21 @@ def make_yolact_resnet_stages(
     check_resnet_depth(depth)
     deform_on = list(deform_on_per_stage)
     if len(deform_on) != 4:
-        raise ConfigError(f"MODEL.RESNETS.DEFORM_ON_PER_STAGE needs 4 entries (res2..res5), got {deform_on}")
+        raise ConfigError("MODEL.RESNETS.DEFORM_ON_PER_STAGE", f"needs 4 entries (res2..res5), got {deform_on}",
+                          "e.g. [False, True, True, True], YOLACT++'s")
     if any(deform_on) and not deform_modulated:
         raise ConfigError(
-            "MODEL.RESNETS.DEFORM_MODULATED False (DCNv1) is not supported; YOLACT++ uses modulated "
-            "deformable convolutions (DCNv2): set it to True"
+            "MODEL.RESNETS.DEFORM_MODULATED False (DCNv1)",
+            "is not supported; YOLACT++ uses modulated deformable convolutions (DCNv2)", "set it to True",
         )
     if res5_dilation not in (1, 2):
-        raise ConfigError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {res5_dilation}")
+        raise ConfigError("MODEL.RESNETS.RES5_DILATION", f"must be 1 or 2, got {res5_dilation}")
     basic = depth in BASIC_BLOCK_DEPTHS
     if basic and (any(deform_on) or res5_dilation != 1 or num_groups != 1):
         raise ConfigError(
+            f"MODEL.RESNETS.DEPTH {depth}",
             "R-18/R-34 have basic blocks: they need MODEL.RESNETS.RES5_DILATION 1, NUM_GROUPS 1 and no "
-            "deformable stages (DEFORM_ON_PER_STAGE all False)"
+            "deformable stages (DEFORM_ON_PER_STAGE all False)", "set those, or use a ResNet-50 or deeper",
         )
     in_channels = stem_out_channels
     out_channels = res2_out_channels

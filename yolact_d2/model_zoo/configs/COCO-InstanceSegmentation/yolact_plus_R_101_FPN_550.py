@@ -1,5 +1,5 @@
 # yolact_plus_base_config as a LazyConfig: YOLACT++-550 with ResNet-101-FPN (34.6 mask AP on test-dev).
-# Differences from yolact_base (docs/MODEL.md §1.2): DCNv2 in every 3rd bottleneck of C3-C5 (11 blocks),
+# Differences from yolact_base (docs/MODEL.md): DCNv2 in every 3rd bottleneck of C3-C5 (11 blocks),
 # 3 scales x 3 real aspect ratios = 9 anchors per location, mask re-scoring.
 from ..common.models.yolact import maskiou_net
 from .yolact_R_101_FPN_550 import dataloader, lr_multiplier, model, optimizer, train

@@ -1,5 +1,5 @@
 # The optimizer of SOLVER.OPTIMIZER (yolact_d2.solver.make_optimizer): SGD as the original (momentum 0.9,
-# weight decay 5e-4 on every parameter, BN and biases included: docs/MODEL.md §8), or fused AdamW.
+# weight decay 5e-4 on every parameter, BN and biases included: docs/MODEL.md), or fused AdamW.
 # params.model is set to the model before instantiating (as Detectron2's lazyconfig_train_net does).
 from detectron2.config import LazyCall as L
 from detectron2.solver.build import get_default_optimizer_params

@@ -1,4 +1,4 @@
-# The original's LR schedule (docs/MODEL.md §8) for a batch of 8: LR 1e-3 (optimizer.lr), linear warm-up
+# The original's LR schedule (docs/MODEL.md) for a batch of 8: LR 1e-3 (optimizer.lr), linear warm-up
 # over 500 iterations from 1e-4, x0.1 at 280k/600k/700k/750k, 800k iterations (train.max_iter).
 # For another total batch, scaled_schedule gives the original's --autoscale numbers (LR x f, iterations
 # and steps / f with f = batch / 8); yolact_schedule applies them to a config in one call.

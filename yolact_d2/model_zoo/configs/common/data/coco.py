@@ -1,4 +1,4 @@
-# COCO 2017 instances with YOLACT's mapper (SSD augmentation, square resize; docs/MODEL.md §7) and
+# COCO 2017 instances with YOLACT's mapper (SSD augmentation, square resize; docs/MODEL.md) and
 # YOLACT's COCO evaluator (YOLACT++ mask scores). The image size is set once, in
 # dataloader.train.mapper.augmentations.image_size; the test mapper and the mapper's size rules follow it.
 # Own COCO-format data needs no code: dataloader.{train,test}.dataset.coco_instances takes

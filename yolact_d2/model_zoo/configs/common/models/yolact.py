@@ -1,4 +1,4 @@
-# YOLACT-550 with ResNet-101-FPN (docs/MODEL.md §1.1) as a LazyConfig: the same classes that
+# YOLACT-550 with ResNet-101-FPN (docs/MODEL.md) as a LazyConfig: the same classes that
 # Base-YOLACT.yaml builds through their from_config, here called with explicit arguments.
 # Values shared by several parts are interpolations ("${..head.num_classes}"), so that one override
 # (e.g. model.head.num_classes=3) changes all of them.
@@ -35,7 +35,7 @@ model = L(Yolact)(
     ),
     sem_seg_head=L(SemanticSegHead)(in_channels="${..backbone.out_channels}", num_classes="${..head.num_classes}"),
     maskiou_net=None,  # YOLACT++: L(FastMaskIoUNet)(num_classes=...), see yolact_plus_R_101_FPN_550.py
-    # relative (cx, cy, w, h) priors (docs/MODEL.md §3); head.num_anchors = scales x ratios per level
+    # relative (cx, cy, w, h) priors (docs/MODEL.md); head.num_anchors = scales x ratios per level
     anchor_generator=L(YolactAnchorGenerator)(
         scales=[[24], [48], [96], [192], [384]], aspect_ratios=[[1.0, 0.5, 2.0]], square_anchors=True
     ),
