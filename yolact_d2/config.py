@@ -5,7 +5,7 @@ Everything YOLACT-specific lives under ``MODEL.YOLACT``; the few generic input k
 ``INPUT.*`` keys, as Mask2Former does. Standard keys (``MODEL.BACKBONE.NAME``, ``MODEL.RESNETS.*``,
 ``MODEL.PIXEL_MEAN/STD``, ``INPUT.FORMAT``, ``TEST.DETECTIONS_PER_IMAGE``, ``MODEL.DEVICE``,
 ``MODEL.WEIGHTS``, ``SOLVER.*``) are re-used, never duplicated. Defaults are those of the original
-``yolact_base_config`` (docs/MODEL.md §1.1); section numbers below refer to docs/MODEL.md.
+``yolact_base_config``; docs/MODEL.md explains each of them.
 """
 from detectron2.config import CfgNode as CN
 
@@ -26,39 +26,39 @@ def _add_model_keys(_C):
     _C.MODEL.WEIGHTS_TRUSTED = False
     _C.MODEL.YOLACT = CN()
     # Number of foreground classes (COCO: 80). The classifier has NUM_CLASSES + 1 outputs, index 0
-    # being background (§2.4); predicted classes are contiguous 0..NUM_CLASSES-1.
+    # being background, as the original's softmax does; predicted classes are contiguous 0..NUM_CLASSES-1.
     _C.MODEL.YOLACT.NUM_CLASSES = 80
     # FPN levels fed to the prediction head, finest first; the protonet and the semantic-seg head
-    # read the first one (P3, §2.3, §2.5).
+    # read the first one (P3: the protonet and the semantic-segmentation head sit there).
     _C.MODEL.YOLACT.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
     # Registry names of the swappable parts.
     _C.MODEL.YOLACT.HEAD_NAME = "YolactHead"
     _C.MODEL.YOLACT.PROTONET_NAME = "ProtoNet"
-    # Number of prototype masks k (§2.3).
+    # Number of prototype masks k.
     _C.MODEL.YOLACT.NUM_PROTOTYPES = 32
     # Normalisation after the hidden convs of the prediction head and the protonet ("", "GN", ...;
     # Detectron2's get_norm names). YOLACT has none; together with MODEL.FPN.NORM "GN" it keeps
     # training from scratch stable (without it the ReLU'd FPN outputs die; docs/DEVELOPMENT_NOTES.md).
     _C.MODEL.YOLACT.NORM = ""
 
-    # ---- Anchors (§3). Scales are anchor sides in pixels of the network input, one list per
+    # ---- Anchors. Scales are anchor sides in pixels of the network input, one list per
     # level; aspect ratios are width / height (the opposite of Detectron2's h/w convention).
     _C.MODEL.YOLACT.ANCHOR_SCALES = [[24], [48], [96], [192], [384]]
     _C.MODEL.YOLACT.ANCHOR_ASPECT_RATIOS = [[1.0, 0.5, 2.0]]
-    # YOLACT v1 configs set h = w for every anchor ("backward compatibility with a bug", §3.2), so
+    # YOLACT v1 configs set h = w for every anchor ("backward compatibility with a bug", in the original's words), so
     # the three anchors per location are squares of side s, s/sqrt(2), s*sqrt(2). YOLACT++: False.
     _C.MODEL.YOLACT.SQUARE_ANCHORS = True
 
-    # ---- Training targets (§5).
+    # ---- Training targets.
     _C.MODEL.YOLACT.POSITIVE_IOU_THRESHOLD = 0.5
     _C.MODEL.YOLACT.NEGATIVE_IOU_THRESHOLD = 0.4
     # Non-positive anchors whose intersection-over-anchor-area with a crowd box exceeds this
     # become neutral. 1.0 disables crowd handling.
     _C.MODEL.YOLACT.CROWD_IOA_THRESHOLD = 0.7
-    # SSD box-coding variances (§4): weights (1/0.1, 1/0.1, 1/0.2, 1/0.2) with no dw/dh clamp.
+    # SSD box-coding variances: weights (1/0.1, 1/0.1, 1/0.2, 1/0.2) with no dw/dh clamp.
     _C.MODEL.YOLACT.BBOX_VARIANCES = [0.1, 0.2]
 
-    # ---- Losses (§6). All but the semantic-seg loss are divided by the number of positive
+    # ---- Losses. All but the semantic-seg loss are divided by the number of positive
     # anchors in the whole batch.
     _C.MODEL.YOLACT.OHEM_NEG_POS_RATIO = 3
     _C.MODEL.YOLACT.LOSS_CLS_WEIGHT = 1.0
@@ -67,15 +67,15 @@ def _add_model_keys(_C):
     _C.MODEL.YOLACT.LOSS_SEM_SEG_WEIGHT = 1.0
     # At most this many positive anchors per image get a mask loss (random subset, rescaled).
     _C.MODEL.YOLACT.MASKS_TO_TRAIN = 100
-    # Auxiliary semantic-segmentation head on P3 (training only, §2.5).
+    # Auxiliary semantic-segmentation head on P3 (training only).
     _C.MODEL.YOLACT.SEM_SEG_ON = True
 
 
 def _add_inference_keys(_C):
-    """Post-processing (§9) and the YOLACT++ parts (§1.2)."""
-    # ---- Inference (§9).
+    """Post-processing and the YOLACT++ parts."""
+    # ---- Inference.
     # Anchors whose best foreground score is <= this are dropped before NMS. There is no second
-    # threshold after Fast NMS (§9.2), so final scores can be lower than this.
+    # threshold after Fast NMS, so final scores can be lower than this.
     _C.MODEL.YOLACT.SCORE_THRESH_TEST = 0.05
     # "fast" (per-class Fast NMS, the original's evaluation setting), "cross_class" (class-agnostic
     # Fast NMS) or "standard" (per-class greedy NMS).
@@ -85,7 +85,7 @@ def _add_inference_keys(_C):
     _C.MODEL.YOLACT.TOPK_CANDIDATES_TEST = 200
     # Final masks are sigmoid(P C^T) upsampled to the image size and compared with this (strict >).
     _C.MODEL.YOLACT.MASK_THRESHOLD = 0.5
-    # The original truncates final pixel boxes to integers (§9.6); False keeps sub-pixel boxes.
+    # The original truncates final pixel boxes to integers; False keeps sub-pixel boxes.
     _C.MODEL.YOLACT.TRUNCATE_BOXES_TEST = True
     # The maximum number of detections is TEST.DETECTIONS_PER_IMAGE (100, as the original).
     # No longer a key: the post-processing is always the fast one (Fast NMS on topk candidates, masks
@@ -106,18 +106,18 @@ def _add_inference_keys(_C):
     # (issue 32) with the same AP (docs/EXPORT.md, "bf16"); on CPUs without native bf16 it is slower.
     _C.MODEL.YOLACT.PRECISION_TEST = "fp32"
 
-    # ---- YOLACT++ (§1.2): deformable backbone, mask re-scoring. The ++ configs also set
+    # ---- YOLACT++: deformable backbone, mask re-scoring. The ++ configs also set
     # MODEL.RESNETS.DEFORM_ON_PER_STAGE [False, True, True, True], MODEL.RESNETS.DEFORM_MODULATED
     # True, three anchor scales per level and SQUARE_ANCHORS False.
     # In a stage with deform on (MODEL.RESNETS.DEFORM_ON_PER_STAGE), bottleneck i gets a DCNv2
     # 3x3 conv iff i % DEFORM_INTERVAL == 0 (original: 3 for R-101, 1 for R-50).
     _C.MODEL.YOLACT.DEFORM_INTERVAL = 1
-    # Mask re-scoring network (FastMaskIoUNet, §2.7): predicts the IoU of every mask with its
+    # Mask re-scoring network (FastMaskIoUNet): predicts the IoU of every mask with its
     # object; at inference the mask score is class score x predicted IoU (Instances.mask_scores,
-    # used for mask AP; box AP keeps the class score, §9.7).
+    # used for mask AP; box AP keeps the class score).
     _C.MODEL.YOLACT.MASK_IOU_ON = False
     _C.MODEL.YOLACT.MASK_IOU_NET_NAME = "FastMaskIoUNet"
-    # loss_mask_iou: smooth-L1 x this weight, divided by the number of positives (§6.5).
+    # loss_mask_iou: smooth-L1 x this weight, divided by the number of positives.
     _C.MODEL.YOLACT.LOSS_MASK_IOU_WEIGHT = 25.0
     # Only positives whose GT mask covers more than this many prototype pixels train the net.
     _C.MODEL.YOLACT.MASK_IOU_MIN_AREA = 25
@@ -125,9 +125,9 @@ def _add_inference_keys(_C):
 
 def _add_data_and_solver_keys(_C):
     """The input keys next to Detectron2's ``INPUT.*``, datasets, solver, reliability and evaluation."""
-    # ---- Input. YOLACT squashes every image to a square of IMAGE_SIZE pixels (§7.1, §7.2).
+    # ---- Input. YOLACT squashes every image to a square of IMAGE_SIZE pixels, at training and at test time.
     _C.INPUT.IMAGE_SIZE = 550
-    # Training augmentations of the YOLACT mapper, applied in the original order (§7.2) before the
+    # Training augmentations of the YOLACT mapper, applied in the original order before the
     # square resize; the original's augment_* flags. Small images (e.g. the synthetic dataset) may
     # drop "expand", which shrinks objects up to 4x.
     _C.INPUT.YOLACT_AUGMENTATIONS = ["photometric_distort", "expand", "random_sample_crop", "mirror"]
@@ -152,12 +152,12 @@ def _add_data_and_solver_keys(_C):
     # Without this, such a name is an error naming both sources (an entry with the same json and images is fine).
     _C.DATASETS.COCO_INSTANCES_REPLACE = []
 
-    # ---- Solver. "SGD" is the original's (§8: momentum SOLVER.MOMENTUM, weight decay
+    # ---- Solver. "SGD" is the original's (momentum SOLVER.MOMENTUM, weight decay
     # SOLVER.WEIGHT_DECAY*); "ADAMW" (betas 0.9/0.999, decoupled SOLVER.WEIGHT_DECAY*) trains a
     # from-scratch model faster in a short schedule, as Mask2Former does. Both honour
     # SOLVER.CLIP_GRADIENTS and Detectron2's per-parameter-type weight decay keys.
     _C.SOLVER.OPTIMIZER = "SGD"
-    # ---- The original's recipe at any batch size (docs/MODEL.md §8); Base-YOLACT.yaml sets the original's values.
+    # ---- The original's recipe at any batch size; Base-YOLACT.yaml sets the original's values.
     # The total batch the schedule keys are written for. Another SOLVER.IMS_PER_BATCH B (total over all processes)
     # scales them as the original's --autoscale: BASE_LR x B/REF, MAX_ITER and STEPS // (B/REF), the warm-up
     # unchanged (same iterations, same starting LR); "WarmupMultiStepLR" then gives the original's LR at every

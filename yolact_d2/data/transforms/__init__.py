@@ -1,6 +1,6 @@
 """YOLACT's SSD-style input pipeline as Detectron2 ``Augmentation``/``Transform`` classes.
 
-See docs/MODEL.md §7.1 (test-time resize) and §7.2 (training augmentation). The original works on
+docs/MODEL.md describes the test-time resize and the training augmentation. The original works on
 float32 images in 0..255 and never clips after the photometric changes. Every transform here
 therefore converts its image input to float32 (``uint8`` input is accepted) and returns float32
 without clipping or rounding; segmentation masks keep their dtype.

@@ -1,5 +1,5 @@
 """What every YOLACT transform shares: the ``AugInput`` that follows the instances a transform
-drops, and the float32 image convention (docs/MODEL.md §7.2).
+drops, and the float32 image convention, as the original's augmentations use.
 
 Detectron2's ``AugInput`` has no notion of dropped instances, yet the SSD crop drops ground truth
 whose box centre leaves the crop. A transform that drops instances exposes

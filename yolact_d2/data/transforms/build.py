@@ -1,4 +1,4 @@
-"""The augmentation lists of training and inference, built from the config (docs/MODEL.md §7)."""
+"""The augmentation lists of training and inference, built from the config."""
 import math
 from typing import List, Sequence, Union
 
@@ -43,7 +43,7 @@ def build_yolact_train_augmentation(cfg) -> List[Union[T.Augmentation, T.Transfo
 def yolact_train_augmentation(
     image_size: int, names: Sequence[str], image_format: str, pixel_mean: Sequence[float]
 ) -> List[Union[T.Augmentation, T.Transform]]:
-    """The original ``SSDAugmentation`` (docs/MODEL.md §7.2) as a list of Detectron2 augmentations::
+    """The original ``SSDAugmentation`` as a list of Detectron2 augmentations::
 
         RandomPhotometricDistort -> RandomExpand(pixel_mean) -> RandomSSDCrop
         -> RandomFlip(0.5, horizontal) -> SquashResize(image_size)
@@ -82,7 +82,7 @@ def build_yolact_test_augmentation(cfg) -> List[Union[T.Augmentation, T.Transfor
 
 
 def yolact_test_augmentation(image_size: int, resize_mode: str = "squash") -> List[Union[T.Augmentation, T.Transform]]:
-    """Test-time resize (docs/MODEL.md §7.1), per ``resize_mode`` (``INPUT.TEST_RESIZE_MODE``): ``"squash"``
+    """Test-time resize, per ``resize_mode`` (``INPUT.TEST_RESIZE_MODE``): ``"squash"``
     (image_size x image_size, the original protocol) or ``"keep_aspect"`` (longer side = image_size, aspect
     kept, no padding: the model pads). Both use cv2 INTER_LINEAR on float32."""
     if resize_mode == "squash":

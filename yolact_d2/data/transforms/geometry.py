@@ -1,6 +1,6 @@
 """Geometric transforms of YOLACT's pipeline on float32 images: the zoom-out ``Expand`` onto a
-mean-filled canvas (docs/MODEL.md §7.2) and the cv2 resizes (squash, or longest side for the
-``keep_aspect`` test mode, §7.1). The mirror step is Detectron2's ``RandomFlip``."""
+mean-filled canvas and the cv2 resizes (squash, or longest side for the
+``keep_aspect`` test mode). The mirror step is Detectron2's ``RandomFlip``."""
 from typing import Optional, Sequence, Tuple
 
 import cv2
@@ -187,7 +187,7 @@ class CV2ResizeTransform(Transform):
 
 class SquashResize(Augmentation):
     """Resize to ``size x size`` ignoring the aspect ratio (YOLACT's training and default
-    test-time resize, docs/MODEL.md §7.1/§7.2), with :class:`CV2ResizeTransform`."""
+    test-time resize), with :class:`CV2ResizeTransform`."""
 
     def __init__(self, size: int, interp: int = cv2.INTER_LINEAR, mask_interp: str = "linear"):
         super().__init__()

@@ -1,4 +1,4 @@
-"""The original ``PhotometricDistort`` (docs/MODEL.md §7.2): brightness, contrast, saturation and
+"""The original ``PhotometricDistort``: brightness, contrast, saturation and
 hue on float32, without clipping."""
 from typing import Optional, Tuple
 

@@ -1,4 +1,4 @@
-"""The original ``RandomSampleCrop`` (SSD random sample crop, docs/MODEL.md §7.2), with polygon
+"""The original ``RandomSampleCrop`` (SSD random sample crop), with polygon
 clipping and the centre-inside rule that decides which instances survive the crop."""
 from typing import Tuple
 

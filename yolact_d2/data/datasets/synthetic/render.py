@@ -32,8 +32,8 @@ class SquareSides(NamedTuple):
     max: int
 
 
-# Square images of 160-256 px. Square because YOLACT squash-resizes every image to a square
-# (docs/MODEL.md §7.1): in a non-square image a circle reaches the model as an ellipse, so "circle" and
+# Square images of 160-256 px. Square because YOLACT squash-resizes every image to a square: in a
+# non-square image a circle reaches the model as an ellipse, so "circle" and
 # "ellipse" (axis ratio 0.4-0.65) would not be tellable apart from the model's input.
 DEFAULT_IMAGE_SIZE = SquareSides(160, 256)
 
