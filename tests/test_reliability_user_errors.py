@@ -332,3 +332,28 @@ def test_busy_dist_url_port_is_a_usage_error_naming_it():
 
     assert _busy_port(url) == ""  # free again
     assert _busy_port("tcp://10.255.255.1:23456") == ""  # another machine's address: torch's to report
+
+
+def test_export_keeps_an_existing_output_unless_forced(tmp_path):
+    """A repeated export command does not silently replace the earlier model (nor, with --int8, the
+    float32 twin it keeps next to it); --force replaces it."""
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"an earlier export")
+    base = [EXPORT, "--format", "torchscript", "--config-file", SYNTHETIC_CONFIG, "--weights", "random",
+            "--output", str(out), "MODEL.DEVICE", "cpu"]
+    line = _one_error_line(*_run(base))
+    assert line == f"error: --output {out}: exists (pass --force to replace it, or give another path)"
+    assert out.read_bytes() == b"an earlier export"
+
+    onnx = tmp_path / "model.onnx"
+    twin = tmp_path / "model.float32.onnx"
+    twin.write_bytes(b"an earlier float32 model")
+    line = _one_error_line(*_run([EXPORT, "--format", "onnx", "--int8", "--calibration-dataset",
+                                  "yolact_synthetic_train", "--config-file", SYNTHETIC_CONFIG, "--weights", "random",
+                                  "--output", str(onnx), "MODEL.DEVICE", "cpu"]))
+    assert line == f"error: --output {twin}: exists (pass --force to replace it, or give another path)"
+    assert twin.read_bytes() == b"an earlier float32 model" and not onnx.exists()
+
+    returncode, stdout, stderr = _run([*base[:-2], "--force", *base[-2:]])
+    assert returncode == 0, stderr
+    assert out.read_bytes()[:2] == b"PK"  # a TorchScript archive (zip) replaced the earlier bytes

@@ -45,6 +45,8 @@ def parse_args(argv=None, prog=None):
         help="checkpoint (default: cfg MODEL.WEIGHTS; 'random': an untrained model on purpose)",
     )
     parser.add_argument("--output", required=True)
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing --output (and, with --int8, its .float32.onnx twin)")
     parser.add_argument("--opset", type=int, default=None,
                         help="ONNX opset (default 19; YOLACT++ needs >= 19; the exporter supports 18 and up)")
     parser.add_argument(
@@ -120,8 +122,27 @@ def _calibration_reader(cfg, args):
     return DatasetCalibrationReader(cfg, args.calibration_dataset, args.calibration_images)
 
 
+def _float32_twin(output: str) -> str:
+    """Where --int8 keeps the float32 model it quantised."""
+    return os.path.splitext(output)[0] + ".float32.onnx"
+
+
+def _check_output_paths(args, cfg):
+    """The files this export writes: never a folder or the weights it reads, and an existing file is
+    replaced only with --force (an earlier export is not lost to a repeated command)."""
+    outputs = [args.output] + ([_float32_twin(args.output)] if args.int8 else [])
+    weights = cfg.MODEL.WEIGHTS
+    for path in outputs:
+        if os.path.isdir(path):
+            raise ConfigError(f"--output {path}", "is a folder", "give a file name")
+        if weights and os.path.exists(weights) and os.path.exists(path) and os.path.samefile(weights, path):
+            raise ConfigError(f"--output {path}", "is the weights file this export reads", "give another path")
+        if os.path.lexists(path) and not args.force:
+            raise ConfigError(f"--output {path}", "exists", "pass --force to replace it, or give another path")
+
+
 def _quantize(args, reader):
-    float_path = os.path.splitext(args.output)[0] + ".float32.onnx"
+    float_path = _float32_twin(args.output)
     os.replace(args.output, float_path)
     info = quantize_onnx(float_path, args.output, reader, method=args.calibration_method,
                          dataset_name=args.calibration_dataset)
@@ -138,6 +159,7 @@ def main(argv=None, prog=None):
         cfg.MODEL.WEIGHTS = args.weights
         mark_set_on_command_line(cfg, "MODEL.WEIGHTS")  # --weights random: untrained on purpose
     _check_export_args(args, cfg)
+    _check_output_paths(args, cfg)
     make_output_dir(os.path.dirname(os.path.abspath(args.output)), "--output folder")  # before the slow steps
     reader = _calibration_reader(cfg, args) if args.int8 else None
     model = YolactPredictor(cfg, precision="fp32").model  # builds, checks the config, loads the weights
