@@ -1,4 +1,4 @@
-"""The YOLACT prediction head (docs/MODEL.md §2.4) and its registry.
+"""The YOLACT prediction head (docs/MODEL.md) and its registry.
 
 One module shared by all pyramid levels: a 3x3 conv + ReLU, then three parallel 3x3 convs giving,
 per anchor, box deltas, ``K + 1`` class logits (index 0 = background) and ``k`` mask coefficients
@@ -16,6 +16,7 @@ from detectron2.utils.registry import Registry
 
 from ..utils.errors import ConfigError
 from .anchor_generator import build_yolact_anchor_generator
+from .config_checks import COUNT, check_group_norm_widths, check_value_ranges
 
 __all__ = ["YOLACT_HEAD_REGISTRY", "YolactHead", "build_yolact_head"]
 
@@ -58,17 +59,25 @@ class YolactHead(nn.Module):
         self.cls_score = nn.Conv2d(in_channels, num_anchors * (num_classes + 1), 3, padding=1)
         self.coeff_pred = nn.Conv2d(in_channels, num_anchors * num_prototypes, 3, padding=1)
         for conv in (self.conv, self.bbox_pred, self.cls_score, self.coeff_pred):
-            nn.init.xavier_uniform_(conv.weight)  # original init (docs/MODEL.md §8)
+            nn.init.xavier_uniform_(conv.weight)  # the original's init: Xavier-uniform, bias 0
             if conv.bias is not None:
                 nn.init.zeros_(conv.bias)
 
     @classmethod
     def from_config(cls, cfg, input_shape: List[ShapeSpec]):
+        check_value_ranges(cfg, {"MODEL.YOLACT.NUM_CLASSES": COUNT, "MODEL.YOLACT.NUM_PROTOTYPES": COUNT})
         channels = {s.channels for s in input_shape}
         if len(channels) != 1:
-            raise ConfigError(f"YolactHead shares weights across levels; got channels {channels}")
+            raise ConfigError(
+                f"MODEL.YOLACT.IN_FEATURES with channels {sorted(channels)}",
+                "YolactHead shares weights across levels, so every level needs the same channels",
+                fix="use levels of one width (those of the FPN)",
+            )
+        in_channels = channels.pop()
+        # the width of the head's conv, which is the FPN's for the YOLACT backbone
+        check_group_norm_widths("MODEL.YOLACT.NORM", cfg.MODEL.YOLACT.NORM, {"MODEL.FPN.OUT_CHANNELS": in_channels})
         return {
-            "in_channels": channels.pop(),
+            "in_channels": in_channels,
             "num_classes": cfg.MODEL.YOLACT.NUM_CLASSES,
             "num_anchors": build_yolact_anchor_generator(cfg, input_shape).num_anchors,
             "num_prototypes": cfg.MODEL.YOLACT.NUM_PROTOTYPES,

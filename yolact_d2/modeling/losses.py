@@ -1,4 +1,4 @@
-"""YOLACT training losses (docs/MODEL.md §6).
+"""YOLACT training losses (docs/MODEL.md).
 
 ``loss_cls`` (OHEM 3:1 softmax cross-entropy), ``loss_box_reg`` (smooth-L1 x 1.5) and ``loss_mask``
 (BCE of GT-box-cropped prototype masks, each divided by its GT box area in prototype pixels,
@@ -14,10 +14,27 @@ from torch import nn
 
 from detectron2.config import configurable
 
+from .config_checks import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, check_value_ranges
 from .mask_ops import assemble_masks, crop_masks
 from .matcher import match_anchors
 
 __all__ = ["YolactLoss", "ohem_negatives", "downsample_masks", "binary_mask_iou"]
+
+# The keys the losses read besides those the model checks (NUM_CLASSES, BBOX_VARIANCES): a negative
+# weight or a threshold outside [0, 1] trains something else without an error.
+_VALUE_RANGES = {
+    "MODEL.YOLACT.POSITIVE_IOU_THRESHOLD": FRACTION,
+    "MODEL.YOLACT.NEGATIVE_IOU_THRESHOLD": FRACTION,
+    "MODEL.YOLACT.CROWD_IOA_THRESHOLD": FRACTION,
+    "MODEL.YOLACT.OHEM_NEG_POS_RATIO": POSITIVE,
+    "MODEL.YOLACT.LOSS_CLS_WEIGHT": NON_NEGATIVE,
+    "MODEL.YOLACT.LOSS_BOX_WEIGHT": NON_NEGATIVE,
+    "MODEL.YOLACT.LOSS_MASK_WEIGHT": NON_NEGATIVE,
+    "MODEL.YOLACT.LOSS_SEM_SEG_WEIGHT": NON_NEGATIVE,
+    "MODEL.YOLACT.LOSS_MASK_IOU_WEIGHT": NON_NEGATIVE,
+    "MODEL.YOLACT.MASKS_TO_TRAIN": COUNT,
+    "MODEL.YOLACT.MASK_IOU_MIN_AREA": NON_NEGATIVE,
+}
 
 
 def ohem_negatives(cls_logits: torch.Tensor, labels: torch.Tensor, neg_pos_ratio: float) -> torch.Tensor:
@@ -52,7 +69,7 @@ def downsample_masks(masks: torch.Tensor, size) -> torch.Tensor:
 def binary_mask_iou(masks: torch.Tensor, gt_masks: torch.Tensor) -> torch.Tensor:
     """IoU of binary (0/1) masks ``(N, H, W)`` with binary GT masks ``(N, H, W)``, pairwise by index.
 
-    The training target of the mask re-scoring net (docs/MODEL.md §6.5), at prototype resolution. Only GT masks
+    The training target of the mask re-scoring net (YOLACT++), at prototype resolution. Only GT masks
     larger than ``MASK_IOU_MIN_AREA`` reach it, so the union is never empty there; an empty union
     (possible with ``MASK_IOU_MIN_AREA < 0``) gives 0 rather than NaN.
     """
@@ -102,6 +119,7 @@ class YolactLoss(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
+        check_value_ranges(cfg, _VALUE_RANGES)
         y = cfg.MODEL.YOLACT
         return {
             "num_classes": y.NUM_CLASSES,
@@ -148,7 +166,7 @@ class YolactLoss(nn.Module):
         ]
         labels = torch.stack([m.labels for m in matches])
         positive = labels > 0
-        # Normalised by the positives of the whole batch (docs/MODEL.md §6.6); an all-empty batch gives 0 losses.
+        # Normalised by the positives of the whole batch, as the original; an all-empty batch gives 0 losses.
         normalizer = positive.sum().clamp(min=1).float()
 
         box_targets = torch.stack([m.box_targets for m in matches])
@@ -179,7 +197,7 @@ class YolactLoss(nn.Module):
         appended to it, one ``(soft_masks (n, H', W'), iou_targets (n,), classes (n,))`` per image:
         the GT-box-cropped soft masks of the positives whose GT mask has more than
         ``mask_iou_min_area`` prototype pixels (after the ``masks_to_train`` subsampling), the IoU
-        of their ``> 0.5`` binarisation with the GT mask, and the GT class (docs/MODEL.md §6.5).
+        of their ``> 0.5`` binarisation with the GT mask, and the GT class (YOLACT++'s re-scoring target).
         """
         proto_h, proto_w = prototypes.shape[-2:]
         total = prototypes.new_zeros(())

@@ -1,4 +1,4 @@
-"""The YOLACT prototype network (docs/MODEL.md §2.3) and its registry.
+"""The YOLACT prototype network (docs/MODEL.md) and its registry.
 
 An FCN on P3: three 3x3 convs + ReLU, bilinear x2 upsampling, one 3x3 conv + ReLU and a 1x1 conv
 to ``k`` prototypes followed by ReLU (k = 32 at 138x138 for a 550 input).
@@ -11,6 +11,8 @@ from torch import nn
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.utils.registry import Registry
+
+from .config_checks import check_group_norm_widths
 
 __all__ = ["PROTONET_REGISTRY", "ProtoNet", "build_protonet"]
 
@@ -50,13 +52,15 @@ class ProtoNet(nn.Module):
         self.predictor = nn.Conv2d(dims[-1], num_prototypes, 1)
         self.upsample_factor = upsample_factor
         for conv in [*convs, self.predictor]:
-            nn.init.xavier_uniform_(conv.weight)  # original init (docs/MODEL.md §8)
+            nn.init.xavier_uniform_(conv.weight)  # the original's init: Xavier-uniform, bias 0
             if conv.bias is not None:
                 nn.init.zeros_(conv.bias)
 
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec):
         # The original's protonet width equals the FPN width (256).
+        width = {"MODEL.FPN.OUT_CHANNELS": input_shape.channels}
+        check_group_norm_widths("MODEL.YOLACT.NORM", cfg.MODEL.YOLACT.NORM, width)
         return {
             "in_channels": input_shape.channels,
             "num_prototypes": cfg.MODEL.YOLACT.NUM_PROTOTYPES,

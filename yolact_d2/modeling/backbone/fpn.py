@@ -1,4 +1,4 @@
-"""The YOLACT feature pyramid (docs/MODEL.md §2.2) on top of Detectron2's ResNet.
+"""The YOLACT feature pyramid (docs/MODEL.md) on top of Detectron2's ResNet.
 
 It differs from Detectron2's ``FPN`` + ``LastLevelP6P7`` in four ways that the released weights
 depend on: the top-down path upsamples *bilinearly to the lateral's exact size* (so a 550 input
@@ -16,9 +16,19 @@ from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, build_resnet_backbone
 
 from ...utils.errors import ConfigError
+from ..config_checks import COUNT, check_group_norm_widths, check_value_ranges
 from .resnet_dcn import BASIC_BLOCK_DEPTHS, build_yolact_resnet_backbone, check_resnet_depth
 
 __all__ = ["YolactFPN", "build_yolact_resnet_fpn_backbone"]
+
+# Widths the backbone reads: 0 channels is a shape error deep in torch, naming no key.
+_VALUE_RANGES = {
+    "MODEL.FPN.OUT_CHANNELS": COUNT,
+    "MODEL.RESNETS.STEM_OUT_CHANNELS": COUNT,
+    "MODEL.RESNETS.RES2_OUT_CHANNELS": COUNT,
+    "MODEL.RESNETS.NUM_GROUPS": COUNT,
+    "MODEL.RESNETS.WIDTH_PER_GROUP": COUNT,
+}
 
 
 class YolactFPN(Backbone):
@@ -69,7 +79,7 @@ class YolactFPN(Backbone):
         }
         self._out_feature_channels = {name: out_channels for name in self._out_features}
         for conv in [*self.lateral_convs, *self.output_convs, *self.downsample_convs]:
-            # The original initialises every non-backbone conv with Xavier-uniform, bias 0 (docs/MODEL.md §8).
+            # The original initialises every non-backbone conv with Xavier-uniform, bias 0.
             nn.init.xavier_uniform_(conv.weight)
             if conv.bias is not None:
                 nn.init.zeros_(conv.bias)
@@ -82,7 +92,7 @@ class YolactFPN(Backbone):
     def forward(self, x) -> Dict[str, "torch.Tensor"]:  # noqa: F821
         bottom_up_features = self.bottom_up(x)
         laterals = [bottom_up_features[f] for f in self.in_features]
-        # Top-down: the *pre-3x3* sums are what gets upsampled (docs/MODEL.md §2.2).
+        # Top-down: the *pre-3x3* sums are what gets upsampled, as in the released weights' FPN.
         merged = [None] * len(laterals)
         top = None
         for i in range(len(laterals) - 1, -1, -1):
@@ -115,7 +125,14 @@ def build_yolact_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> YolactFPN:
     an R-18/R-34 narrower than 64 channels in res2 (a cheaper CPU model, measured in
     docs/DEVELOPMENT_NOTES.md), which Detectron2's builder refuses."""
     r = cfg.MODEL.RESNETS
+    check_value_ranges(cfg, _VALUE_RANGES)
     check_resnet_depth(r.DEPTH)
+    check_group_norm_widths("MODEL.RESNETS.NORM", r.NORM, {
+        "MODEL.RESNETS.STEM_OUT_CHANNELS": r.STEM_OUT_CHANNELS, "MODEL.RESNETS.RES2_OUT_CHANNELS": r.RES2_OUT_CHANNELS,
+        "MODEL.RESNETS.NUM_GROUPS x WIDTH_PER_GROUP": r.NUM_GROUPS * r.WIDTH_PER_GROUP,
+    })
+    fpn = cfg.MODEL.FPN
+    check_group_norm_widths("MODEL.FPN.NORM", fpn.NORM, {"MODEL.FPN.OUT_CHANNELS": fpn.OUT_CHANNELS})
     if any(r.DEFORM_ON_PER_STAGE) or (r.DEPTH in BASIC_BLOCK_DEPTHS and r.RES2_OUT_CHANNELS != 64):
         bottom_up = build_yolact_resnet_backbone(cfg, input_shape)
     else:
@@ -125,7 +142,8 @@ def build_yolact_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> YolactFPN:
     if num_downsample < 0:
         raise ConfigError(
             f"MODEL.YOLACT.IN_FEATURES ({cfg.MODEL.YOLACT.IN_FEATURES}) has fewer levels than "
-            f"MODEL.FPN.IN_FEATURES ({in_features})"
+            f"MODEL.FPN.IN_FEATURES ({in_features})", "the FPN makes one level per lateral and adds levels",
+            fix="name at least as many levels in MODEL.YOLACT.IN_FEATURES as in MODEL.FPN.IN_FEATURES",
         )
     return YolactFPN(
         bottom_up=bottom_up,
