@@ -97,7 +97,7 @@ def _explain_empty_training_set(cfg) -> None:
     ):
         names = ", ".join(f"'{n}'" for n in dicts)
         raise DataError(
-            f"DATASETS.TRAIN: no image of {names} has an annotation to train on (all have none or only crowd ones)",
+            "DATASETS.TRAIN", f"no image of {names} has an annotation to train on (all have none or only crowd ones)",
             fix="check the json's 'annotations' and their image ids; DATALOADER.FILTER_EMPTY_ANNOTATIONS False "
             "trains on background-only images",
         ) from None

@@ -2,7 +2,7 @@
 ``SOLVER.OPTIMIZER`` (SGD or AdamW) and a DistributedDataParallel wrapper that also works for
 multi-process CPU (gloo) training.
 
-The original's recipe at any batch (docs/MODEL.md §8): the schedule scaled by
+The original's recipe at any batch (docs/MODEL.md): the schedule scaled by
 ``SOLVER.REFERENCE_IMS_PER_BATCH``, BatchNorm frozen below ``SOLVER.FREEZE_BN_BELOW_IMS_PER_DEVICE``
 images per process, the step of a non-finite loss skipped.
 

@@ -123,7 +123,7 @@ def check_datasets_registered(dataset_names, key: str = "DATASETS.TRAIN") -> Non
     for name in dataset_names:
         if name not in registered:
             raise ConfigError(
-                f"{key}: dataset '{name}' is not registered",
+                key, f"dataset '{name}' is not registered",
                 fix="register it with DATASETS.COCO_INSTANCES [[name, json, image_root]] or in code",
             )
 
