@@ -1,19 +1,22 @@
 """Numeric config values out of range, pixel statistics that do not fit INPUT.FORMAT, GroupNorm widths,
 an unusable OUTPUT_DIR and empty datasets: each one ConfigError / DataError naming the key or dataset,
-before training, instead of a crash deep in the run (some only at the evaluation after training)."""
+before training, instead of a crash deep in the run (some only at the evaluation after training).
+The model's keys are checked by the modules that read them, as the model is built."""
 import math
 import os
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling import build_model
 
 from yolact_d2.engine.loaders import build_train_loader
+from yolact_d2.modeling.config_checks import ValueRange
 from yolact_d2.runtime.config_loading import setup_cfg
 from yolact_d2.runtime.run_checks import (
-    _Range,
     check_num_classes,
     check_output_dir,
     check_training_config,
@@ -27,14 +30,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYNTHETIC_CONFIG = os.path.join(CONFIG_DIR, "Synthetic", "yolact_R_18_FPN_synthetic.yaml")
 
 
+def build_on_meta(cfg):
+    """The model of ``cfg`` with its tensors on the meta device: every module's from_config (and its
+    checks) runs, no weight is allocated or initialised."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "meta"
+    with torch.device("meta"):
+        return build_model(cfg)
+
+
 def test_range_bounds_inclusive_open_and_integer():
-    fraction, count = _Range(0, 1), _Range(1, integer=True)
+    fraction, count = ValueRange(0, 1), ValueRange(1, integer=True)
     assert [fraction.admits(v) for v in (0, 0.0, 0.5, 1, 1.0001, -1e-9)] == [True, True, True, True, False, False]
     assert [count.admits(v) for v in (1, 2, 0, 1.5, 3.0, True)] == [True, True, False, False, True, False]
-    positive, below_one = _Range(0, open_low=True), _Range(0, 1, open_high=True)
+    positive, below_one = ValueRange(0, open_low=True), ValueRange(0, 1, open_high=True)
     assert [positive.admits(v) for v in (0, 1e-12, 5)] == [False, True, True]
     assert [below_one.admits(v) for v in (0, 0.999, 1)] == [True, True, False]
-    assert not fraction.admits(math.nan) and not fraction.admits("0.5") and not _Range(0).admits(None)
+    assert not fraction.admits(math.nan) and not fraction.admits("0.5") and not ValueRange(0).admits(None)
     assert (str(fraction), str(count), str(positive), str(below_one)) == (
         "a number in [0, 1]", "an integer >= 1", "a number > 0", "a number in [0, 1)")
 
@@ -58,19 +71,19 @@ def test_range_bounds_inclusive_open_and_integer():
 def test_model_value_out_of_range_is_a_config_error(key, value, message):
     cfg = setup_cfg(SYNTHETIC_CONFIG, [key, value])
     with pytest.raises(ConfigError) as info:
-        check_yolact_config(cfg)
+        build_on_meta(cfg)
     assert str(info.value).startswith(message), str(info.value)
 
 
 def test_group_norm_width_and_grey_input_that_fit_are_accepted():
-    check_yolact_config(setup_cfg(SYNTHETIC_CONFIG, ["MODEL.RESNETS.NORM", "GN", "MODEL.RESNETS.STEM_OUT_CHANNELS",
-                                                     "32", "MODEL.RESNETS.RES2_OUT_CHANNELS", "32"]))
-    check_yolact_config(setup_cfg(SYNTHETIC_CONFIG, ["INPUT.FORMAT", "L", "MODEL.PIXEL_MEAN", "[100.0]",
-                                                     "MODEL.PIXEL_STD", "[50.0]"]))
+    build_on_meta(setup_cfg(SYNTHETIC_CONFIG, ["MODEL.RESNETS.NORM", "GN", "MODEL.RESNETS.STEM_OUT_CHANNELS",
+                                               "32", "MODEL.RESNETS.RES2_OUT_CHANNELS", "32"]))
+    build_on_meta(setup_cfg(SYNTHETIC_CONFIG, ["INPUT.FORMAT", "L", "MODEL.PIXEL_MEAN", "[100.0]",
+                                               "MODEL.PIXEL_STD", "[50.0]"]))
     with pytest.raises(ConfigError, match=r"^MODEL.RESNETS.STEM_OUT_CHANNELS 48: is not a multiple of the 32 groups "
                                           r"of MODEL.RESNETS.NORM 'GN'"):
-        check_yolact_config(setup_cfg(SYNTHETIC_CONFIG, ["MODEL.RESNETS.NORM", "GN",
-                                                         "MODEL.RESNETS.STEM_OUT_CHANNELS", "48"]))
+        build_on_meta(setup_cfg(SYNTHETIC_CONFIG, ["MODEL.RESNETS.NORM", "GN",
+                                                   "MODEL.RESNETS.STEM_OUT_CHANNELS", "48"]))
 
 
 @pytest.mark.parametrize("opts, message", [
@@ -98,6 +111,7 @@ def test_every_shipped_config_passes_the_value_checks():
             if name.endswith(".yaml"):
                 cfg = setup_cfg(os.path.join(folder, name), ["MODEL.DEVICE", "cpu"])
                 check_yolact_config(cfg)
+                build_on_meta(cfg)
                 check_training_config(cfg)
     # Detectron2 drops steps after MAX_ITER with a warning: still allowed
     check_training_config(setup_cfg(SYNTHETIC_CONFIG, ["SOLVER.MAX_ITER", "10", "SOLVER.STEPS", "(5, 20)"]))

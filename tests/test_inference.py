@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from yolact_d2.modeling.inference import (
@@ -8,6 +9,7 @@ from yolact_d2.modeling.inference import (
     standard_nms,
 )
 from yolact_d2.modeling.mask_ops import assemble_masks, crop_masks
+from yolact_d2.utils.errors import ConfigError
 
 # A (0.9) overlaps B (0.8) with IoU 0.6; B overlaps C (0.7) with IoU 0.6; A and C do not overlap much.
 CHAIN = torch.tensor([[0.0, 0.0, 0.4, 0.1], [0.1, 0.0, 0.5, 0.1], [0.2, 0.0, 0.6, 0.1]])
@@ -76,6 +78,15 @@ def test_detect_threshold_on_best_foreground_score():
     empty = detect(probs[1:], boxes[1:], torch.zeros(1, 4), score_threshold=0.05, nms_type="fast",
                    iou_threshold=0.5, top_k=200, max_detections=100, image_size=(100, 100))
     assert empty["boxes"].shape == (0, 4) and empty["coefficients"].shape == (0, 4)
+
+
+def test_detect_called_with_an_unknown_nms_type_is_an_error_not_standard_nms():
+    """The model checks MODEL.YOLACT.NMS_TYPE once when it is built (not per image); a direct call of
+    detect with another name is refused, not run as standard NMS."""
+    probs = torch.tensor([[0.05, 0.9, 0.03, 0.02]])
+    with pytest.raises(ConfigError, match=r"^MODEL.YOLACT.NMS_TYPE 'soft': not an NMS variant of YOLACT \(use "):
+        detect(probs, torch.tensor([[0.1, 0.1, 0.5, 0.5]]), torch.zeros(1, 4), score_threshold=0.05,
+               nms_type="soft", iou_threshold=0.5, top_k=200, max_detections=100, image_size=(100, 100))
 
 
 def test_crop_masks_with_padding_hand_computed():

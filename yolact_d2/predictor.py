@@ -23,7 +23,7 @@ from .modeling.optimize import optimize_for_inference
 from .precision import choose_precision, log_choice, torch_dtype
 from .runtime.checkpointer import AtomicDetectionCheckpointer
 from .runtime.command_line_keys import set_on_command_line
-from .runtime.run_checks import check_class_names, check_meta_architecture, check_yolact_config
+from .runtime.run_checks import check_class_names, check_yolact_config
 from .runtime.safe_load import trusted_weights_file
 from .runtime.weights_catalog import is_random_weights
 from .utils.errors import ConfigError
@@ -158,7 +158,7 @@ class YolactPredictor:
 
     def __init__(self, cfg, precision: Optional[str] = None):
         self.cfg = cfg.clone()  # the model may modify its cfg
-        check_meta_architecture(self.cfg)  # first: the other checks would describe another model's config
+        check_yolact_config(self.cfg)  # first: builds YOLACT (other errors would describe another model), device
         weights = self.cfg.MODEL.WEIGHTS
         if (is_random_weights(weights) and self._weights_needed_for(self.cfg)
                 and not set_on_command_line(self.cfg, "MODEL.WEIGHTS")):
@@ -178,9 +178,7 @@ class YolactPredictor:
             # model is built: they give the class count when the command line does not
             self.class_names = checkpointer.read(weights).get("thing_classes")
             self._adopt_checkpoint_classes(weights)
-        check_yolact_config(self.cfg)
-        self.model = build_model(self.cfg)
-        check_yolact_config(self.cfg, self.model)
+        self.model = build_model(self.cfg)  # its modules check the keys they read
         self.model.eval()
         checkpointer.model = self.model
         if weights or self._weights_needed_for(self.cfg):
@@ -200,7 +198,8 @@ class YolactPredictor:
         self.input_format = self.cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):
             raise ConfigError(
-                f"YolactPredictor supports INPUT.FORMAT 'RGB' or 'BGR', got {self.input_format!r}."
+                f"INPUT.FORMAT {self.input_format!r}", "YolactPredictor supports INPUT.FORMAT 'RGB' or 'BGR'",
+                fix="use RGB or BGR, the channel order the model was trained with",
             )
 
     def _choose_precision(self, precision: Optional[str]) -> str:

@@ -1,5 +1,5 @@
 """The data loaders of the trainer, with the mapper named by ``INPUT.DATASET_MAPPER_NAME``: "yolact"
-(SSD augmentation and the square resize, docs/MODEL.md §7) or "detectron2" (the stock mapper).
+(SSD augmentation and the square resize, docs/MODEL.md) or "detectron2" (the stock mapper).
 Both register the datasets of ``DATASETS.COCO_INSTANCES`` first, so that a script that builds
 ``YolactTrainer`` itself needs no registration code (registering the same entries again is a no-op)."""
 from detectron2.data import (
@@ -42,17 +42,20 @@ def build_train_loader(cfg):
     mapper = build_dataset_mapper(cfg, is_train=True)
     register_datasets_from_config(cfg)
     check_train_batch(cfg, comm.get_world_size())
-    check_datasets_registered(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
     try:
         dataset = get_detection_dataset_dicts(
             cfg.DATASETS.TRAIN,
             filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
             proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
         )
+    except KeyError:
+        _explain_unregistered_training_set(cfg)
+        raise
     except AssertionError:
         _explain_empty_training_set(cfg)
         raise
-    check_num_classes(cfg, cfg.DATASETS.TRAIN)  # metadata is complete once the dicts are loaded
+    # the training sets' one check (registered, their classes): their metadata is complete once they are loaded
+    check_num_classes(cfg, cfg.DATASETS.TRAIN)
     return _tallied(dataset, mapper, lambda: build_detection_train_loader(cfg, mapper=mapper, dataset=dataset))
 
 
@@ -72,6 +75,15 @@ def _tallied(dataset, mapper, build):
     return BadImageTally(loader) if isinstance(mapper, YolactDatasetMapper) else loader
 
 
+def _explain_unregistered_training_set(cfg) -> None:
+    """After ``DatasetCatalog`` refused a name with a KeyError that lists every registered dataset: a
+    :class:`ConfigError` naming ``DATASETS.TRAIN`` and the name, when one is not registered."""
+    try:
+        check_datasets_registered(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
+    except ConfigError as e:
+        raise e from None
+
+
 def _explain_empty_training_set(cfg) -> None:
     """After Detectron2 asserted that the training set is empty: a :class:`DataError` naming the
     dataset that has no images, or saying that no image has a usable annotation. Decided from the
@@ -85,7 +97,7 @@ def _explain_empty_training_set(cfg) -> None:
     ):
         names = ", ".join(f"'{n}'" for n in dicts)
         raise DataError(
-            f"DATASETS.TRAIN: no image of {names} has an annotation to train on (all have none or only crowd ones)",
+            "DATASETS.TRAIN", f"no image of {names} has an annotation to train on (all have none or only crowd ones)",
             fix="check the json's 'annotations' and their image ids; DATALOADER.FILTER_EMPTY_ANNOTATIONS False "
             "trains on background-only images",
         ) from None

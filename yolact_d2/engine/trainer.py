@@ -2,7 +2,7 @@
 ``SOLVER.OPTIMIZER`` (SGD or AdamW) and a DistributedDataParallel wrapper that also works for
 multi-process CPU (gloo) training.
 
-The original's recipe at any batch (docs/MODEL.md §8): the schedule scaled by
+The original's recipe at any batch (docs/MODEL.md): the schedule scaled by
 ``SOLVER.REFERENCE_IMS_PER_BATCH``, BatchNorm frozen below ``SOLVER.FREEZE_BN_BELOW_IMS_PER_DEVICE``
 images per process, the step of a non-finite loss skipped.
 
@@ -25,13 +25,7 @@ from ..evaluation import YolactCOCOEvaluator
 from ..runtime.checkpointer import AtomicDetectionCheckpointer
 from ..runtime.finite_loss import nonfinite_loss_hints
 from ..runtime.interrupt import InterruptHook
-from ..runtime.run_checks import (
-    check_class_names,
-    check_meta_architecture,
-    check_num_classes,
-    check_training_config,
-    check_yolact_config,
-)
+from ..runtime.run_checks import check_class_names, check_num_classes, check_training_config, check_yolact_config
 from ..runtime.safe_load import trusted_weights_file
 from ..runtime.weights_catalog import RANDOM_WEIGHTS, imagenet_weights_name
 from ..solver import build_lr_scheduler, build_optimizer, scale_schedule_to_batch
@@ -64,15 +58,15 @@ class YolactTrainer(DefaultTrainer):
         super(DefaultTrainer, self).__init__()
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
-        check_meta_architecture(cfg)  # first: the other checks would describe another model's config
+        # first: checks that cfg builds YOLACT (the other checks would describe another model's config)
+        model = self.build_model(cfg)
         check_training_config(cfg)
         # SOLVER.REFERENCE_IMS_PER_BATCH: the original's --autoscale (instead of Detectron2's auto_scale_workers)
         cfg = scale_schedule_to_batch(cfg, comm.get_world_size())
-        model = self.build_model(cfg)
         freeze_bn_for_small_batches(cfg, model, comm.get_world_size())  # SOLVER.FREEZE_BN_BELOW_IMS_PER_DEVICE
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        check_num_classes(cfg, cfg.DATASETS.TEST, "DATASETS.TEST")  # not only after the whole training run
+        check_num_classes(cfg, cfg.DATASETS.TEST, "DATASETS.TEST")  # the run's one check of them, before training
         class_names = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", None)
         check_class_names(class_names, f"DATASETS.TRAIN '{cfg.DATASETS.TRAIN[0]}'", cfg.DATASETS.TEST)
         model = create_ddp_model(model, broadcast_buffers=False)
@@ -113,10 +107,8 @@ class YolactTrainer(DefaultTrainer):
 
     @classmethod
     def build_model(cls, cfg):
-        check_yolact_config(cfg)
-        model = super().build_model(cfg)
-        check_yolact_config(cfg, model)
-        return model
+        check_yolact_config(cfg)  # builds YOLACT, on a usable device; the model checks its own keys
+        return super().build_model(cfg)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -137,11 +129,10 @@ class YolactTrainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         register_datasets_from_config(cfg)  # DATASETS.COCO_INSTANCES, as the loaders do
-        check_num_classes(cfg, [dataset_name], "DATASETS.TEST")
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         # COCOEvaluator that ranks masks by Instances.mask_scores when the model sets them
-        # (YOLACT++ mask re-scoring, docs/MODEL.md §9.7); identical to COCOEvaluator otherwise.
+        # (YOLACT++ mask re-scoring); identical to COCOEvaluator otherwise.
         return YolactCOCOEvaluator(
             dataset_name, tasks=("bbox", "segm"), distributed=True, output_dir=output_folder,
             max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE, eval_backend=cfg.TEST.COCO_EVAL_BACKEND,

@@ -1,4 +1,4 @@
-"""YOLACT anchors ("priors", docs/MODEL.md §3).
+"""YOLACT anchors ("priors"; docs/MODEL.md).
 
 Detectron2's ``DefaultAnchorGenerator`` cannot express them: YOLACT places anchor centres at
 ``(i + 0.5) / W_level`` of the image (at 550 px the P3 pitch is 550/69 = 7.97, not 8), its aspect
@@ -15,10 +15,39 @@ from torch import nn
 from detectron2.config import configurable
 from detectron2.modeling.anchor_generator import ANCHOR_GENERATOR_REGISTRY, build_anchor_generator
 
-from ..runtime.run_checks import anchor_aspect_ratios_per_level
 from ..utils.errors import ConfigError
 
-__all__ = ["YolactAnchorGenerator", "build_yolact_anchor_generator"]
+__all__ = ["YolactAnchorGenerator", "build_yolact_anchor_generator", "anchor_aspect_ratios_per_level"]
+
+
+def anchor_aspect_ratios_per_level(aspect_ratios, num_levels: int) -> list:
+    """``MODEL.YOLACT.ANCHOR_ASPECT_RATIOS`` for each of ``num_levels`` levels: one list shared by
+    all levels, or one list per level."""
+    aspect_ratios = list(aspect_ratios)
+    if len(aspect_ratios) not in (1, num_levels):
+        raise ConfigError(
+            f"MODEL.YOLACT.ANCHOR_ASPECT_RATIOS has {len(aspect_ratios)} levels",
+            f"it needs 1 (shared) or {num_levels} (one per level of MODEL.YOLACT.ANCHOR_SCALES and "
+            "MODEL.YOLACT.IN_FEATURES)", fix="give one list of aspect ratios for all levels, or one per level",
+        )
+    return aspect_ratios * num_levels if len(aspect_ratios) == 1 else aspect_ratios
+
+
+def _check_anchor_levels(y) -> None:
+    """One list of anchor scales per feature level of ``MODEL.YOLACT.IN_FEATURES``, every level with
+    positive scales and aspect ratios (the aspect ratios per level: the constructor's rule)."""
+    features = list(y.IN_FEATURES)
+    scales, ratios = list(y.ANCHOR_SCALES), list(y.ANCHOR_ASPECT_RATIOS)
+    if len(scales) != len(features):
+        raise ConfigError(
+            f"MODEL.YOLACT.ANCHOR_SCALES has {len(scales)} levels {scales} but MODEL.YOLACT.IN_FEATURES has "
+            f"{len(features)} {features}", "every feature level has its own anchors",
+            fix="give one list of anchor scales per feature level",
+        )
+    for key, lists in (("ANCHOR_SCALES", scales), ("ANCHOR_ASPECT_RATIOS", ratios)):
+        if any(len(level) == 0 or any(not v > 0 for v in level) for level in lists):
+            raise ConfigError(f"MODEL.YOLACT.{key} {lists}", "every level needs positive values",
+                              fix="give each level at least one value above 0")
 
 
 @ANCHOR_GENERATOR_REGISTRY.register()
@@ -35,7 +64,7 @@ class YolactAnchorGenerator(nn.Module):
     ):
         """
         Args:
-            scales: per level, anchor sides in pixels of the network input (``s`` of docs/MODEL.md §3.2).
+            scales: per level, anchor sides in pixels of the network input (the paper's ``s``).
             aspect_ratios: per level (or one list for all levels), width / height ratios.
             square_anchors: YOLACT v1 behaviour: ``h = w`` after ``w = s * sqrt(ar)``.
         """
@@ -47,14 +76,16 @@ class YolactAnchorGenerator(nn.Module):
         counts = {len(s) * len(a) for s, a in zip(self.scales, self.aspect_ratios)}
         if len(counts) != 1:
             raise ConfigError(
-                "Every level must have the same number of anchors per location because the "
-                f"prediction head is shared; got scales {self.scales} x ratios {self.aspect_ratios}"
+                f"MODEL.YOLACT.ANCHOR_SCALES {self.scales} x MODEL.YOLACT.ANCHOR_ASPECT_RATIOS {self.aspect_ratios}",
+                "every level must have the same number of anchors per location because the prediction head "
+                "is shared", fix="give every level as many scales x aspect ratios",
             )
         self.num_anchors = counts.pop()
         self._cache = {}
 
     @classmethod
     def from_config(cls, cfg, input_shape=None):
+        _check_anchor_levels(cfg.MODEL.YOLACT)
         return {
             "scales": cfg.MODEL.YOLACT.ANCHOR_SCALES,
             "aspect_ratios": cfg.MODEL.YOLACT.ANCHOR_ASPECT_RATIOS,
@@ -94,8 +125,8 @@ class YolactAnchorGenerator(nn.Module):
         """
         if len(feature_sizes) != self.num_levels:
             raise ConfigError(
-                f"Got {len(feature_sizes)} feature levels but MODEL.YOLACT.ANCHOR_SCALES defines "
-                f"{self.num_levels}"
+                f"MODEL.YOLACT.ANCHOR_SCALES defines {self.num_levels} levels",
+                f"got {len(feature_sizes)} feature levels", fix="one list of scales per level of the features",
             )
         key = (tuple(map(tuple, feature_sizes)), tuple(image_size), str(device))
         if key not in self._cache:
@@ -126,7 +157,7 @@ def build_yolact_anchor_generator(cfg, input_shape=None) -> YolactAnchorGenerato
     if not isinstance(generator, YolactAnchorGenerator):
         raise ConfigError(
             f"MODEL.ANCHOR_GENERATOR.NAME {name!r} does not make YOLACT anchors",
-            cause="Yolact needs relative (cx, cy, w, h) priors in YOLACT's order (docs/MODEL.md §3)",
+            cause="Yolact needs relative (cx, cy, w, h) priors in YOLACT's order (level, row, column, anchor)",
             fix="use 'YolactAnchorGenerator' or a generator derived from it",
         )
     return generator

@@ -16,6 +16,7 @@ from detectron2.utils.registry import Registry
 
 from ..utils.errors import ConfigError
 from .anchor_generator import build_yolact_anchor_generator
+from .config_checks import COUNT, check_group_norm_widths, check_value_ranges
 
 __all__ = ["YOLACT_HEAD_REGISTRY", "YolactHead", "build_yolact_head"]
 
@@ -64,6 +65,7 @@ class YolactHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: List[ShapeSpec]):
+        check_value_ranges(cfg, {"MODEL.YOLACT.NUM_CLASSES": COUNT, "MODEL.YOLACT.NUM_PROTOTYPES": COUNT})
         channels = {s.channels for s in input_shape}
         if len(channels) != 1:
             raise ConfigError(
@@ -71,8 +73,11 @@ class YolactHead(nn.Module):
                 f"the levels have {sorted(channels)} channels, but YolactHead shares its weights across levels",
                 fix="feed it levels of one width, or register a head for mixed widths as MODEL.YOLACT.HEAD_NAME",
             )
+        in_channels = channels.pop()
+        # the width of the head's conv, which is the FPN's for the YOLACT backbone
+        check_group_norm_widths("MODEL.YOLACT.NORM", cfg.MODEL.YOLACT.NORM, {"MODEL.FPN.OUT_CHANNELS": in_channels})
         return {
-            "in_channels": channels.pop(),
+            "in_channels": in_channels,
             "num_classes": cfg.MODEL.YOLACT.NUM_CLASSES,
             "num_anchors": build_yolact_anchor_generator(cfg, input_shape).num_anchors,
             "num_prototypes": cfg.MODEL.YOLACT.NUM_PROTOTYPES,

@@ -19,11 +19,25 @@ from torchvision.ops import batched_nms
 
 from detectron2.structures import Boxes, Instances
 
-from ..runtime.run_checks import check_nms_type
+from ..utils.errors import ConfigError
 from .box_ops import box_iou
 from .mask_ops import assemble_masks, crop_keep, paste_masks_fast
 
-__all__ = ["fast_nms", "cross_class_fast_nms", "standard_nms", "detect", "detections_to_instances"]
+__all__ = [
+    "NMS_TYPES", "check_nms_type", "fast_nms", "cross_class_fast_nms", "standard_nms", "detect",
+    "detections_to_instances",
+]
+
+NMS_TYPES = ("fast", "cross_class", "standard")  # MODEL.YOLACT.NMS_TYPE: the variants below
+
+
+def check_nms_type(nms_type: str) -> None:
+    """``MODEL.YOLACT.NMS_TYPE`` names one of :data:`NMS_TYPES`; checked once, when the model is built."""
+    if nms_type not in NMS_TYPES:
+        raise ConfigError(
+            f"MODEL.YOLACT.NMS_TYPE {nms_type!r}", "not an NMS variant of YOLACT",
+            fix="use 'fast', 'cross_class' or 'standard'",
+        )
 
 
 def _top_candidates(scores: torch.Tensor, top_k: int):
@@ -158,7 +172,6 @@ def detect(
         dict with relative ``boxes`` (N, 4), ``scores`` (N,), ``classes`` (N,) in [0, K) and
         ``coefficients`` (N, k), sorted by decreasing score.
     """
-    check_nms_type(nms_type)
     foreground = class_probs[:, 1:]  # (P, K)
     keep = foreground.amax(dim=1) > score_threshold  # on each anchor's best foreground score
     if not bool(keep.all()):  # indexing with an all-True mask would only copy
@@ -170,10 +183,12 @@ def detect(
         out = fast_nms(boxes, scores, coefficients, iou_threshold, top_k, max_detections)
     elif nms_type == "cross_class":
         out = cross_class_fast_nms(boxes, scores, coefficients, iou_threshold, top_k, max_detections)
-    else:  # "standard"
+    elif nms_type == "standard":
         out = standard_nms(
             boxes, scores, coefficients, iou_threshold, top_k, max_detections, score_threshold, image_size
         )
+    else:  # the model checked its NMS_TYPE when built; a direct call with another name is no silent fallback
+        check_nms_type(nms_type)
     return dict(zip(("boxes", "scores", "classes", "coefficients"), out))
 
 

@@ -14,10 +14,27 @@ from torch import nn
 
 from detectron2.config import configurable
 
+from .config_checks import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, check_value_ranges
 from .mask_ops import assemble_masks, crop_masks
 from .matcher import match_anchors
 
 __all__ = ["YolactLoss", "ohem_negatives", "downsample_masks", "binary_mask_iou"]
+
+# The keys the losses read besides those the model checks (NUM_CLASSES, BBOX_VARIANCES): a negative
+# weight or a threshold outside [0, 1] trains something else without an error.
+_VALUE_RANGES = {
+    "MODEL.YOLACT.POSITIVE_IOU_THRESHOLD": FRACTION,
+    "MODEL.YOLACT.NEGATIVE_IOU_THRESHOLD": FRACTION,
+    "MODEL.YOLACT.CROWD_IOA_THRESHOLD": FRACTION,
+    "MODEL.YOLACT.OHEM_NEG_POS_RATIO": POSITIVE,
+    "MODEL.YOLACT.LOSS_CLS_WEIGHT": NON_NEGATIVE,
+    "MODEL.YOLACT.LOSS_BOX_WEIGHT": NON_NEGATIVE,
+    "MODEL.YOLACT.LOSS_MASK_WEIGHT": NON_NEGATIVE,
+    "MODEL.YOLACT.LOSS_SEM_SEG_WEIGHT": NON_NEGATIVE,
+    "MODEL.YOLACT.LOSS_MASK_IOU_WEIGHT": NON_NEGATIVE,
+    "MODEL.YOLACT.MASKS_TO_TRAIN": COUNT,
+    "MODEL.YOLACT.MASK_IOU_MIN_AREA": NON_NEGATIVE,
+}
 
 
 def ohem_negatives(cls_logits: torch.Tensor, labels: torch.Tensor, neg_pos_ratio: float) -> torch.Tensor:
@@ -102,6 +119,7 @@ class YolactLoss(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
+        check_value_ranges(cfg, _VALUE_RANGES)
         y = cfg.MODEL.YOLACT
         return {
             "num_classes": y.NUM_CLASSES,

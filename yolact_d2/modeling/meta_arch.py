@@ -22,12 +22,12 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import BitMasks, ImageList, Instances, PolygonMasks
 
-from ..runtime.run_checks import check_nms_type
 from ..utils.errors import ConfigError
 from .anchor_generator import YolactAnchorGenerator, build_yolact_anchor_generator
 from .box_ops import decode
+from .config_checks import COUNT, FRACTION, POSITIVE, check_value_ranges
 from .head import build_yolact_head
-from .inference import detect, detections_to_instances
+from .inference import check_nms_type, detect, detections_to_instances
 from .losses import YolactLoss
 from .maskiou import build_maskiou_net
 from .protonet import build_protonet
@@ -47,6 +47,47 @@ def _stage(name: str):
     ):
         return contextlib.nullcontext()
     return record_function(name)
+
+# The keys Yolact itself reads (its parts check theirs when they are built). A list value is checked
+# entry by entry.
+_VALUE_RANGES = {
+    "MODEL.YOLACT.BBOX_VARIANCES": POSITIVE,
+    "MODEL.YOLACT.SCORE_THRESH_TEST": FRACTION,
+    "MODEL.YOLACT.NMS_THRESH_TEST": FRACTION,
+    "MODEL.YOLACT.TOPK_CANDIDATES_TEST": COUNT,
+    "MODEL.YOLACT.MASK_THRESHOLD": FRACTION,
+    "INPUT.IMAGE_SIZE": COUNT,
+    "TEST.DETECTIONS_PER_IMAGE": COUNT,
+    "MODEL.PIXEL_STD": POSITIVE,
+}
+
+
+def _check_pixel_channels(cfg) -> None:
+    """``MODEL.PIXEL_MEAN`` / ``PIXEL_STD`` one value per channel of ``INPUT.FORMAT`` (the backbone's
+    input channels are ``len(PIXEL_MEAN)``): otherwise a conv shape error at the first image, or a
+    grey image silently broadcast to three channels."""
+    channels = 1 if cfg.INPUT.FORMAT == "L" else 3
+    for key in ("PIXEL_MEAN", "PIXEL_STD"):
+        values = list(getattr(cfg.MODEL, key))
+        if len(values) != channels:
+            raise ConfigError(
+                f"MODEL.{key} {values}", f"has {len(values)} values but INPUT.FORMAT {cfg.INPUT.FORMAT!r} has "
+                f"{channels} channel(s)", fix="give one value per channel, in INPUT.FORMAT order",
+            )
+
+
+def _check_image_size(size: int, in_features: Sequence[str], level_shapes) -> None:
+    """``INPUT.IMAGE_SIZE`` at least the stride of the coarsest level, else that level covers less
+    than one pixel of the image."""
+    stride, coarsest = max((s.stride, f) for f, s in zip(in_features, level_shapes))
+    if size < stride:
+        raise ConfigError(
+            f"INPUT.IMAGE_SIZE {size} is smaller than the stride {stride} of the coarsest feature level "
+            f"'{coarsest}' (MODEL.YOLACT.IN_FEATURES {list(in_features)})",
+            f"that level would cover {size / stride:.2g} pixel of the image",
+            fix=f"use INPUT.IMAGE_SIZE {stride} or more (YOLACT uses 550), or fewer levels in "
+            "MODEL.YOLACT.IN_FEATURES with as many MODEL.YOLACT.ANCHOR_SCALES",
+        )
 
 
 @META_ARCH_REGISTRY.register()
@@ -100,6 +141,8 @@ class Yolact(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         y = cfg.MODEL.YOLACT
+        check_value_ranges(cfg, _VALUE_RANGES)
+        _check_pixel_channels(cfg)
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
         missing = [f for f in y.IN_FEATURES if f not in shapes]
@@ -110,6 +153,7 @@ class Yolact(nn.Module):
                 fix=f"choose IN_FEATURES among {list(shapes)}",
             )
         level_shapes = [shapes[f] for f in y.IN_FEATURES]
+        _check_image_size(int(cfg.INPUT.IMAGE_SIZE), y.IN_FEATURES, level_shapes)
         return {
             "backbone": backbone,
             "head": build_yolact_head(cfg, level_shapes),

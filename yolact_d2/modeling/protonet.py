@@ -12,6 +12,8 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.utils.registry import Registry
 
+from .config_checks import check_group_norm_widths
+
 __all__ = ["PROTONET_REGISTRY", "ProtoNet", "build_protonet"]
 
 PROTONET_REGISTRY = Registry("YOLACT_PROTONET")
@@ -57,6 +59,8 @@ class ProtoNet(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec):
         # The original's protonet width equals the FPN width (256).
+        width = {"MODEL.FPN.OUT_CHANNELS": input_shape.channels}
+        check_group_norm_widths("MODEL.YOLACT.NORM", cfg.MODEL.YOLACT.NORM, width)
         return {
             "in_channels": input_shape.channels,
             "num_prototypes": cfg.MODEL.YOLACT.NUM_PROTOTYPES,

@@ -16,9 +16,19 @@ from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, build_resnet_backbone
 
 from ...utils.errors import ConfigError
+from ..config_checks import COUNT, check_group_norm_widths, check_value_ranges
 from .resnet_dcn import BASIC_BLOCK_DEPTHS, build_yolact_resnet_backbone, check_resnet_depth
 
 __all__ = ["YolactFPN", "build_yolact_resnet_fpn_backbone"]
+
+# Widths the backbone reads: 0 channels is a shape error deep in torch, naming no key.
+_VALUE_RANGES = {
+    "MODEL.FPN.OUT_CHANNELS": COUNT,
+    "MODEL.RESNETS.STEM_OUT_CHANNELS": COUNT,
+    "MODEL.RESNETS.RES2_OUT_CHANNELS": COUNT,
+    "MODEL.RESNETS.NUM_GROUPS": COUNT,
+    "MODEL.RESNETS.WIDTH_PER_GROUP": COUNT,
+}
 
 
 class YolactFPN(Backbone):
@@ -115,7 +125,14 @@ def build_yolact_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> YolactFPN:
     an R-18/R-34 narrower than 64 channels in res2 (a cheaper CPU model, measured in
     docs/DEVELOPMENT_NOTES.md), which Detectron2's builder refuses."""
     r = cfg.MODEL.RESNETS
+    check_value_ranges(cfg, _VALUE_RANGES)
     check_resnet_depth(r.DEPTH)
+    check_group_norm_widths("MODEL.RESNETS.NORM", r.NORM, {
+        "MODEL.RESNETS.STEM_OUT_CHANNELS": r.STEM_OUT_CHANNELS, "MODEL.RESNETS.RES2_OUT_CHANNELS": r.RES2_OUT_CHANNELS,
+        "MODEL.RESNETS.NUM_GROUPS x WIDTH_PER_GROUP": r.NUM_GROUPS * r.WIDTH_PER_GROUP,
+    })
+    fpn = cfg.MODEL.FPN
+    check_group_norm_widths("MODEL.FPN.NORM", fpn.NORM, {"MODEL.FPN.OUT_CHANNELS": fpn.OUT_CHANNELS})
     if any(r.DEFORM_ON_PER_STAGE) or (r.DEPTH in BASIC_BLOCK_DEPTHS and r.RES2_OUT_CHANNELS != 64):
         bottom_up = build_yolact_resnet_backbone(cfg, input_shape)
     else:
