@@ -1,6 +1,7 @@
 """Each annotation is checked once (yolact_d2.data.annotation_checks): by the json loader of
 DATASETS.COCO_INSTANCES when it is loaded, or by the training mapper for dataset dicts of other loaders;
-the rules give the same boxes and masks either way. The degenerate-box rule is the mapper's alone."""
+the rules give the same boxes and masks either way.
+The degenerate-box rule: data/detection_utils.degenerate_box_side."""
 import json
 import uuid
 
@@ -248,25 +249,16 @@ def test_degenerate_box_rule_is_the_originals_4_over_550_px(size, side):
     assert instances.gt_boxes.tensor.tolist() == torch.tensor(boxes[1:], dtype=torch.float32).tolist()
 
 
-def test_the_model_trains_on_every_box_the_mapper_gives():
-    """No second box-side filter in the model: the targets are the mapper's instances, crowds apart."""
+def test_the_model_leaves_out_degenerate_boxes_of_any_mapper():
+    """The model's targets leave out boxes with a side of at most the original's 4/550 px (another mapper's
+    instances may hold them); crowd boxes are kept as they come."""
     instances = Instances((16, 16))
     instances.gt_boxes = Boxes(torch.tensor([[1.0, 1.0, 1.005, 9.0], [2.0, 2.0, 8.0, 8.0], [0.0, 0.0, 16.0, 0.005]]))
     instances.gt_classes = torch.tensor([0, 1, 2])
     instances.gt_is_crowd = torch.tensor([False, False, True])
     instances.gt_masks = BitMasks(torch.ones(3, 16, 16, dtype=torch.bool))
     targets = Yolact.prepare_targets(instances, (16, 16), (16, 16))
-    assert targets["classes"].tolist() == [0, 1]
-    assert torch.equal(targets["boxes"], instances.gt_boxes.tensor[:2] / 16)
+    assert targets["classes"].tolist() == [1]  # 0.005 px wide <= 4/550 px: left out
+    assert torch.equal(targets["boxes"], instances.gt_boxes.tensor[1:2] / 16)
     assert torch.equal(targets["crowd_boxes"], instances.gt_boxes.tensor[2:] / 16)
-    assert targets["masks"].shape == (2, 16, 16)
-
-
-def test_data_does_not_import_modeling():
-    from test_import_layers import _imported_modules, _walk_imports, package_modules
-
-    modules = package_modules()
-    found = [(m, t) for m, path in modules.items() if m.startswith("yolact_d2.data")
-             for node, _ in _walk_imports(path) for t in _imported_modules(m, path, node, modules)
-             if t.startswith("yolact_d2.modeling")]
-    assert found == []
+    assert targets["masks"].shape == (1, 16, 16)

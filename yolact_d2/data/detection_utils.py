@@ -22,6 +22,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, BoxMode, Instances, PolygonMasks
 from detectron2.utils.file_io import PathManager
 
+from ..modeling.box_ops import MIN_BOX_SIDE
 from ..utils.errors import DataError
 from ..utils.file_checks import unreadable_file_cause
 from .annotation_checks import (
@@ -288,12 +289,10 @@ def transform_annotation(anno: dict, transforms: T.TransformList, image_shape, m
 
 def degenerate_box_side(image_size: int) -> float:
     """Training boxes with a width or height of at most this many pixels are dropped after the
-    augmentation (:func:`annotations_to_yolact_instances`). The original's resize step compares pixel
-    boxes with its 4/550, written as a fraction of the image, so only degenerate boxes go (the original's
-    unit slip, kept on purpose), at every input size; inputs smaller than 550 px use ``4 / image_size``,
-    the same fraction of their own side. Such boxes could not be encoded: the box coding takes the log
-    of their sides."""
-    return max(4.0 / image_size, 4.0 / 550)
+    augmentation (:func:`annotations_to_yolact_instances`): the original's
+    :data:`~yolact_d2.modeling.box_ops.MIN_BOX_SIDE` (4/550 px at every input size), and for inputs
+    smaller than 550 px ``4 / image_size``, the same fraction of their own side."""
+    return max(4.0 / image_size, MIN_BOX_SIDE)
 
 
 def annotations_to_yolact_instances(

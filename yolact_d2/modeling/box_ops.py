@@ -8,7 +8,12 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["point_form", "center_size", "encode", "decode", "box_iou", "box_ioa"]
+__all__ = ["point_form", "center_size", "encode", "decode", "box_iou", "box_ioa", "MIN_BOX_SIDE"]
+
+# Ground truth with a side of at most this many pixels is not trained on: the original's
+# discard_box_width/height of 4/550, a fraction of the image compared with pixel boxes, so only
+# degenerate boxes go. They could not be encoded (the coding takes the log of the sides).
+MIN_BOX_SIDE = 4.0 / 550
 
 
 def point_form(boxes: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from detectron2.structures import BitMasks, ImageList, Instances, PolygonMasks
 
 from ..utils.errors import ConfigError
 from .anchor_generator import YolactAnchorGenerator, build_yolact_anchor_generator
-from .box_ops import decode
+from .box_ops import MIN_BOX_SIDE, decode
 from .config_checks import COUNT, FRACTION, POSITIVE, check_value_ranges
 from .head import build_yolact_head
 from .inference import check_nms_type, detect, detections_to_instances
@@ -295,8 +295,9 @@ class Yolact(nn.Module):
     ) -> Dict[str, torch.Tensor]:
         """Relative boxes, classes and padded binary masks of the non-crowd instances, plus the
         crowd boxes (``gt_is_crowd``, kept by YolactDatasetMapper; Detectron2's stock mapper drops
-        crowds, in which case there are none). The instances come without degenerate boxes, which
-        the mapper drops (YolactDatasetMapper's box-side rule; the stock mapper's empty-box filter)."""
+        crowds, in which case there are none). Boxes with a side of at most the original's
+        ``MIN_BOX_SIDE`` are left out: YolactDatasetMapper drops them already (a no-op then), other
+        mappers' instances may hold them (Detectron2's drops only sides under 1e-5 px)."""
         pad_h, pad_w = padded_size
         boxes = instances.gt_boxes.tensor
         device = boxes.device
@@ -305,7 +306,8 @@ class Yolact(nn.Module):
             crowd = instances.gt_is_crowd.to(torch.bool)
         else:
             crowd = torch.zeros(len(instances), dtype=torch.bool, device=device)
-        keep = ~crowd
+        widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        keep = (widths > MIN_BOX_SIDE) & (heights > MIN_BOX_SIDE) & ~crowd
         masks = _masks_to_tensor(instances.gt_masks, image_size, device) if instances.has("gt_masks") else None
         if masks is None:
             raise ValueError("Yolact training needs instance masks ('gt_masks'); set MODEL.MASK_ON / check the mapper")
