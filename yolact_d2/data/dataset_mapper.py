@@ -1,4 +1,4 @@
-"""YOLACT's dataset mapper (docs/MODEL.md §7): unlike Detectron2's ``DatasetMapper`` it hands the
+"""YOLACT's dataset mapper (the original's augmentation and resize): unlike Detectron2's ``DatasetMapper`` it hands the
 model float32 images that are not clipped (the photometric distortion leaves 0..255, as in the
 original), keeps crowd annotations (YOLACT matches against crowd boxes) and drops instances only by
 the two rules of :class:`YolactDatasetMapper`. Image reading and annotation helpers are in
@@ -39,12 +39,14 @@ __all__ = ["SKIPPED_IMAGES_KEY", "YolactDatasetMapper"]
 logger = logging.getLogger(__name__)
 
 # Key of the list of (image file, error) pairs the training mapper skipped (DATALOADER.SKIP_BAD_IMAGES)
-# before producing this dict; the trainer pops it in the main process to count them.
+# before producing this dict. The mapper runs in the loader's worker processes and the count belongs to
+# the main process (EventStorage, metrics.json, checkpoints), so the skips travel with the next batch;
+# the trainer takes them out there (yolact_d2/engine/skipped_images.py).
 SKIPPED_IMAGES_KEY = "yolact_skipped_images"
 
 
 class YolactDatasetMapper:
-    """Map a Detectron2 dataset dict to YOLACT's model input (docs/MODEL.md §7).
+    """Map a Detectron2 dataset dict to YOLACT's model input (the original's augmentation and resize).
 
     Output: a deep copy of the dict plus ``image`` (float32 CHW in ``image_format``, not clipped:
     the model normalises) and ``height``/``width`` (the original size, from the dict or the image).
@@ -57,7 +59,7 @@ class YolactDatasetMapper:
     Instances are dropped by two rules only: (1) the SSD crop keeps those whose box centre is
     strictly inside it (:class:`YolactAugInput` records the survivors); (2) after augmentation,
     boxes with a side ``<= degenerate_box_threshold`` pixels go with their masks: the original's
-    box-side filter (docs/MODEL.md §7.3), which only removes degenerate boxes; ``from_config`` uses
+    box-side filter, which only removes degenerate boxes; ``from_config`` uses
     ``4 / IMAGE_SIZE``, None disables it. When an input had a non-crowd instance and none is left
     (the crop always keeps one), ``__call__`` returns None and Detectron2's ``MapDataset`` draws
     another image, as the original resamples (``resample_if_empty=False`` returns the empty image).
@@ -112,11 +114,14 @@ class YolactDatasetMapper:
         """
         if instance_mask_format not in ("polygon", "bitmask"):
             raise ConfigError(
-                "instance_mask_format must be 'polygon' or 'bitmask', "
-                f"got {instance_mask_format!r}."
+                f"INPUT.MASK_FORMAT (instance_mask_format) {instance_mask_format!r}", "unknown mask format",
+                fix="use 'polygon' or 'bitmask'",
             )
         if box_source not in ("json", "mask"):
-            raise ConfigError(f"INPUT.GT_BOX_SOURCE {box_source!r}", "must be 'json' or 'mask'")
+            raise ConfigError(
+                f"INPUT.GT_BOX_SOURCE {box_source!r}", "must be 'json' or 'mask'",
+                fix="'json' uses each annotation's bbox (the original's), 'mask' the extent of its mask",
+            )
         self.box_source = box_source
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
@@ -189,8 +194,8 @@ class YolactDatasetMapper:
             if not (self.is_train and self.skip_bad_images):
                 if self.is_train:
                     raise BadImageError(
-                        f"{e} To skip such images in training (with a warning and a count in "
-                        "the log), set DATALOADER.SKIP_BAD_IMAGES True."
+                        e.what, e.cause, fix="set DATALOADER.SKIP_BAD_IMAGES True to skip such images in training, "
+                        "with a warning and a count in the log",
                     ) from e
                 raise
             self._skip_bad_image(dataset_dict.get("file_name"), e)

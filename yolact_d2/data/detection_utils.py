@@ -21,6 +21,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, BoxMode, Instances, PolygonMasks
 from detectron2.utils.file_io import PathManager
 
+from ..utils.detectron2_internals import apply_exif_orientation
 from ..utils.errors import DataError
 from ..utils.file_checks import unreadable_file_cause
 from .annotation_checks import AnnotationError, check_box_xyxy, check_segmentation, format_annotation, mask_extent_xyxy
@@ -79,7 +80,7 @@ def read_image_file(file_name: str, image_format: str) -> np.ndarray:
     try:
         with PathManager.open(file_name, "rb") as f:
             image = Image.open(f)
-            image = utils._apply_exif_orientation(image)
+            image = apply_exif_orientation(image)
             array = _pil_to_array(image, image_format)
     except FileNotFoundError:
         raise BadImageError(f"Image file not found: {file_name}") from None
