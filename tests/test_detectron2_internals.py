@@ -2,6 +2,7 @@
 yolact_d2/utils/detectron2_internals.py: each test here checks that one of them still behaves as that
 module's comments say (written against detectron2 0.7.2, fvcore 0.1.5.post20221221, yacs 0.1.8), so
 that an upgrade which changes one fails here, by name, rather than somewhere in a training run."""
+import contextlib
 import datetime
 import inspect
 import io
@@ -24,6 +25,7 @@ from detectron2.config import CfgNode, get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer
 from detectron2.evaluation import COCOEvaluator
+from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
@@ -41,6 +43,7 @@ from yolact_d2.utils.detectron2_internals import (
     config_file_version,
     create_text_labels,
     default_trainer_parts,
+    evaluate_predictions_on_coco,
     global_gloo_group,
     is_missing_checkpoint_assertion,
     last_eval_results,
@@ -327,6 +330,7 @@ def test_coco_evaluator_predictions_cocoeval_and_result_folder(one_box_dataset, 
     assert [p["image_id"] for p in collected_predictions(evaluator)] == [1]
     assert results_folder(evaluator) == str(tmp_path / "out")
     assert "COCOeval_opt" in COCOEvaluator._eval_predictions.__code__.co_names
+    assert _parameters(d2_coco_evaluation._evaluate_predictions_on_coco)[:3] == ["coco_gt", "coco_results", "iou_type"]
 
     from pycocotools.cocoeval import COCOeval
 
@@ -353,6 +357,12 @@ def test_coco_evaluator_predictions_cocoeval_and_result_folder(one_box_dataset, 
         assert results["bbox"]["AP"] == pytest.approx(100.0) and results["segm"]["AP"] == pytest.approx(100.0)
         assert sorted(os.listdir(staging)) == ["coco_instances_results.json", "instances_predictions.pth"]
         assert results_folder(evaluator) == str(tmp_path / "out") and not (tmp_path / "out").exists()
+
+    results = instances_to_coco_json(_one_prediction()[1][0]["instances"], 1)
+    for result in results:
+        result["category_id"] = 7  # the json's id
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert evaluate_predictions_on_coco(coco, results, "segm", COCOeval).stats[0] == pytest.approx(1.0)
 
 
 # ---------------------------------------------------------------------------------------------- configs

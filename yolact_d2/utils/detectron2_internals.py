@@ -32,7 +32,7 @@ __all__ = [
     "checkpoint_from_pycls", "coco_ground_truth_for_init", "collected_predictions", "cocoeval_for_evaluate",
     "results_folder", "results_written_to", "YacsTypeMismatch", "yacs_type_mismatch", "yacs_unknown_key",
     "yacs_invalid_value", "config_file_version", "merge_config_of_version", "global_gloo_group",
-    "create_text_labels", "apply_exif_orientation",
+    "create_text_labels", "apply_exif_orientation", "evaluate_predictions_on_coco",
 ]
 
 
@@ -206,6 +206,15 @@ def cocoeval_for_evaluate(evaluator, cocoeval: Optional[Callable] = None,
     finally:
         setattr(d2_coco_evaluation, name, saved)
         evaluator._use_fast_impl = saved_fast
+
+
+def evaluate_predictions_on_coco(coco_gt, coco_results, iou_type: str, cocoeval_fn: Callable):
+    """What ``COCOEvaluator`` runs for one task: ``cocoeval_fn(coco_gt, coco_gt.loadRes(results), iou_type)``
+    evaluated, accumulated and summarised (the mask task without boxes); returns the COCOeval object.
+    For tools/benchmark_coco_eval.py, which times the backends on exactly that."""
+    # detectron2 0.7.2: detectron2.evaluation.coco_evaluation._evaluate_predictions_on_coco(coco_gt,
+    # coco_results, iou_type, kpt_oks_sigmas=None, cocoeval_fn=COCOeval_opt, img_ids=None, max_dets_per_image=None).
+    return d2_coco_evaluation._evaluate_predictions_on_coco(coco_gt, coco_results, iou_type, cocoeval_fn=cocoeval_fn)
 
 
 def results_folder(evaluator) -> Optional[str]:
