@@ -193,10 +193,9 @@ class YolactDatasetMapper:
         except BadImageError as e:
             if not (self.is_train and self.skip_bad_images):
                 if self.is_train:
-                    raise BadImageError(
-                        e.what, e.cause, fix="set DATALOADER.SKIP_BAD_IMAGES True to skip such images in training, "
-                        "with a warning and a count in the log",
-                    ) from e
+                    skip = ("set DATALOADER.SKIP_BAD_IMAGES True to skip such images in training, with a warning "
+                            "and a count in the log")
+                    raise BadImageError(e.what, e.cause, fix=f"{e.fix}; or {skip}" if e.fix else skip) from e
                 raise
             self._skip_bad_image(dataset_dict.get("file_name"), e)
             result = None

@@ -1,6 +1,6 @@
 """Helpers of :class:`~yolact_d2.data.dataset_mapper.YolactDatasetMapper`, in the role of
 Detectron2's ``detection_utils``: reading images, checking training annotations, transforming
-them and building the model's ``Instances`` (docs/MODEL.md §7, docs/RELIABILITY.md).
+them and building the model's ``Instances`` (docs/RELIABILITY.md).
 
 They differ from Detectron2's where YOLACT or reliability needs it: every unusable image raises
 :class:`BadImageError` naming the file, 16-bit images are rescaled instead of clipped, crowd
@@ -45,6 +45,10 @@ logger = logging.getLogger(__name__)
 _WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
+# The fix of an image that cannot be read (training adds DATALOADER.SKIP_BAD_IMAGES to it).
+_CHECK_THE_FILE = "replace the file, or remove the image from the dataset"
+
+
 class BadImageError(DataError):
     """An image file that cannot be used: missing, empty, truncated, not an image, an
     unsupported pixel format, or a size that differs from the dataset's ``height``/``width``.
@@ -74,16 +78,16 @@ def read_image_file(file_name: str, image_format: str) -> np.ndarray:
     """
     cause = unreadable_file_cause(file_name)  # a FIFO would block here forever
     if cause == "does not exist":
-        raise BadImageError(f"Image file not found: {file_name}")
+        raise BadImageError(f"Image file {file_name}", "not found", fix=_CHECK_THE_FILE)
     if cause is not None:
-        raise BadImageError(f"Cannot read image {file_name}: it {cause}")
+        raise BadImageError(f"Cannot read image {file_name}", f"it {cause}", fix=_CHECK_THE_FILE)
     try:
         with PathManager.open(file_name, "rb") as f:
             image = Image.open(f)
             image = apply_exif_orientation(image)
             array = _pil_to_array(image, image_format)
     except FileNotFoundError:
-        raise BadImageError(f"Image file not found: {file_name}") from None
+        raise BadImageError(f"Image file {file_name}", "not found", fix=_CHECK_THE_FILE) from None
     except Exception as e:  # noqa: BLE001 (Pillow raises OSError, SyntaxError, ValueError, ...)
         if isinstance(e, OSError) and "truncated" in str(e).lower():
             cause = f"the file is truncated ({e})"
@@ -92,9 +96,11 @@ def read_image_file(file_name: str, image_format: str) -> np.ndarray:
             cause = "the file is empty (0 bytes)" if size == 0 else "not an image format Pillow can read"
         else:
             cause = f"{type(e).__name__}: {e}"
-        raise BadImageError(f"Cannot read image {file_name}: {cause}") from e
+        raise BadImageError(f"Cannot read image {file_name}", cause, fix=_CHECK_THE_FILE) from e
     if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise BadImageError(f"Cannot read image {file_name}: decoded to an array of shape {array.shape}")
+        raise BadImageError(
+            f"Cannot read image {file_name}", f"decoded to an array of shape {array.shape}", fix=_CHECK_THE_FILE
+        )
     return array
 
 
@@ -121,14 +127,14 @@ def image_size_of_file(file_name: str) -> Tuple[int, int]:
     applied), from its header only; :class:`BadImageError` naming the file when it cannot be read."""
     cause = unreadable_file_cause(file_name)
     if cause is not None:
-        raise BadImageError(f"Cannot read image {file_name}: it {cause}")
+        raise BadImageError(f"Cannot read image {file_name}", f"it {cause}", fix=_CHECK_THE_FILE)
     try:
         with PathManager.open(file_name, "rb") as f:
             image = Image.open(f)
             width, height = image.size
             orientation = image.getexif().get(0x0112, None)
     except Exception as e:  # noqa: BLE001 (Pillow raises OSError, SyntaxError, ValueError, ...)
-        raise BadImageError(f"Cannot read image {file_name}: {type(e).__name__}: {e}") from e
+        raise BadImageError(f"Cannot read image {file_name}", f"{type(e).__name__}: {e}", fix=_CHECK_THE_FILE) from e
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
@@ -141,21 +147,17 @@ def check_image_size(dataset_dict: dict, image: np.ndarray) -> None:
     expected_w = dataset_dict.get("width", w)
     if (expected_h, expected_w) != (h, w):
         file_name = dataset_dict.get("file_name", "<no file_name>")
-        message = (
-            f"Image {file_name} (image_id {dataset_dict.get('image_id')}) is {w}x{h} (w x h) but "
-            f"the dataset says width {expected_w}, height {expected_h}."
-        )
+        cause = f"is {w}x{h} (w x h) but the dataset says width {expected_w}, height {expected_h}"
+        fix = "fix the width/height (and the annotations) of this image in the dataset"
         orientation = _exif_orientation(file_name) if "file_name" in dataset_dict else None
         if orientation in (5, 6, 7, 8) and (expected_h, expected_w) == (w, h):
-            message += (
-                f" The file has EXIF orientation {orientation} (a 90-degree rotation), which is "
-                "applied when reading (as Detectron2 does): the json has the size before rotation. "
-                "Check which orientation the annotations were drawn in, then fix the json's "
-                "width/height (and the annotations) or remove the EXIF tag."
+            cause += (
+                f". The file has EXIF orientation {orientation} (a 90-degree rotation), which is "
+                "applied when reading (as Detectron2 does): the json has the size before rotation"
             )
-        else:
-            message += " Fix the width/height (and the annotations) of this image in the dataset."
-        raise BadImageError(message)
+            fix = ("check which orientation the annotations were drawn in, then fix the json's width/height "
+                   "(and the annotations) or remove the EXIF tag")
+        raise BadImageError(f"Image {file_name} (image_id {dataset_dict.get('image_id')})", cause, fix=fix)
     dataset_dict["height"], dataset_dict["width"] = h, w
 
 
@@ -298,7 +300,7 @@ def annotations_to_yolact_instances(
     annos: List[dict], image_shape: Tuple[int, int], mask_format: str, min_box_side: Optional[float]
 ) -> Instances:
     """Detectron2's ``annotations_to_instances`` plus ``gt_is_crowd``, without the boxes whose width
-    or height is ``<= min_box_side`` (docs/MODEL.md §7.3; None keeps all), and with empty
+    or height is ``<= min_box_side`` (the original's box-side filter; None keeps all), and with empty
     ``gt_masks`` of the configured type when nothing is left, so the model's fields stay uniform."""
     instances = utils.annotations_to_instances(annos, image_shape, mask_format=mask_format)
     instances.gt_is_crowd = torch.tensor([bool(a.get("iscrowd", 0)) for a in annos], dtype=torch.bool)

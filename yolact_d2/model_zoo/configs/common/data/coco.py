@@ -1,5 +1,5 @@
-# COCO 2017 instances with YOLACT's mapper (SSD augmentation, square resize; docs/MODEL.md §7) and
-# YOLACT's COCO evaluator (YOLACT++ mask scores; result files written atomically). The image size is set once, in
+# COCO 2017 instances with YOLACT's mapper (SSD augmentation, square resize) and YOLACT's COCO evaluator
+# (YOLACT++ mask scores; result files written atomically). The image size is set once, in
 # dataloader.train.mapper.augmentations.image_size; the test mapper and the mapper's size rules follow it.
 # Own COCO-format data needs no code: dataloader.{train,test}.dataset.coco_instances takes
 # [name, json_file, image_root] entries (as DATASETS.COCO_INSTANCES), registered before `names` is loaded.
