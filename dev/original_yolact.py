@@ -315,11 +315,11 @@ def load_converter_tool():
 def load_weights_checked(model, weights: str) -> Dict[str, List[str]]:
     """Load ``weights`` into ``model`` with the stock ``DetectionCheckpointer``; returns the
     missing / unexpected / mis-shaped keys (all empty for a clean conversion)."""
-    from detectron2.checkpoint import DetectionCheckpointer
+    from yolact_d2.utils.detectron2_internals import CheckpointerExtensionPoints  # DetectionCheckpointer
 
-    class RecordingCheckpointer(DetectionCheckpointer):
-        def _load_model(self, checkpoint):
-            self.incompatible = super()._load_model(checkpoint)
+    class RecordingCheckpointer(CheckpointerExtensionPoints):
+        def load_model_state(self, checkpoint):
+            self.incompatible = super().load_model_state(checkpoint)
             return self.incompatible
 
     checkpointer = RecordingCheckpointer(model)

@@ -137,7 +137,7 @@ def _check_checkpoint(out, path, iteration):
     saved = _load(path)
     assert saved["iteration"] == iteration
     assert saved["trainer"]["hooks"]["LRScheduler"]["last_epoch"] == iteration + 1
-    assert saved["trainer"]["hooks"]["BadImageCounter"] == {"count": 0, "files": {}}
+    assert saved["trainer"]["bad_images_skipped"] == {"count": 0, "files": {}}  # the skipped-image count
     return saved
 
 

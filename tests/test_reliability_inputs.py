@@ -6,6 +6,7 @@ fixed or dropped with a warning naming the image and the annotation id; bad conf
 training starts. Tiny images, the ResNet-18 helper config, one thread.
 """
 import importlib.util
+import itertools
 import json
 import os
 import sys
@@ -427,6 +428,49 @@ def test_training_skips_and_counts_bad_images_when_asked(synthetic, tmp_path):
     with open(os.path.join(cfg.OUTPUT_DIR, "metrics.json")) as f:
         records_json = [json.loads(line) for line in f if line.strip()]
     assert records_json[-1]["bad_images_skipped"] >= 2
+
+
+def test_skips_in_loader_workers_are_counted_in_the_main_process(synthetic, tmp_path):
+    """With DATALOADER.NUM_WORKERS > 0 the mapper skips in the worker processes: the reports travel
+    with the batches and are counted where the trainer runs."""
+    from detectron2.data import build_detection_train_loader
+    from detectron2.data.samplers import TrainingSampler
+
+    from yolact_d2.engine.skipped_images import SkippedImages
+
+    json_file, image_root, broken = _copy_dataset(synthetic, tmp_path, [(1, "empty"), (4, "truncate")])
+    cfg = _trainer_cfg(tmp_path, json_file, image_root, "DATALOADER.SKIP_BAD_IMAGES", True)
+    dicts = DatasetCatalog.get(cfg.DATASETS.TRAIN[0])
+    mapper = YolactDatasetMapper(cfg, is_train=True)
+    loader = build_detection_train_loader(
+        dataset=dicts, mapper=mapper, total_batch_size=2, num_workers=2, aspect_ratio_grouping=False,
+        sampler=TrainingSampler(len(dicts), seed=3),
+    )
+    skipped = SkippedImages()
+    with captured() as records:
+        batches = list(itertools.islice(skipped.batches(loader), 12))  # 24 good images of 6, 2 of them bad
+    assert all(len(batch) == 2 and SKIPPED_IMAGES_KEY not in d for batch in batches for d in batch)
+    assert mapper.num_skipped == 0  # the main process's mapper skipped nothing: its copies in the workers did
+    assert sorted(skipped.files) == sorted(broken) and skipped.count >= 2
+    assert f"Bad training images skipped so far: {skipped.count} (2 distinct file(s))" in _text(records)
+
+
+def test_the_skipped_count_continues_after_resume(synthetic, tmp_path):
+    from yolact_d2 import YolactTrainer
+
+    json_file, image_root, broken = _copy_dataset(synthetic, tmp_path, [(1, "empty"), (4, "truncate")])
+    cfg = _trainer_cfg(tmp_path, json_file, image_root, "DATALOADER.SKIP_BAD_IMAGES", True, "SOLVER.MAX_ITER", 4)
+    with captured():
+        trainer = YolactTrainer(cfg)
+        trainer.train()  # model_final.pth at the last iteration
+    count, files = trainer.skipped_images.count, dict(trainer.skipped_images.files)
+    assert count >= 2 and sorted(files) == sorted(broken)
+    saved = torch.load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"), map_location="cpu", weights_only=False)
+    assert saved["trainer"]["bad_images_skipped"] == {"count": count, "files": files}
+    with captured():
+        resumed = YolactTrainer(cfg)
+        resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 4 and resumed.skipped_images.count == count and resumed.skipped_images.files == files
 
 
 def test_all_images_bad_is_an_error_not_a_loop(synthetic, tmp_path):

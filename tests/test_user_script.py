@@ -143,7 +143,7 @@ def test_a_user_script_trains_and_evaluates_its_own_coco_data(coco_dirs, tmp_pat
         trainer = YolactTrainer(cfg)
         trainer.resume_or_load(resume=False)
         trainer.train()
-        print("segm AP", trainer._last_eval_results["segm"]["AP"])
+        print("segm AP", trainer.last_eval_results["segm"]["AP"])
     """))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,

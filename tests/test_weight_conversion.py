@@ -11,7 +11,6 @@ import torch
 import torchvision
 from torch import nn
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from yolact_d2.converters import (
@@ -23,6 +22,7 @@ from yolact_d2.converters import (
 )
 from yolact_d2.runtime.converted_files import load_checkpoint_file
 from yolact_d2.runtime.safe_load import UnsafeCheckpointError
+from yolact_d2.utils.detectron2_internals import CheckpointerExtensionPoints
 
 from conftest import captured, tiny_cfg, yolact_cfg
 
@@ -160,11 +160,11 @@ def source_index(t):
     return int(t.item()) if t.dim() == 0 else int(t.flatten()[0].item()) // 1000
 
 
-class RecordingCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer that keeps what `_load_model` found incompatible."""
+class RecordingCheckpointer(CheckpointerExtensionPoints):
+    """Detectron2's DetectionCheckpointer that keeps what loading the model found incompatible."""
 
-    def _load_model(self, checkpoint):
-        self.incompatible = super()._load_model(checkpoint)
+    def load_model_state(self, checkpoint):
+        self.incompatible = super().load_model_state(checkpoint)
         return self.incompatible
 
 

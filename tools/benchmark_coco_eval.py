@@ -144,7 +144,7 @@ def backends(threads):
 def run(gt, results, repeats, threads):
     from pycocotools.coco import COCO
 
-    from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
+    from yolact_d2.utils.detectron2_internals import evaluate_predictions_on_coco
 
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
@@ -157,7 +157,7 @@ def run(gt, results, repeats, threads):
             for _ in range(repeats):
                 start = time.perf_counter()
                 with contextlib.redirect_stdout(io.StringIO()):
-                    ev = _evaluate_predictions_on_coco(coco_gt, results, task, cocoeval_fn=fn)
+                    ev = evaluate_predictions_on_coco(coco_gt, results, task, cocoeval_fn=fn)
                 times.append(time.perf_counter() - start)
             stats = [round(float(s), 6) for s in ev.stats]
             report[f"{name}/{task}"] = {"seconds": round(min(times), 3), "stats": stats}

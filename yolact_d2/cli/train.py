@@ -239,7 +239,7 @@ def train_or_evaluate(cfg, args, start):
     trainer.resume_or_load(resume=args.resume)
     results = trainer.train()
     # DefaultTrainer.train returns the final evaluation only when TEST.EXPECTED_RESULTS is set
-    results = results if results is not None else getattr(trainer, "_last_eval_results", None)
+    results = results if results is not None else trainer.last_eval_results
     model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
     vis_dir = visualize(cfg, model, args.num_vis)
     if comm.is_main_process():

@@ -1,4 +1,4 @@
-"""YOLACT's dataset mapper (docs/MODEL.md): unlike Detectron2's ``DatasetMapper`` it hands the
+"""YOLACT's dataset mapper (the original's augmentation and resize): unlike Detectron2's ``DatasetMapper`` it hands the
 model float32 images that are not clipped (the photometric distortion leaves 0..255, as in the
 original), keeps crowd annotations (YOLACT matches against crowd boxes) and drops instances only by
 the two rules of :class:`YolactDatasetMapper`. Image reading and annotation helpers are in
@@ -40,7 +40,9 @@ __all__ = ["SKIPPED_IMAGES_KEY", "YolactDatasetMapper"]
 logger = logging.getLogger(__name__)
 
 # Key of the list of (image file, error) pairs the training mapper skipped (DATALOADER.SKIP_BAD_IMAGES)
-# before producing this dict; the trainer pops it in the main process to count them.
+# before producing this dict. The mapper runs in the loader's worker processes and the count belongs to
+# the main process (EventStorage, metrics.json, checkpoints), so the skips travel with the next batch;
+# the trainer takes them out there (yolact_d2/engine/skipped_images.py).
 SKIPPED_IMAGES_KEY = "yolact_skipped_images"
 
 
@@ -117,7 +119,10 @@ class YolactDatasetMapper:
                 fix="use 'polygon' or 'bitmask'",
             )
         if box_source not in ("json", "mask"):
-            raise ConfigError(f"INPUT.GT_BOX_SOURCE {box_source!r}", "must be 'json' or 'mask'")
+            raise ConfigError(
+                f"INPUT.GT_BOX_SOURCE {box_source!r}", "must be 'json' or 'mask'",
+                fix="'json' uses each annotation's bbox (the original's), 'mask' the extent of its mask",
+            )
         self.box_source = box_source
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
@@ -189,10 +194,9 @@ class YolactDatasetMapper:
         except BadImageError as e:
             if not (self.is_train and self.skip_bad_images):
                 if self.is_train:
-                    raise BadImageError(
-                        f"{e} To skip such images in training (with a warning and a count in "
-                        "the log), set DATALOADER.SKIP_BAD_IMAGES True."
-                    ) from e
+                    skip = ("set DATALOADER.SKIP_BAD_IMAGES True to skip such images in training, with a warning "
+                            "and a count in the log")
+                    raise BadImageError(e.what, e.cause, fix=f"{e.fix}; or {skip}" if e.fix else skip) from e
                 raise
             self._skip_bad_image(dataset_dict.get("file_name"), e)
             result = None

@@ -23,6 +23,7 @@ from detectron2.structures import BitMasks, BoxMode, Instances, PolygonMasks
 from detectron2.utils.file_io import PathManager
 
 from ..modeling.box_ops import MIN_BOX_SIDE
+from ..utils.detectron2_internals import apply_exif_orientation
 from ..utils.errors import DataError
 from ..utils.file_checks import unreadable_file_cause
 from .annotation_checks import (
@@ -51,6 +52,10 @@ logger = logging.getLogger(__name__)
 # Pillow modes of 16-bit (or wider integer) single-channel images. ``Image.convert("RGB")``
 # clips them to 255 instead of rescaling, so read_image_file rescales them itself.
 _WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+# The fix of an image that cannot be read (training adds DATALOADER.SKIP_BAD_IMAGES to it).
+_CHECK_THE_FILE = "replace the file, or remove the image from the dataset"
 
 
 class BadImageError(DataError):
@@ -82,16 +87,16 @@ def read_image_file(file_name: str, image_format: str) -> np.ndarray:
     """
     cause = unreadable_file_cause(file_name)  # a FIFO would block here forever
     if cause == "does not exist":
-        raise BadImageError(f"Image file {file_name}", "not found")
+        raise BadImageError(f"Image file {file_name}", "not found", fix=_CHECK_THE_FILE)
     if cause is not None:
-        raise BadImageError(f"Cannot read image {file_name}", f"it {cause}")
+        raise BadImageError(f"Cannot read image {file_name}", f"it {cause}", fix=_CHECK_THE_FILE)
     try:
         with PathManager.open(file_name, "rb") as f:
             image = Image.open(f)
-            image = utils._apply_exif_orientation(image)
+            image = apply_exif_orientation(image)
             array = _pil_to_array(image, image_format)
     except FileNotFoundError:
-        raise BadImageError(f"Image file {file_name}", "not found") from None
+        raise BadImageError(f"Image file {file_name}", "not found", fix=_CHECK_THE_FILE) from None
     except Exception as e:  # noqa: BLE001 (Pillow raises OSError, SyntaxError, ValueError, ...)
         if isinstance(e, OSError) and "truncated" in str(e).lower():
             cause = f"the file is truncated ({e})"
@@ -100,9 +105,11 @@ def read_image_file(file_name: str, image_format: str) -> np.ndarray:
             cause = "the file is empty (0 bytes)" if size == 0 else "not an image format Pillow can read"
         else:
             cause = f"{type(e).__name__}: {e}"
-        raise BadImageError(f"Cannot read image {file_name}", cause) from e
+        raise BadImageError(f"Cannot read image {file_name}", cause, fix=_CHECK_THE_FILE) from e
     if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise BadImageError(f"Cannot read image {file_name}", f"decoded to an array of shape {array.shape}")
+        raise BadImageError(
+            f"Cannot read image {file_name}", f"decoded to an array of shape {array.shape}", fix=_CHECK_THE_FILE
+        )
     return array
 
 
@@ -129,14 +136,14 @@ def image_size_of_file(file_name: str) -> Tuple[int, int]:
     applied), from its header only; :class:`BadImageError` naming the file when it cannot be read."""
     cause = unreadable_file_cause(file_name)
     if cause is not None:
-        raise BadImageError(f"Cannot read image {file_name}", f"it {cause}")
+        raise BadImageError(f"Cannot read image {file_name}", f"it {cause}", fix=_CHECK_THE_FILE)
     try:
         with PathManager.open(file_name, "rb") as f:
             image = Image.open(f)
             width, height = image.size
             orientation = image.getexif().get(0x0112, None)
     except Exception as e:  # noqa: BLE001 (Pillow raises OSError, SyntaxError, ValueError, ...)
-        raise BadImageError(f"Cannot read image {file_name}", f"{type(e).__name__}: {e}") from e
+        raise BadImageError(f"Cannot read image {file_name}", f"{type(e).__name__}: {e}", fix=_CHECK_THE_FILE) from e
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 

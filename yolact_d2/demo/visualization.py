@@ -13,6 +13,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 from ..data.dataset_mapper import YolactDatasetMapper
 from ..data.detection_utils import read_image_file
 from ..utils.atomic_io import make_output_dir
+from ..utils.detectron2_internals import create_text_labels
 from ..utils.errors import UserError
 from .inputs import output_names
 
@@ -67,11 +68,9 @@ def draw_instances(
     """Detectron2's ``Visualizer.draw_instance_predictions`` (``ColorMode.IMAGE``: masks, boxes,
     "class score%" labels) with a chosen mask opacity and chosen colours; RGB uint8 in, RGB uint8
     ``scale`` times the size out."""
-    from detectron2.utils.visualizer import _create_text_labels
-
     visualizer = Visualizer(rgb, metadata, scale=scale, instance_mode=ColorMode.IMAGE)
     classes = instances.pred_classes.tolist()
-    labels = _create_text_labels(classes, instances.scores, metadata.get("thing_classes", None))
+    labels = create_text_labels(classes, instances.scores, metadata.get("thing_classes", None))
     masks = np.asarray(instances.pred_masks) if instances.has("pred_masks") and len(instances) else None
     visualizer.overlay_instances(
         masks=masks, boxes=instances.pred_boxes, labels=labels, assigned_colors=colors, alpha=mask_alpha

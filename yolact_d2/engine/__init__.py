@@ -1,7 +1,7 @@
 from ..runtime.finite_loss import NonFiniteLossError
 from .ddp import create_ddp_model
-from .hooks import BadImageCounter
 from .loaders import build_dataset_mapper
+from .skipped_images import SkippedImages
 from .trainer import YolactTrainer
 
-__all__ = ["YolactTrainer", "create_ddp_model", "NonFiniteLossError", "BadImageCounter", "build_dataset_mapper"]
+__all__ = ["YolactTrainer", "create_ddp_model", "NonFiniteLossError", "SkippedImages", "build_dataset_mapper"]

@@ -1,4 +1,4 @@
-"""BatchNorm at small batches (``SOLVER.FREEZE_BN_BELOW_IMS_PER_DEVICE``, docs/MODEL.md §8): below that
+"""BatchNorm at small batches (``SOLVER.FREEZE_BN_BELOW_IMS_PER_DEVICE``, the original's recipe): below that
 many images per process, every BatchNorm layer is frozen as the original's ``freeze_bn`` does: eval
 mode for good (running statistics used and never updated) and weight and bias without gradients (no
 update, no weight decay). The layers stay BatchNorm layers with the same state-dict keys, so checkpoints

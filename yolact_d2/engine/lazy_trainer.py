@@ -7,6 +7,8 @@ and ``train.*`` (``output_dir``, ``init_checkpoint``, ``max_iter``, ``amp``, ``d
 import logging
 import weakref
 
+from omegaconf import OmegaConf
+
 from detectron2.config import instantiate
 from detectron2.data import MetadataCatalog
 from detectron2.engine import TrainerBase, default_writers
@@ -18,9 +20,10 @@ from ..modeling import Yolact
 from ..runtime.checkpointer import AtomicDetectionCheckpointer
 from ..runtime.finite_loss import FiniteAMPTrainer, FiniteSimpleTrainer
 from ..runtime.interrupt import InterruptHook
+from ..utils.detectron2_internals import STEP_STATE_KEY
 from ..utils.errors import ConfigError
 from .ddp import create_ddp_model
-from .hooks import BadImageCounter, BadImageTally
+from .skipped_images import SkippedImages
 
 __all__ = ["YolactLazyTrainer", "build_lazy_model", "lazy_test", "lazy_dataset_names"]
 
@@ -75,7 +78,9 @@ class YolactLazyTrainer(TrainerBase):
         model = build_lazy_model(cfg)
         cfg.optimizer.params.model = model
         optimizer = instantiate(cfg.optimizer)
-        data_loader = instantiate(cfg.dataloader.train)
+        skipping = OmegaConf.select(cfg, "dataloader.train.mapper.skip_bad_images", default=False)
+        self.skipped_images = SkippedImages(skipping=bool(skipping))  # DATALOADER.SKIP_BAD_IMAGES of a LazyConfig
+        data_loader = self.skipped_images.batches(instantiate(cfg.dataloader.train))
         check_lazy_num_classes(cfg, cfg.dataloader.train, "dataloader.train.dataset.names")
         ddp = dict(cfg.train.get("ddp", {}))
         fp16_compression = ddp.pop("fp16_compression", False)
@@ -93,6 +98,7 @@ class YolactLazyTrainer(TrainerBase):
         self.start_iter = 0
         self.max_iter = int(cfg.train.max_iter)
         self.cfg = cfg
+        self.last_eval_results = None  # of the last evaluation during training
         self.register_hooks(self.build_hooks())
 
     @property
@@ -112,8 +118,8 @@ class YolactLazyTrainer(TrainerBase):
         main = comm.is_main_process()
 
         def test_and_save_results():
-            self._last_eval_results = lazy_test(cfg, self.model)
-            return self._last_eval_results
+            self.last_eval_results = lazy_test(cfg, self.model)
+            return self.last_eval_results
 
         hooks = [
             d2_hooks.IterationTimer(),
@@ -121,8 +127,6 @@ class YolactLazyTrainer(TrainerBase):
             d2_hooks.PeriodicCheckpointer(self.checkpointer, **cfg.train.checkpointer) if main else None,
             d2_hooks.EvalHook(cfg.train.eval_period, test_and_save_results),
         ]
-        if isinstance(self.data_loader, BadImageTally):
-            hooks.append(BadImageCounter(self.data_loader))  # before the writer: same metrics.json record
         if main:
             writers = default_writers(cfg.train.output_dir, self.max_iter)
             hooks.append(d2_hooks.PeriodicWriter(writers, period=cfg.train.log_period))
@@ -137,20 +141,27 @@ class YolactLazyTrainer(TrainerBase):
 
     def train(self):
         super().train(self.start_iter, self.max_iter)
-        return getattr(self, "_last_eval_results", None)
+        return self.last_eval_results
 
     def run_step(self):
         self._trainer.iter = self.iter
         self._trainer.run_step()
+        self.skipped_images.put_total(self.storage)  # before the hooks: in this iteration's metrics.json record
+
+    def after_train(self):
+        super().after_train()
+        self.skipped_images.log_total()
 
     def state_dict(self):
         ret = super().state_dict()
-        ret["_trainer"] = self._trainer.state_dict()
+        ret[STEP_STATE_KEY] = self._trainer.state_dict()  # where DefaultTrainer keeps it
+        ret["bad_images_skipped"] = self.skipped_images.state_dict()  # the total continues after --resume
         return ret
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
-        self._trainer.load_state_dict(state_dict["_trainer"])
+        self._trainer.load_state_dict(state_dict[STEP_STATE_KEY])
+        self.skipped_images.load_state_dict(state_dict.get("bad_images_skipped", {}))
 
     def nonfinite_loss_hints(self) -> str:
         """Hints appended to :class:`~yolact_d2.runtime.finite_loss.NonFiniteLossError`."""

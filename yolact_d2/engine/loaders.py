@@ -1,5 +1,5 @@
 """The data loaders of the trainer, with the mapper named by ``INPUT.DATASET_MAPPER_NAME``: "yolact"
-(SSD augmentation and the square resize, docs/MODEL.md) or "detectron2" (the stock mapper).
+(SSD augmentation and the square resize) or "detectron2" (the stock mapper).
 Both register the datasets of ``DATASETS.COCO_INSTANCES`` first, so that a script that builds
 ``YolactTrainer`` itself needs no registration code (registering the same entries again is a no-op)."""
 from detectron2.data import (
@@ -15,7 +15,6 @@ from ..data.dataset_mapper import YolactDatasetMapper
 from ..data.datasets import register_datasets_from_config
 from ..runtime.run_checks import check_datasets_registered, check_num_classes, check_train_batch
 from ..utils.errors import ConfigError, DataError
-from .hooks import BadImageTally
 
 __all__ = [
     "DATASET_MAPPERS", "build_dataset_mapper", "build_train_loader", "build_yolact_train_loader", "build_test_loader",
@@ -37,8 +36,8 @@ def build_dataset_mapper(cfg, is_train: bool):
 
 
 def build_train_loader(cfg):
-    """Detectron2's training loader over ``DATASETS.TRAIN``; with the YOLACT mapper it also counts
-    the images skipped by ``DATALOADER.SKIP_BAD_IMAGES`` (:class:`~yolact_d2.engine.hooks.BadImageTally`)."""
+    """Detectron2's training loader over ``DATASETS.TRAIN``; with the YOLACT mapper it stops (instead of
+    looping) when every image is bad."""
     mapper = build_dataset_mapper(cfg, is_train=True)
     register_datasets_from_config(cfg)
     check_train_batch(cfg, comm.get_world_size())
@@ -56,23 +55,21 @@ def build_train_loader(cfg):
         raise
     # the training sets' one check (registered, their classes): their metadata is complete once they are loaded
     check_num_classes(cfg, cfg.DATASETS.TRAIN)
-    return _tallied(dataset, mapper, lambda: build_detection_train_loader(cfg, mapper=mapper, dataset=dataset))
+    _stop_when_every_image_is_bad(mapper, dataset)
+    return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
 
 
 def build_yolact_train_loader(dataset, *, mapper, total_batch_size: int, **kwargs):
     """Detectron2's ``build_detection_train_loader(dataset=..., mapper=..., total_batch_size=..., **kwargs)``
     for LazyConfigs, with what :func:`build_train_loader` adds: with the YOLACT mapper, the loader stops
-    (instead of looping) when every image is bad and counts the skipped ones (``BadImageTally``)."""
-    return _tallied(dataset, mapper, lambda: build_detection_train_loader(
-        dataset=dataset, mapper=mapper, total_batch_size=total_batch_size, **kwargs
-    ))
+    (instead of looping) when every image is bad."""
+    _stop_when_every_image_is_bad(mapper, dataset)
+    return build_detection_train_loader(dataset=dataset, mapper=mapper, total_batch_size=total_batch_size, **kwargs)
 
 
-def _tallied(dataset, mapper, build):
+def _stop_when_every_image_is_bad(mapper, dataset) -> None:
     if isinstance(mapper, YolactDatasetMapper):
-        mapper.dataset_size = len(dataset)  # to stop, not loop, when every image is bad
-    loader = build()
-    return BadImageTally(loader) if isinstance(mapper, YolactDatasetMapper) else loader
+        mapper.dataset_size = len(dataset)  # that many unusable images in a row: an error, not a loop
 
 
 def _explain_unregistered_training_set(cfg) -> None:

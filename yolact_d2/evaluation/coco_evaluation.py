@@ -1,18 +1,19 @@
-"""COCO evaluation with separate box and mask scores (docs/MODEL.md §9.7, §10; YOLACT++).
+"""COCO evaluation with separate box and mask scores (YOLACT++'s mask re-scoring).
 
 YOLACT++ ranks boxes by the class score and masks by ``class score x predicted mask IoU``.
 Detectron2's ``COCOEvaluator`` writes one ``score`` per detection and uses it for every task. This
 subclass also records ``Instances.mask_scores`` (set by a model with ``MODEL.YOLACT.MASK_IOU_ON``)
-as a ``mask_score`` field of each COCO result, and evaluates ``segm`` with it. ``bbox`` (and
-everything else) keeps ``score``. Without ``mask_scores`` it behaves exactly like
-``COCOEvaluator``.
+as a ``mask_score`` field of each COCO result, and ranks the masks of the ``segm`` evaluation by
+it (:func:`segm_ranked_by_mask_scores`). ``bbox`` (and everything else) keeps ``score``. Without
+``mask_scores`` it gives exactly ``COCOEvaluator``'s numbers.
 
 The ground truth is the annotations the dataset's loader kept after its checks, not the json file
 read again (:mod:`yolact_d2.evaluation.ground_truth`); the evaluation logs how many it scores
 against and how many were dropped at load, next to the AP tables.
 
 The saved ``coco_instances_results.json`` has ``score`` (the box / class score) and, for YOLACT++,
-``mask_score`` in every entry.
+``mask_score`` in every entry. The files are written as Detectron2 writes them; the trainer and the
+tools write them atomically (:class:`yolact_d2.runtime.results_files.AtomicResultsMixin`).
 
 The COCOeval implementation is chosen by ``eval_backend`` (``TEST.COCO_EVAL_BACKEND``): Detectron2's
 compiled ``COCOeval_opt`` is missing from source installs without the C++ extension, where it falls
@@ -20,20 +21,24 @@ back to pycocotools' pure-Python ``COCOeval``. ``faster_coco_eval`` (pip ``faste
 evaluate / accumulate) gives the same 12 summary numbers several times faster (docs/BENCHMARKS.md,
 tests/test_coco_eval_backend.py); ``auto`` uses it when it is installed.
 """
-import contextlib
-import itertools
 import logging
 
-import detectron2.evaluation.coco_evaluation as d2_coco_evaluation
 from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
+from detectron2.utils import comm
 
-from ..runtime.results_files import AtomicResultsMixin  # reliability: result files are written atomically
+from ..utils.detectron2_internals import coco_ground_truth_for_init, cocoeval_for_evaluate, collected_predictions
+from ..utils.errors import ConfigError
 from .ground_truth import checked_coco_ground_truth
 
-__all__ = ["YolactCOCOEvaluator", "COCO_EVAL_BACKENDS", "faster_cocoeval_class", "resolve_cocoeval_class"]
+__all__ = [
+    "YolactCOCOEvaluator", "COCO_EVAL_BACKENDS", "faster_cocoeval_class", "resolve_cocoeval_class",
+    "segm_ranked_by_mask_scores",
+]
 
 logger = logging.getLogger(__name__)
+# The evaluator's own messages go where COCOEvaluator's go (Detectron2's setup_logger shows them).
+evaluation_logger = logging.getLogger(COCOEvaluator.__module__)
 COCO_EVAL_BACKENDS = ("auto", "pycocotools", "faster_coco_eval")
 
 
@@ -55,8 +60,6 @@ def resolve_cocoeval_class(backend: str):
     """The COCOeval class for ``backend`` (one of :data:`COCO_EVAL_BACKENDS`), or None for
     Detectron2's own choice (its compiled COCOeval_opt if built, else pycocotools; "auto" without
     faster-coco-eval)."""
-    from ..utils.errors import ConfigError
-
     if backend not in COCO_EVAL_BACKENDS:
         raise ConfigError("TEST.COCO_EVAL_BACKEND", f"unknown backend {backend!r}", f"use one of {COCO_EVAL_BACKENDS}")
     if backend == "pycocotools":
@@ -74,80 +77,54 @@ def resolve_cocoeval_class(backend: str):
         ) from None
 
 
-class YolactCOCOEvaluator(AtomicResultsMixin, COCOEvaluator):
+def segm_ranked_by_mask_scores(cocoeval_cls):
+    """``cocoeval_cls`` (called as ``cls(coco_gt, coco_dt, iou_type)``) that ranks the masks of a
+    ``segm`` evaluation by each result's ``mask_score``: those results are copies made for the mask
+    evaluation alone, so the boxes and the saved json keep the class score."""
+
+    def cocoeval(coco_gt, coco_dt, iou_type="segm", *args, **kwargs):
+        if iou_type == "segm":
+            for result in coco_dt.dataset.get("annotations", []):  # the objects coco_dt.anns holds
+                if "mask_score" in result:
+                    result["score"] = result["mask_score"]
+        return cocoeval_cls(coco_gt, coco_dt, iou_type, *args, **kwargs)
+
+    return cocoeval
+
+
+class YolactCOCOEvaluator(COCOEvaluator):
     def __init__(self, dataset_name, *args, eval_backend: str = "auto", **kwargs):
         """``COCOEvaluator``'s arguments; ``eval_backend``: see the module docstring."""
         coco_gt, self.ground_truth_note = checked_coco_ground_truth(dataset_name)
         if coco_gt is None:
             super().__init__(dataset_name, *args, **kwargs)
         else:
-            # COCOEvaluator reads metadata.json_file with COCO(...): give it the checked annotations.
-            saved = d2_coco_evaluation.COCO, d2_coco_evaluation.convert_to_coco_json
-            d2_coco_evaluation.COCO = lambda *_args, **_kwargs: coco_gt
-            d2_coco_evaluation.convert_to_coco_json = lambda *_args, **_kwargs: None
-            try:
+            with coco_ground_truth_for_init(coco_gt):  # not the json file read again: the checked annotations
                 super().__init__(dataset_name, *args, **kwargs)
-            finally:
-                d2_coco_evaluation.COCO, d2_coco_evaluation.convert_to_coco_json = saved
         self._cocoeval_cls = resolve_cocoeval_class(eval_backend)
         if self._cocoeval_cls is not None:
-            self._logger.info(f"COCO evaluation backend: {self._cocoeval_cls.__module__}.{self._cocoeval_cls.__name__}")
+            evaluation_logger.info(
+                f"COCO evaluation backend: {self._cocoeval_cls.__module__}.{self._cocoeval_cls.__name__}")
 
-    @contextlib.contextmanager
-    def _cocoeval_backend(self):
-        """Detectron2 picks the COCOeval class from its module-level ``COCOeval_opt`` when
-        ``_use_fast_impl`` is set; point both at the chosen backend for one evaluation."""
-        if self._cocoeval_cls is None:
-            yield
-            return
-        saved = d2_coco_evaluation.COCOeval_opt, self._use_fast_impl
-        d2_coco_evaluation.COCOeval_opt, self._use_fast_impl = self._cocoeval_cls, True
-        try:
-            yield
-        finally:
-            d2_coco_evaluation.COCOeval_opt, self._use_fast_impl = saved
-
-    def _eval_predictions(self, predictions, img_ids=None):
-        if self.ground_truth_note:
-            self._logger.info(self.ground_truth_note)
-        with self._cocoeval_backend():
-            return self._eval_predictions_with_mask_scores(predictions, img_ids=img_ids)
+    def evaluate(self, img_ids=None):
+        if self.ground_truth_note and comm.is_main_process():
+            evaluation_logger.info(self.ground_truth_note)
+        with cocoeval_for_evaluate(self, self._cocoeval_cls, wrap=segm_ranked_by_mask_scores):
+            return super().evaluate(img_ids=img_ids)
 
     def process(self, inputs, outputs):
+        """``COCOEvaluator.process`` that also records ``Instances.mask_scores`` as ``mask_score``."""
+        predictions = collected_predictions(self)
         for input, output in zip(inputs, outputs):
             prediction = {"image_id": input["image_id"]}
             if "instances" in output:
-                instances = output["instances"].to(self._cpu_device)
+                instances = output["instances"].to("cpu")
                 results = instances_to_coco_json(instances, input["image_id"])
                 if instances.has("mask_scores"):
                     for result, mask_score in zip(results, instances.mask_scores.tolist()):
                         result["mask_score"] = mask_score
                 prediction["instances"] = results
             if "proposals" in output:
-                prediction["proposals"] = output["proposals"].to(self._cpu_device)
+                prediction["proposals"] = output["proposals"].to("cpu")
             if len(prediction) > 1:
-                self._predictions.append(prediction)
-
-    def _eval_predictions_with_mask_scores(self, predictions, img_ids=None):
-        results = list(itertools.chain(*[p["instances"] for p in predictions]))
-        if not any("mask_score" in r for r in results):
-            return super()._eval_predictions(predictions, img_ids=img_ids)
-        tasks = list(self._tasks or self._tasks_from_predictions(results))
-        # Copies made before the first pass, which maps the category ids in place.
-        segm_predictions = [
-            dict(p, instances=[dict(r, score=r.get("mask_score", r["score"])) for r in p["instances"]])
-            for p in predictions
-        ]
-        own_tasks, own_output_dir = self._tasks, self._output_dir
-        try:
-            other_tasks = [t for t in tasks if t != "segm"]
-            if other_tasks:
-                # Evaluates the other tasks and writes the json (score = box score, mask_score).
-                self._tasks = tuple(other_tasks)
-                super()._eval_predictions(predictions, img_ids=img_ids)
-                self._output_dir = None  # the json is written already
-            if "segm" in tasks:
-                self._tasks = ("segm",)
-                super()._eval_predictions(segm_predictions, img_ids=img_ids)
-        finally:
-            self._tasks, self._output_dir = own_tasks, own_output_dir
+                predictions.append(prediction)

@@ -23,21 +23,28 @@
   state tensor of the checkpoint against this model and optimizer *before* loading: another class
   count or backbone depth is one line, not a crash inside the optimizer's step.
 
-Writes to non-local paths (``scheme://``) fall back to Detectron2's behaviour.
+Writes to non-local paths (``scheme://``) fall back to Detectron2's behaviour. The private parts of
+Detectron2's checkpointer it extends are reached through
+:class:`~yolact_d2.utils.detectron2_internals.CheckpointerExtensionPoints`.
 """
 import errno
 import logging
 import os
 from typing import Any, Dict, List, Optional
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
-
 from ..utils.atomic_io import atomic_open, free_space_text, os_error_in, remove_stale_temporary_files
+from ..utils.detectron2_internals import (
+    STEP_STATE_KEY,
+    CheckpointerExtensionPoints,
+    checkpoint_from_pickle,
+    checkpoint_from_pycls,
+    is_missing_checkpoint_assertion,
+)
 from ..utils.errors import ConfigError, UserError, first_line
+from ..utils.file_checks import unreadable_file_cause
 from .safe_load import WEIGHTS_OPT_IN, load_checkpoint
 from .weights_catalog import RANDOM_WEIGHTS, is_random_weights
 
@@ -127,7 +134,26 @@ def _strip_module(key: str) -> str:
     return key[len("module."):] if key.startswith("module.") else key
 
 
-class AtomicDetectionCheckpointer(DetectionCheckpointer):
+class _AtomicWrites:
+    """A checkpointer's path manager (Detectron2's ``PathManager``) whose files opened for writing on
+    local paths are written atomically: fvcore's ``Checkpointer.save`` and ``tag_last_checkpoint``
+    write through ``self.path_manager.open``, the customisation point fvcore gives for storage."""
+
+    def __init__(self, path_manager):
+        self.path_manager = path_manager
+
+    def open(self, path: str, mode: str = "r", **kwargs):
+        if mode in ("w", "wb") and _is_local(path):
+            return atomic_open(path, mode)
+        return self.path_manager.open(path, mode, **kwargs)
+
+    def __getattr__(self, name: str):  # everything else (get_local_path, exists, ls, rm, ...) as it is
+        if name == "path_manager":  # not set yet (a copy being made)
+            raise AttributeError(name)
+        return getattr(self.path_manager, name)
+
+
+class AtomicDetectionCheckpointer(CheckpointerExtensionPoints):
     """``DetectionCheckpointer`` with atomic saves and architecture checks (module docstring)."""
 
     # Loading fails when fewer than this fraction of the model's tensors come from a non-backbone
@@ -138,6 +164,7 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         # trusted_file: the one file the user allowed to load unrestricted (MODEL.WEIGHTS_TRUSTED)
         # strict: inference mode, every parameter must come from the checkpoint (module docstring)
         super().__init__(model, save_dir, **kwargs)
+        self.path_manager = _AtomicWrites(self.path_manager)
         self.strict = strict
         self._loading_checkpointables = None
         self._preloaded = None  # (path, data) read by read() before the model was built
@@ -162,26 +189,12 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
             self._stale_checked = True
             for path in remove_stale_temporary_files(self.save_dir):
                 self.logger.warning(f"Removed {path}, a partial file left by an interrupted save")
-        data: Dict[str, Any] = {"model": self.model.state_dict()}
-        for key, obj in self.checkpointables.items():
-            data[key] = obj.state_dict()
-        data.update(kwargs)
-        basename = f"{name}.pth"
-        save_file = os.path.join(self.save_dir, basename)
-        self.logger.info(f"Saving checkpoint to {save_file}")
+        save_file = os.path.join(self.save_dir, f"{name}.pth")  # the file fvcore writes
         previous = self.get_checkpoint_file() if self.has_checkpoint() else ""
         try:
-            with atomic_open(save_file, "wb") as f:
-                torch.save(data, f)
-            self.tag_last_checkpoint(basename)
+            super().save(name, **kwargs)  # written atomically through self.path_manager (_AtomicWrites)
         except (OSError, RuntimeError) as e:  # full disk, no permission; torch wraps write errors in RuntimeError
             raise _write_error(save_file, e, previous) from e
-
-    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        if not _is_local(self.save_dir):
-            return super().tag_last_checkpoint(last_filename_basename)
-        with atomic_open(os.path.join(self.save_dir, "last_checkpoint"), "w") as f:
-            f.write(last_filename_basename)
 
     # ------------------------------------------------------------------ loading
     def resume_or_load(self, path: str, *, resume: bool = True):
@@ -194,8 +207,6 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         naming that file (fvcore would try to load the folder itself, or report only the path)."""
         pointer = os.path.join(self.save_dir, "last_checkpoint")
         fix = "write the name of a model_*.pth of this folder into it, or delete it to start from MODEL.WEIGHTS"
-        from ..utils.file_checks import unreadable_file_cause
-
         cause = unreadable_file_cause(pointer)  # a FIFO would block in open() forever
         if cause is not None:
             raise UserError(pointer, cause, fix)
@@ -218,10 +229,8 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         try:
             return super().load(path, checkpointables=checkpointables)
         except AssertionError as e:  # fvcore asserts the file exists, with no hint where the path came from
-            if str(e) != f"Checkpoint {path} not found!":
+            if not is_missing_checkpoint_assertion(e, path):
                 raise
-            from ..utils.file_checks import unreadable_file_cause
-
             cause = unreadable_file_cause(path)  # a FIFO, a link loop, a folder...
             raise UserError(
                 f"Checkpoint {path}", "no such file" if cause in (None, "does not exist") else cause,
@@ -230,70 +239,68 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         finally:
             self._loading_path = None
             self._loading_checkpointables = None
-            self._parsed_url_during_load = None  # Detectron2 resets it only after a load that succeeded
+            self.forget_failed_load()
 
     def read(self, path: str) -> Dict[str, Any]:
         """The checkpoint file ``path`` as loaded (safely), before any model is involved, e.g. to read
         its recorded classes; the next :meth:`load` of ``path`` uses it without reading the file again."""
         if not path:
             raise _empty_weights_error()
-        parsed = urlparse(path)  # as DetectionCheckpointer.load: a ?matching_heuristics=True query
-        local = self.path_manager.get_local_path(parsed._replace(query="").geturl())
+        local = self.local_file(path)
         if not os.path.isfile(local):
             raise UserError(f"Checkpoint {path}", "no such file", fix="check MODEL.WEIGHTS")
-        self._loading_path, self._parsed_url_during_load = path, parsed
+        self._loading_path = path
         try:
-            data = self._load_file(local)
+            data = self.read_file_of(path, local)
         finally:
-            self._loading_path, self._parsed_url_during_load = None, None
+            self._loading_path = None
         self._preloaded = (local, data)
         return data
 
     def _trusted(self, filename) -> bool:
         return bool(self._trusted_file) and self._trusted_file in (filename, self._loading_path)
 
-    def _torch_load(self, f):
-        return load_checkpoint(f, trusted=self._trusted(f), opt_in=WEIGHTS_OPT_IN)
+    def torch_load(self, filename):
+        return load_checkpoint(filename, trusted=self._trusted(filename), opt_in=WEIGHTS_OPT_IN)
 
     def _read_safely(self, filename):
         """.pkl / .pyth read through safe_load (Detectron2 reads them with pickle / torch.load)."""
         data = load_checkpoint(filename, trusted=self._trusted(filename), opt_in=WEIGHTS_OPT_IN)
         if filename.endswith(".pyth"):
             if "model_state" not in data:
-                raise IncompatibleCheckpointError(f"Cannot load .pyth file {filename}: no 'model_state' in it")
-            state = {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")}
-            return {"model": state, "__author__": "pycls", "matching_heuristics": True}
-        if "model" in data and "__author__" in data:
-            return data  # Detectron2 model-zoo format
-        data = data.get("blobs", data)  # Caffe2 / Detectron1 format
-        data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
-        return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
+                raise IncompatibleCheckpointError(
+                    f"Cannot load .pyth file {filename}", "no 'model_state' in it",
+                    fix="give a pycls checkpoint, or a .pth file",
+                )
+            return checkpoint_from_pycls(data)
+        return checkpoint_from_pickle(data)
 
-    def _load_file(self, filename):
+    def read_file(self, filename):
         if self._preloaded is not None and self._preloaded[0] == filename:
             data, self._preloaded = self._preloaded[1], None
             return dict(data)
         try:
             if filename.endswith((".pkl", ".pyth")):
                 return self._read_safely(filename)
-            return super()._load_file(filename)
+            return super().read_file(filename)
         except UserError:
             raise
         except Exception as e:  # noqa: BLE001 (torch / pickle raise many types)
             if filename in str(e):
                 raise
             raise IncompatibleCheckpointError(
-                f"Cannot load checkpoint {filename}: {type(e).__name__}: {e}. The file may be "
-                "incomplete (interrupted copy or download) or not a PyTorch/Detectron2 checkpoint."
+                f"Cannot load checkpoint {filename}", f"{type(e).__name__}: {e}. The file may be incomplete "
+                "(interrupted copy or download) or not a PyTorch/Detectron2 checkpoint",
+                fix="copy or download it again, or give a checkpoint written by PyTorch or Detectron2",
             ) from e
 
-    def _load_model(self, checkpoint):
+    def load_model_state(self, checkpoint):
         checkpoint_keys = list(checkpoint.get("model", {}) or {})
         self._check_finite(checkpoint)
         if self._resuming(checkpoint):
             self._check_resumable(checkpoint)
         classes = checkpoint.get("thing_classes")
-        incompatible = super()._load_model(checkpoint)
+        incompatible = super().load_model_state(checkpoint)
         if incompatible is not None:
             if self.strict:
                 self._check_complete(incompatible, classes)
@@ -324,15 +331,15 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         return any(k in self._loaded_parts(checkpoint) for k in ("trainer", "optimizer"))
 
     def _optimizer_and_state(self, checkpoint):
-        """(this run's optimizer, its state in the checkpoint): a DefaultTrainer keeps it under
-        ``trainer/_trainer/optimizer``; (None, None) if either is not there."""
+        """(this run's optimizer, its state in the checkpoint): a DefaultTrainer keeps it in the state
+        of its step object (``trainer/<STEP_STATE_KEY>/optimizer``); (None, None) if either is not there."""
         if "optimizer" in self.checkpointables:
             return self.checkpointables["optimizer"], checkpoint.get("optimizer")
         trainer = self.checkpointables.get("trainer")
         saved = checkpoint.get("trainer")
         if trainer is None or not isinstance(saved, dict):
             return None, None
-        inner = saved.get("_trainer")
+        inner = saved.get(STEP_STATE_KEY)
         return getattr(trainer, "optimizer", None), inner.get("optimizer") if isinstance(inner, dict) else None
 
     def _class_counts(self, key: str, checkpoint_shape, model_shape, classes) -> str:
@@ -457,15 +464,15 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
             example = f" (e.g. {', '.join(unexpected[:3])})"
         missing = sorted(not_loaded - wrong_shape)
         raise IncompatibleCheckpointError(
-            f"Checkpoint {self._loading_path or '<unknown>'} does not fit this model: only "
-            f"{len(loaded)} of the model's {len(model_state)} parameter tensors "
+            f"Checkpoint {self._path()} does not fit this model",
+            f"only {len(loaded)} of the model's {len(model_state)} parameter tensors "
             f"({numel(loaded):,} of {numel(model_state):,} values) would be initialised from it. "
             f"{len(missing)} are missing from the checkpoint (e.g. {', '.join(missing[:3])}), "
             f"{len(wrong_shape)} have a different shape, and {len(unexpected)} of its "
             f"{len(checkpoint_keys)} tensors are not used by the model{example}. It is probably "
             "a checkpoint of another architecture or configuration (backbone depth, "
-            "MODEL.FPN.OUT_CHANNELS, ...). Use a yolact_d2 checkpoint of this configuration (a "
-            "different MODEL.YOLACT.NUM_CLASSES is fine for fine-tuning), a ResNet backbone "
-            "checkpoint (yolact-convert backbone), or an original YOLACT checkpoint converted with "
-            "yolact-convert yolact."
+            "MODEL.FPN.OUT_CHANNELS, ...)",
+            fix="use a yolact_d2 checkpoint of this configuration (a different MODEL.YOLACT.NUM_CLASSES is fine "
+            "for fine-tuning), a ResNet backbone checkpoint (yolact-convert backbone), or an original YOLACT "
+            "checkpoint converted with yolact-convert yolact",
         )

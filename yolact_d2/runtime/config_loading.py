@@ -9,7 +9,15 @@ from typing import Iterator, Optional, Sequence
 import yaml
 
 from ..config import add_yolact_config
+from ..utils.detectron2_internals import (
+    config_file_version,
+    merge_config_of_version,
+    yacs_invalid_value,
+    yacs_type_mismatch,
+    yacs_unknown_key,
+)
 from ..utils.errors import ConfigError, first_line
+from ..utils.file_checks import unreadable_file_cause
 from .command_line_keys import record_command_line_keys
 from .config_yaml import load_config_with_base, not_a_mapping, safe_load_config_text
 
@@ -34,13 +42,6 @@ def _all_keys(node, prefix: str = "") -> Iterator[str]:
             yield f"{prefix}{key}"
 
 
-_TYPE_MISMATCH = re.compile(
-    r"Type mismatch \(<class '([\w.]+)'> vs\. <class '([\w.]+)'>\) with values \((.*) vs\. (.*)\) "
-    r"for config key: (\S+)$",
-    re.DOTALL,  # a group of keys (CfgNode) prints over several lines
-)
-
-
 def _short(text: str, limit: int = 60) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -50,11 +51,10 @@ def _merge(cfg, merge, source: str) -> None:
     try:
         merge()
     except ValueError as e:  # yacs: a value of another type than the key's default
-        match = _TYPE_MISMATCH.match(str(e))
-        if not match:
+        mismatch = yacs_type_mismatch(e)
+        if mismatch is None:
             raise
-        want, got, default, value, key = match.groups()
-        want, got = want.rsplit(".", 1)[-1], got.rsplit(".", 1)[-1]
+        key, want, got, default, value = mismatch
         if "CfgNode" in (want, got):  # a value where a group of keys belongs, or the other way round
             held = f"a group of keys ({key}.*)" if want == "CfgNode" else f"a value ({_short(default)})"
             raise ConfigError(
@@ -66,44 +66,40 @@ def _merge(cfg, merge, source: str) -> None:
             f"type {got}, but the key holds type {want} (currently {_short(default)})",
         ) from None
     except (KeyError, AssertionError) as e:
-        message = e.args[0] if e.args else str(e)
-        if not isinstance(message, str) or "Non-existent" not in message:
+        key = yacs_unknown_key(e)
+        if key is None:
             raise
-        key = message.split(":", 1)[1].strip()
         close = difflib.get_close_matches(key, list(_all_keys(cfg)), n=3, cutoff=0.6)
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        # one part: yacs' own words ("Non-existent config key: KEY"), which users search for, then where and the hint
         raise UnknownConfigKeyError(f"Non-existent config key: {key} (in {source}).{hint}") from None
 
 
 def _merge_from_file_safely(cfg, path: str) -> None:
     """Detectron2's ``cfg.merge_from_file(path)``, with the file and its ``_BASE_`` chain read by
     :func:`~yolact_d2.runtime.config_yaml.load_config_with_base` (plain YAML data only, bounded,
-    no remote files unless allowed) instead of fvcore's loader, which falls back to ``yaml.unsafe_load``."""
-    from detectron2.config.compat import downgrade_config, guess_version, upgrade_config
-
+    no remote files unless allowed) instead of fvcore's loader, which falls back to ``yaml.unsafe_load``;
+    then merged as Detectron2 merges a file (an older config VERSION upgraded)."""
     data = load_config_with_base(path)
     if not isinstance(data, dict):
         _raise_if_not_a_mapping(path)
     try:
         loaded = type(cfg)(data)
     except AssertionError as e:  # yacs: a value of a type a config cannot hold (a date, a set, bytes)
-        message = e.args[0] if e.args and isinstance(e.args[0], str) else ""
-        if "is not a valid type" not in message:
+        message = yacs_invalid_value(e)
+        if message is None:
             raise
-        raise ConfigError(f"{path}", f"{_short(message, 160)}") from None
-    version = loaded.get("VERSION", None)
-    if version is None:
-        version = guess_version(loaded, path)
+        raise ConfigError(
+            f"{path}", f"{_short(message, 160)}",
+            fix="write a number, a string, a boolean, a list or a group of keys there (quote a date)",
+        ) from None
+    version = config_file_version(loaded, path)
     if version > cfg.VERSION:
-        raise ConfigError(f"{path}: VERSION {version}", f"is newer than this Detectron2's config version {cfg.VERSION}")
-    if version == cfg.VERSION:
-        cfg.merge_from_other_cfg(loaded)
-        return
-    old = downgrade_config(cfg, to_version=version)  # as Detectron2 does for an older config
-    old.merge_from_other_cfg(loaded)
-    new = upgrade_config(old)
-    cfg.clear()
-    cfg.update(new)
+        raise ConfigError(
+            f"{path}: VERSION {version}", f"is newer than this Detectron2's config version {cfg.VERSION}",
+            fix="use a config written for this Detectron2, or a newer Detectron2",
+        )
+    merge_config_of_version(cfg, loaded, version)
 
 
 def merge_config_file(cfg, path: str) -> None:
@@ -111,8 +107,6 @@ def merge_config_file(cfg, path: str) -> None:
     errors for a missing file, YAML syntax errors (file, line, column; also in a ``_BASE_`` file),
     Python tags, alias bombs, ``_BASE_`` cycles and URLs, and unknown keys."""
     if not os.path.isfile(path):
-        from ..utils.file_checks import unreadable_file_cause
-
         cause = unreadable_file_cause(path)  # a FIFO, a link loop, a folder...
         raise ConfigError(f"--config-file {path}", "no such file" if cause in (None, "does not exist") else cause)
     try:

@@ -17,6 +17,8 @@ from detectron2.engine import AMPTrainer, SimpleTrainer
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
+from ..utils.detectron2_internals import LossesBeforeOptimizerStep
+
 __all__ = ["NonFiniteLossError", "FiniteSimpleTrainer", "FiniteAMPTrainer", "nonfinite_loss_hints"]
 
 logger = logging.getLogger(__name__)
@@ -26,11 +28,11 @@ class NonFiniteLossError(FloatingPointError):
     """Too many NaN or infinite losses (raised before the optimizer step of the last one)."""
 
 
-class _FiniteLossCheck:
-    """Mixin for Detectron2's SimpleTrainer / AMPTrainer. The check runs in ``_write_metrics``, i.e.
-    after ``backward`` and before the optimizer step, so the weights are never updated from a
-    non-finite loss: the step is skipped (the gradients are dropped; with AMP the grad scaler's step and
-    update are skipped too), or training stops."""
+class _FiniteLossCheck(LossesBeforeOptimizerStep):
+    """Mixin for Detectron2's SimpleTrainer / AMPTrainer. The check runs when the step hands over its
+    losses (:meth:`handle_losses`), i.e. after ``backward`` and before the optimizer step, so the weights
+    are never updated from a non-finite loss: the step is skipped (the gradients are dropped; with AMP the
+    grad scaler's step and update are skipped too), or training stops."""
 
     hint_source = None  # weakref to the YolactTrainer, for the hints
     max_consecutive = 10
@@ -48,13 +50,13 @@ class _FiniteLossCheck:
     def nonfinite_skipped(self) -> int:
         return getattr(self, "_nonfinite_skipped", 0)
 
-    def _write_metrics(self, loss_dict, data_time, prefix="", iter=None):
+    def handle_losses(self, loss_dict, data_time, prefix="", iter=None) -> None:
         self._skip_step = False
         finite = _is_finite(loss_dict)  # one sync
         bad_ranks = ([] if finite else [0]) if comm.get_world_size() == 1 else _nonfinite_ranks(loss_dict, finite)
         if not bad_ranks:
             self._count_step(skipped=False)
-            return super()._write_metrics(loss_dict, data_time, prefix=prefix, iter=iter)
+            return super().handle_losses(loss_dict, data_time, prefix=prefix, iter=iter)  # Detectron2's metrics
         self._skip(loss_dict, bad_ranks, self.iter if iter is None else iter)
 
     def _count_step(self, skipped: bool) -> None:

@@ -30,6 +30,7 @@ import torch.distributed as dist
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
+from ..utils.detectron2_internals import global_gloo_group
 from .reporting import run_in_worker
 
 __all__ = [
@@ -176,7 +177,7 @@ class InterruptHook(HookBase):
     def before_train(self):
         self._install()
         if comm.get_world_size() > 1:
-            self._group = comm._get_global_gloo_group()  # CPU collectives whatever the backend
+            self._group = global_gloo_group()  # CPU collectives whatever the backend
             dist.barrier(group=self._group)  # every rank has its handlers before we say so
         if comm.is_main_process() and self._previous:
             names = "/".join(_name(s) for s in self._previous)

@@ -1,4 +1,5 @@
-"""Atomic result files for ``COCOEvaluator`` subclasses (docs/RELIABILITY.md).
+"""Atomic result files for ``COCOEvaluator`` subclasses (docs/RELIABILITY.md), added on top of the
+core's evaluator by the trainer and the tools (:class:`AtomicYolactCOCOEvaluator`).
 
 ``COCOEvaluator.evaluate`` writes ``instances_predictions.pth`` and ``coco_instances_results.json``
 straight into its output folder, so an evaluation killed while writing leaves truncated files
@@ -18,10 +19,12 @@ import tempfile
 
 from detectron2.utils import comm
 
+from ..evaluation import YolactCOCOEvaluator
 from ..utils.atomic_io import free_space_text, os_error_in, publish_file, stale_entries
+from ..utils.detectron2_internals import results_folder, results_written_to
 from ..utils.errors import UserError, first_line
 
-__all__ = ["AtomicResultsMixin", "ResultsWriteError"]
+__all__ = ["AtomicResultsMixin", "AtomicYolactCOCOEvaluator", "ResultsWriteError"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,16 +84,16 @@ class AtomicResultsMixin:
     atomically (module docstring). Everything else is unchanged."""
 
     def evaluate(self, *args, **kwargs):
-        final_dir = getattr(self, "_output_dir", None)
+        final_dir = results_folder(self)
         if not final_dir or "://" in final_dir or not comm.is_main_process():
             return super().evaluate(*args, **kwargs)
         os.makedirs(final_dir, exist_ok=True)
         _remove_stale_staging(final_dir)
         staging = tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-", dir=final_dir)
-        self._output_dir = staging
         try:
             try:
-                results = super().evaluate(*args, **kwargs)
+                with results_written_to(self, staging):
+                    results = super().evaluate(*args, **kwargs)
             except (OSError, RuntimeError) as e:
                 if not _is_write_failure(e):
                     raise
@@ -102,6 +105,10 @@ class AtomicResultsMixin:
                 publish_file(source, os.path.join(final_dir, name))
                 logger.info(f"Wrote {os.path.join(final_dir, name)}")
         finally:
-            self._output_dir = final_dir
             shutil.rmtree(staging, ignore_errors=True)
         return results
+
+
+class AtomicYolactCOCOEvaluator(AtomicResultsMixin, YolactCOCOEvaluator):
+    """:class:`~yolact_d2.evaluation.YolactCOCOEvaluator` whose result files are written atomically:
+    what ``YolactTrainer``, ``yolact-train --eval-only`` and the LazyConfigs evaluate with."""

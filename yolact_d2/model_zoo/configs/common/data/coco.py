@@ -1,5 +1,5 @@
-# COCO 2017 instances with YOLACT's mapper (SSD augmentation, square resize; docs/MODEL.md) and
-# YOLACT's COCO evaluator (YOLACT++ mask scores). The image size is set once, in
+# COCO 2017 instances with YOLACT's mapper (SSD augmentation, square resize) and YOLACT's COCO evaluator
+# (YOLACT++ mask scores; result files written atomically). The image size is set once, in
 # dataloader.train.mapper.augmentations.image_size; the test mapper and the mapper's size rules follow it.
 # Own COCO-format data needs no code: dataloader.{train,test}.dataset.coco_instances takes
 # [name, json_file, image_root] entries (as DATASETS.COCO_INSTANCES), registered before `names` is loaded.
@@ -13,7 +13,7 @@ from yolact_d2.data.datasets import coco_instances_dataset_dicts
 from yolact_d2.data.detection_utils import degenerate_box_side
 from yolact_d2.data.transforms import max_train_input_size, yolact_test_augmentation, yolact_train_augmentation
 from yolact_d2.engine.loaders import build_yolact_train_loader
-from yolact_d2.evaluation import YolactCOCOEvaluator
+from yolact_d2.runtime.results_files import AtomicYolactCOCOEvaluator
 
 dataloader = OmegaConf.create()
 
@@ -54,7 +54,7 @@ dataloader.test = L(build_detection_test_loader)(
     num_workers=4,
 )
 
-dataloader.evaluator = L(YolactCOCOEvaluator)(
+dataloader.evaluator = L(AtomicYolactCOCOEvaluator)(
     dataset_name="${..test.dataset.names}",
     tasks=("bbox", "segm"),
     max_dets_per_image="${model.max_detections_per_image}",
