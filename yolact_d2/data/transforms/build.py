@@ -64,7 +64,7 @@ def yolact_train_augmentation(
     unknown = [n for n in names if n not in available]
     if unknown:
         raise ConfigError(
-            f"INPUT.YOLACT_AUGMENTATIONS: unknown {unknown}; choose from {list(available)}"
+            "INPUT.YOLACT_AUGMENTATIONS", f"unknown {unknown}", fix=f"choose from {list(available)}"
         )
     # Always in the original order, whatever the order of the list.
     return [available[n]() for n in available if n in names] + [SquashResize(int(image_size))]
@@ -90,7 +90,7 @@ def yolact_test_augmentation(image_size: int, resize_mode: str = "squash") -> Li
     if resize_mode == "keep_aspect":
         return [ResizeLongestSide(int(image_size))]
     raise ConfigError(
-        f"cfg.INPUT.TEST_RESIZE_MODE must be 'squash' or 'keep_aspect', got {resize_mode!r}."
+        f"INPUT.TEST_RESIZE_MODE {resize_mode!r}", "is not a test-time resize", fix="use 'squash' or 'keep_aspect'"
     )
 
 
