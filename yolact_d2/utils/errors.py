@@ -16,7 +16,7 @@ class UserError(Exception):
     wrong with it; ``fix`` (optional) says how to fix it."""
 
     def __init__(self, what: str, cause: Optional[str] = None, fix: Optional[str] = None):
-        # A single argument is a complete message (subclasses that predate the three parts).
+        # A single argument is a complete message: only UnknownConfigKeyError, which keeps yacs' own words.
         self.what = str(what)
         self.cause = None if cause is None else str(cause)
         self.fix = str(fix) if fix else None
