@@ -23,7 +23,7 @@ from .modeling.optimize import optimize_for_inference
 from .precision import choose_precision, log_choice, torch_dtype
 from .runtime.checkpointer import AtomicDetectionCheckpointer
 from .runtime.command_line_keys import set_on_command_line
-from .runtime.run_checks import check_class_names, check_yolact_config
+from .runtime.run_checks import check_class_names, check_input_fits_model, check_yolact_config
 from .runtime.safe_load import trusted_weights_file
 from .runtime.weights_catalog import is_random_weights
 from .utils.errors import ConfigError
@@ -179,6 +179,7 @@ class YolactPredictor:
             self.class_names = checkpointer.read(weights).get("thing_classes")
             self._adopt_checkpoint_classes(weights)
         self.model = build_model(self.cfg)  # its modules check the keys they read
+        check_input_fits_model(self.cfg, self.model)
         self.model.eval()
         checkpointer.model = self.model
         if weights or self._weights_needed_for(self.cfg):

@@ -27,6 +27,7 @@ from ..runtime.interrupt import InterruptHook
 from ..runtime.results_files import AtomicYolactCOCOEvaluator
 from ..runtime.run_checks import (
     check_class_names,
+    check_input_fits_model,
     check_num_classes,
     check_training_config,
     check_yolact_config,
@@ -138,7 +139,9 @@ class YolactTrainer(DefaultTrainer):
     @classmethod
     def build_model(cls, cfg):
         check_yolact_config(cfg)  # builds YOLACT, on a usable device; the model checks its own keys
-        return super().build_model(cfg)
+        model = super().build_model(cfg)
+        check_input_fits_model(cfg, model)  # INPUT.IMAGE_SIZE against the built model's coarsest stride
+        return model
 
     @classmethod
     def build_optimizer(cls, cfg, model):

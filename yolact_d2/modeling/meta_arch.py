@@ -76,20 +76,6 @@ def _check_pixel_channels(cfg) -> None:
             )
 
 
-def _check_image_size(size: int, in_features: Sequence[str], level_shapes) -> None:
-    """``INPUT.IMAGE_SIZE`` at least the stride of the coarsest level, else that level covers less
-    than one pixel of the image."""
-    stride, coarsest = max((s.stride, f) for f, s in zip(in_features, level_shapes))
-    if size < stride:
-        raise ConfigError(
-            f"INPUT.IMAGE_SIZE {size} is smaller than the stride {stride} of the coarsest feature level "
-            f"'{coarsest}' (MODEL.YOLACT.IN_FEATURES {list(in_features)})",
-            f"that level would cover {size / stride:.2g} pixel of the image",
-            fix=f"use INPUT.IMAGE_SIZE {stride} or more (YOLACT uses 550), or fewer levels in "
-            "MODEL.YOLACT.IN_FEATURES with as many MODEL.YOLACT.ANCHOR_SCALES",
-        )
-
-
 @META_ARCH_REGISTRY.register()
 class Yolact(nn.Module):
     @configurable
@@ -153,7 +139,6 @@ class Yolact(nn.Module):
                 fix=f"choose IN_FEATURES among {list(shapes)}",
             )
         level_shapes = [shapes[f] for f in y.IN_FEATURES]
-        _check_image_size(int(cfg.INPUT.IMAGE_SIZE), y.IN_FEATURES, level_shapes)
         return {
             "backbone": backbone,
             "head": build_yolact_head(cfg, level_shapes),

@@ -116,6 +116,24 @@ def check_yolact_config(cfg) -> None:
     _check_device(cfg.MODEL.DEVICE)
 
 
+def check_input_fits_model(cfg, model) -> None:
+    """``INPUT.IMAGE_SIZE`` (what the mappers feed) at least the stride of the model's coarsest level,
+    else that level covers less than one pixel of the image: checked once a run's model is built."""
+    model = getattr(model, "module", model)  # DDP
+    shapes = model.backbone.output_shape()
+    in_features = list(model.in_features)
+    size = int(cfg.INPUT.IMAGE_SIZE)
+    stride, coarsest = max((shapes[f].stride, f) for f in in_features)
+    if size < stride:
+        raise ConfigError(
+            f"INPUT.IMAGE_SIZE {size} is smaller than the stride {stride} of the coarsest feature level "
+            f"'{coarsest}' (MODEL.YOLACT.IN_FEATURES {in_features})",
+            f"that level would cover {size / stride:.2g} pixel of the image",
+            fix=f"use INPUT.IMAGE_SIZE {stride} or more (YOLACT uses 550), or fewer levels in "
+            "MODEL.YOLACT.IN_FEATURES with as many MODEL.YOLACT.ANCHOR_SCALES",
+        )
+
+
 def check_datasets_registered(dataset_names, key: str = "DATASETS.TRAIN") -> None:
     """A :class:`ConfigError` naming ``key`` for a dataset name that is not registered, instead of
     ``DatasetCatalog``'s KeyError listing every registered name."""
