@@ -19,9 +19,11 @@ lose. ``--weights`` runs the same check on a checkpoint.
 Per score threshold, the float32 detections scoring at least that much are matched to the other
 model's detections of the same image (``yolact_d2.quantization.match_detections``: same class, box
 IoU >= 0.5, greedy in decreasing float32 score); the table gives how many are matched, the box IoU and
-mask IoU of the matched pairs and their score differences, pooled over the images; then bf16's per image
-at the middle threshold. ``--images DIR`` reads .jpg/.png files instead of rendering ``--synthetic N``
-480x640 images of the synthetic shapes' val split.
+mask IoU of the matched pairs and their score differences, pooled over the images. Then how far each
+network stage moves (relative L2 error of the FPN levels and of the four outputs, mean over the first
+``--stage-images`` images), and bf16's matches per image at the middle threshold. ``--images DIR``
+reads .jpg/.png files instead of rendering ``--synthetic N`` 480x640 images of the synthetic shapes'
+val split.
 """
 import argparse
 import glob
@@ -46,6 +48,8 @@ def parse_args(argv=None):
                         help="float32 detections scoring at least this much are checked, one table row each")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation (without --weights)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--stage-images", type=int, default=2,
+                        help="the relative error of every network stage is averaged over the first N images")
     parser.add_argument("--json", help="write the pooled and per-image figures here")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
     return parser.parse_args(argv)
@@ -112,6 +116,22 @@ def pair_figures(reference, other, min_score):
             "box_iou": box_iou, "mask_iou": mask_iou, "score_diff": score_diff}
 
 
+@torch.no_grad()
+def stage_errors(reference, other, image):
+    """Relative L2 error ||other - reference|| / ||reference|| of the network's stages on one image: the
+    FPN levels and the four outputs (class probabilities, boxes, coefficients, prototypes)."""
+    def stages(predictor):
+        model = predictor.model
+        x = model.preprocess_image([predictor.preprocess(image)]).tensor
+        features = model.extract_features(x)
+        outputs = model.inference_tensors(x)
+        names = [f"P{i + 3}" for i in range(len(features))] + ["class_probs", "boxes", "coeffs", "protos"]
+        return dict(zip(names, [t.float() for t in list(features) + list(outputs)]))
+
+    a, b = stages(reference), stages(other)
+    return {k: float((b[k] - a[k]).norm() / a[k].norm().clamp(min=1e-12)) for k in a}
+
+
 def summary(fig):
     def stat(values, fn, fmt="{:.3f}"):
         return fmt.format(fn(values)) if values else "-"
@@ -170,12 +190,22 @@ def main(argv=None):
         print(f"\n{name} against fp32: the fp32 detections scoring >= min score that it reproduces "
               "(same class, box IoU >= 0.5), all images:\n")
         print_table("min score", [(f"{t:g}", pooled[name][t]) for t in args.min_scores])
+    n = min(args.stage_images, len(images))
+    if n:
+        errors = {name: [stage_errors(fp32, p, im) for im in images[:n]] for name, p in others.items()}
+        names = list(next(iter(errors.values()))[0])
+        print(f"\nrelative L2 error against fp32 of each network stage, mean over the first {n} image(s):\n")
+        print("| model | " + " | ".join(names) + " |")
+        print("|" + "---|" * (len(names) + 1))
+        for name, per in errors.items():
+            print(f"| {name} | " + " | ".join(f"{sum(e[k] for e in per) / n:.4f}" for k in names) + " |")
+        pooled_errors = {name: {k: sum(e[k] for e in per) / n for k in names} for name, per in errors.items()}
     middle = args.min_scores[len(args.min_scores) // 2]
     print(f"\nbf16 against fp32 per image, min score {middle:g}:\n")
     print_table("image", [(str(i + 1), img[middle]) for i, img in enumerate(per_image["bf16"])])
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"config": args.config_file, "weights": weights,
+            json.dump({"config": args.config_file, "weights": weights, "stage_errors": pooled_errors if n else {},
                        "pooled": {name: {str(t): v for t, v in p.items()} for name, p in pooled.items()},
                        "per_image": {name: [{str(t): v for t, v in img.items()} for img in figs]
                                      for name, figs in per_image.items()}}, f)
