@@ -9,7 +9,7 @@
 Two ``YolactPredictor`` of the same weights, ``MODEL.YOLACT.PRECISION_TEST`` fp32 and bf16, run on the
 same images, with a third as the control: float32 arithmetic on the network's weights rounded to bf16
 (after BN folding, as the bf16 cast does). When the control moves the detections as much as bf16 does,
-the network is that sensitive to a 0.4 % change of its weights, whatever the arithmetic.
+the network is that sensitive to changing each weight by at most 0.4 %, whatever the arithmetic.
 Without ``--weights`` the weights are the benchmarks' conditioned random initialisation
 (``yolact_d2.testing.save_conditioned_random_weights`` on the first two images, as tools/benchmark.py
 does): no trained COCO weights are needed, but such a network is not a trained one, so the figures show
