@@ -36,6 +36,17 @@ import cv2
 import numpy as np
 import torch
 
+from detectron2.structures import pairwise_iou
+
+from yolact_d2 import YolactPredictor
+from yolact_d2.data.datasets.synthetic import render_synthetic_sample
+from yolact_d2.modeling.optimize import NETWORK_PARTS
+from yolact_d2.quantization import match_detections
+from yolact_d2.runtime.command_line_keys import mark_set_on_command_line
+from yolact_d2.runtime.config_loading import setup_cfg
+from yolact_d2.runtime.reporting import run_cli
+from yolact_d2.testing import save_conditioned_random_weights
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,8 +74,6 @@ def load_images(args):
         if not images or any(im is None for im in images):
             sys.exit(f"error: --images {args.images}: no readable .jpg/.png images there")
         return images
-    from yolact_d2.data.datasets.synthetic import render_synthetic_sample
-
     return [render_synthetic_sample(0, "val", i, image_size=(480, 640))["image"] for i in range(args.synthetic)]
 
 
@@ -72,11 +81,6 @@ def build_predictors(args, images, tmp):
     """float32 and bf16 predictors of the same weights (--weights, else conditioned random ones), and the
     control: float32 arithmetic with the network's weights rounded to bf16 (what the bf16 network starts
     from), which tells the weights' rounding apart from bf16's arithmetic."""
-    from yolact_d2 import YolactPredictor
-    from yolact_d2.modeling.optimize import NETWORK_PARTS
-    from yolact_d2.runtime.command_line_keys import mark_set_on_command_line
-    from yolact_d2.runtime.config_loading import setup_cfg
-    from yolact_d2.testing import save_conditioned_random_weights
 
     cfg = setup_cfg(args.config_file, args.opts, freeze=False)
     if "MODEL.DEVICE" not in args.opts:
@@ -99,10 +103,6 @@ def build_predictors(args, images, tmp):
 
 def pair_figures(reference, other, min_score):
     """The float32 detections >= min_score, how many bf16 matches, and per match box IoU, mask IoU, score diff."""
-    from detectron2.structures import pairwise_iou
-
-    from yolact_d2.quantization import match_detections
-
     reference = reference[reference.scores >= min_score]
     pairs = match_detections(reference, other)
     box_iou, mask_iou, score_diff = [], [], []
@@ -213,8 +213,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from yolact_d2.runtime.reporting import run_cli
-
     def cli() -> int:
         main()  # returns the pooled figures (for other scripts)
         return 0
