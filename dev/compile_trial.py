@@ -7,7 +7,9 @@ float32 and bf16 side by side in one process.
 What is timed: ``Yolact.inference_tensors`` on one normalised 550x550 image (backbone, FPN, head,
 protonet, box decoding and softmax), as ``YolactPredictor`` prepares the model (BN folded, channels-last,
 the network cast once for bf16). Post-processing (Fast NMS, masks) is not part of it: it runs the same
-either way. Random weights: the network's time does not depend on the values. Eager and compiled calls
+either way. Conditioned random weights (``yolact_d2.testing``), as the benchmarks use: plain random
+weights make the activations of a deep ResNet explode, and bf16 kernels slow down on such values
+(denormals, infinities), which a trained model never feeds them. Eager and compiled calls
 alternate, so a drift of the machine's speed hits both alike; the table gives the median of the rounds.
 Inductor needs a C++ compiler on the machine (it builds its kernels the first time).
 """
@@ -15,21 +17,22 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 
+import numpy as np
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from yolact_d2 import YolactPredictor  # noqa: E402
-from yolact_d2.runtime.command_line_keys import mark_set_on_command_line  # noqa: E402
 from yolact_d2.runtime.config_loading import setup_cfg  # noqa: E402
+from yolact_d2.testing import save_conditioned_random_weights  # noqa: E402
 
 
-def build_network(config_file: str, precision: str):
-    cfg = setup_cfg(config_file, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "random"], freeze=False)
-    mark_set_on_command_line(cfg, "MODEL.WEIGHTS")  # random on purpose: only the time is measured
+def build_network(config_file: str, precision: str, weights: str):
+    cfg = setup_cfg(config_file, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", weights], freeze=False)
     cfg.freeze()
     predictor = YolactPredictor(cfg, precision=precision)
     size = cfg.INPUT.IMAGE_SIZE
@@ -54,9 +57,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    cfg = setup_cfg(args.config_file, ["MODEL.DEVICE", "cpu"], freeze=False)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(2)]
+    weights = os.path.join(tempfile.mkdtemp(), "conditioned.pth")
+    save_conditioned_random_weights(cfg, images, weights)
+
     rows = []
     for precision in args.precisions.split(","):
-        model, image = build_network(args.config_file, precision)
+        model, image = build_network(args.config_file, precision, weights)
         eager = model.inference_tensors
         compiled = torch.compile(model.inference_tensors, dynamic=False)
         start = time.perf_counter()
